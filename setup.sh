@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine for pytest-hpcvalidate (run as root):
+#   - the Debian packages the local provider runs for real (Slurm, munge, Open MPI/PMIx, sshd, fio, iperf3, ...)
+#   - a virtual environment in .venv with the plugin installed (editable) and its Python dependencies
+# Idempotent: packages already installed are not fetched again; a second run takes a second or two.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup.sh: run as root (it installs Debian packages; the local provider creates namespaces and cgroups)" >&2
+  exit 1
+fi
+
+PACKAGES=(
+  python3 python3-venv python3-dev gcc make
+  slurmctld slurmd slurm-client munge
+  openmpi-bin libopenmpi-dev libpmix-dev
+  openssh-server openssh-client
+  fio iperf3 iproute2 bridge-utils iptables hwloc procps psmisc util-linux
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}"
+  apt-get update -qq
+  # policy-rc.d keeps package scripts from starting munged/slurmd/sshd on the host
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e . 2>&1 | grep -v -e '^WARNING: Location' -e '^$' || true
+.venv/bin/python -c "import pytest_hpcvalidate.plugin, pytest" || { echo "setup.sh: the Python install failed" >&2; exit 1; }
+echo "setup.sh: ready (.venv/bin/pytest --hpc-config configs/minimal.yaml)"

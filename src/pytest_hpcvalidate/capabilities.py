@@ -1,0 +1,60 @@
+"""Capabilities a check may require (``@pytest.mark.requires("gpu")``) and why one is missing.
+
+``missing(cap, state)`` returns a skip reason naming the missing capability, or None.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+def _gpu(state) -> str | None:
+    return None if any(n.gpus for n in state.model.resolved_nodes()) else "the config declares no GPUs"
+
+
+def _pcie(state) -> str | None:
+    return None if any(n.pcie for n in state.model.resolved_nodes()) else "the config declares no PCIe passthrough devices"
+
+
+def _containers(state) -> str | None:
+    return None if state.model.containers is not None else "the config has no containers section"
+
+
+def _storage(state) -> str | None:
+    return None if state.model.storage else "the config declares no shared storage"
+
+
+def _accounting(state) -> str | None:
+    return None if state.model.slurm.accounting else "slurm.accounting is off in the config"
+
+
+def _mutation(state) -> str | None:
+    if state.model.provider != "existing":
+        return None  # clusters the run made are ours to change
+    allowed = state.pytest_config.getoption("hpc_allow_mutation") or state.pytest_config.getini("hpc_allow_mutation")
+    return None if allowed else "changes the cluster; pass --hpc-allow-mutation to allow it on an existing cluster"
+
+
+def _fault_injection(state) -> str | None:
+    return None if state.model.provider == "local" else "fault injection exists only on the local provider"
+
+
+CHECKS: dict[str, Callable] = {
+    "gpu": _gpu,
+    "pcie": _pcie,
+    "containers": _containers,
+    "storage": _storage,
+    "accounting": _accounting,
+    "mutation": _mutation,
+    "fault-injection": _fault_injection,
+}
+
+
+def missing(capability: str, state) -> str | None:
+    if state.model is None:
+        return "no cluster config: run with --hpc-config FILE"
+    check = CHECKS.get(capability)
+    if check is None:
+        return f"unknown capability {capability!r} in @pytest.mark.requires (known: {', '.join(CHECKS)})"
+    why = check(state)
+    return f"requires {capability}: {why}" if why else None

@@ -1,0 +1,218 @@
+"""The pytest plugin (entry point ``pytest11: hpcvalidate``): options, markers, session
+fixtures and the layer gate. Thin on purpose: the work is in config/, providers/,
+probes/ and report/.
+
+Without ``--hpc-config`` the plugin only registers its options and markers; ordinary test
+runs are unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from . import capabilities
+from .config import ConfigError, load_config
+from .config.areas import AREA_LAYER
+from .layering import LayerGate, placement
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+if not SUITES_DIR.is_dir():  # an editable install of a checkout: suites/ at the top level
+    SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
+
+MARKERS = (
+    "layer(n): the validation layer (1 network/PCIe ... 5 storage); a failure blocks higher layers",
+    "area(name): the sign-off area (network, pcie, gpu, slurm, gres, cgroup, mpi, containers, storage)",
+    "requires(capability): skip with a reason when the cluster lacks the capability (gpu, containers, "
+    "storage, accounting, mutation, fault-injection, ...)",
+    "mutates: the check changes cluster state; runs on existing clusters only with --hpc-allow-mutation",
+)
+
+HPC = pytest.StashKey["HpcState"]()
+
+
+class HpcState:
+    """Per-session state of the plugin."""
+
+    def __init__(self, config: pytest.Config):
+        self.pytest_config = config
+        self.model = None
+        self.config_path: str | None = None
+        self.gate = LayerGate()
+        self.placements: dict[str, object] = {}
+
+
+def _opt(config: pytest.Config, name: str):
+    value = config.getoption(name)
+    if value in (None, False):
+        ini = config.getini(name.replace("-", "_"))
+        return ini if ini not in ("", None, []) else value
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hpcvalidate", "HPC cluster validation (pytest-hpcvalidate)")
+    group.addoption("--hpc-config", dest="hpc_config", metavar="FILE", help="cluster description (YAML) to validate")
+    group.addoption("--hpc-provider", dest="hpc_provider", choices=("local", "libvirt", "existing"),
+                    help="override the config's provider")
+    group.addoption("--hpc-strict", dest="hpc_strict", action="store_true", default=False,
+                    help="acceptance mode: a skipped check of something the config declares fails")
+    group.addoption("--hpc-keep", dest="hpc_keep", action="store_true", default=False,
+                    help="leave a provisioned cluster up after the run and print how to reach it")
+    group.addoption("--hpc-allow-mutation", dest="hpc_allow_mutation", action="store_true", default=False,
+                    help="allow checks that change an existing cluster (drain/resume, restarts)")
+    group.addoption("--hpc-report-dir", dest="hpc_report_dir", metavar="DIR", default=None,
+                    help="where Allure results and the sign-off summary go (default: reports/)")
+    for name, kind, help_ in (
+        ("hpc_config", "string", "default for --hpc-config"),
+        ("hpc_provider", "string", "default for --hpc-provider"),
+        ("hpc_strict", "bool", "default for --hpc-strict"),
+        ("hpc_keep", "bool", "default for --hpc-keep"),
+        ("hpc_allow_mutation", "bool", "default for --hpc-allow-mutation"),
+        ("hpc_report_dir", "string", "default for --hpc-report-dir"),
+    ):
+        parser.addini(name, help_, type=kind, default=None if kind == "string" else False)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    for marker in MARKERS:
+        config.addinivalue_line("markers", marker)
+    state = HpcState(config)
+    config.stash[HPC] = state
+    path = _opt(config, "hpc_config")
+    if not path:
+        return
+    try:
+        model = load_config(path)
+    except ConfigError as exc:
+        lines = exc.lines()
+        noun = "problem" if len(lines) == 1 else "problems"
+        raise pytest.UsageError(
+            f"invalid cluster config {path} ({len(lines)} {noun}):\n" + "\n".join(f"  {line}" for line in lines)
+        ) from None
+    provider = _opt(config, "hpc_provider")
+    if provider:
+        model = model.model_copy(update={"provider": provider})
+    state.model = model
+    state.config_path = path
+    report_dir = Path(_opt(config, "hpc_report_dir") or "reports")
+    state.report_dir = report_dir
+    if config.pluginmanager.hasplugin("allure_pytest") and not getattr(config.option, "allure_report_dir", None):
+        config.option.allure_report_dir = str(report_dir / "allure-results")
+    if config.args_source != pytest.Config.ArgsSource.ARGS and SUITES_DIR.is_dir():
+        config.args = [str(SUITES_DIR)]
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+
+
+def _sigterm_to_interrupt(signum, frame):  # pragma: no cover - exercised by the provider's tests
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    state = config.stash.get(HPC, None)
+    if state is None or state.model is None:
+        return None
+    m = state.model
+    nodes = m.resolved_nodes()
+    return [
+        f"hpcvalidate: cluster {m.name!r} from {state.config_path}, provider {m.provider}, "
+        f"{len(nodes)} nodes ({sum(n.role == 'compute' for n in nodes)} compute)",
+        f"hpcvalidate: required for sign-off: {', '.join(m.required_areas())}",
+    ]
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = config.stash[HPC]
+    for item in items:
+        place = placement(item)
+        if place is not None:
+            state.placements[item.nodeid] = place
+    if not state.placements:
+        return
+    # stable: lower layers first; ordinary tests keep their place at the front
+    items.sort(key=lambda it: state.placements[it.nodeid].layer if it.nodeid in state.placements else 0)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    state = item.config.stash[HPC]
+    place = state.placements.get(item.nodeid)
+    if place is None:
+        return
+    reason = state.gate.reason(place.layer)
+    if reason:
+        _skip_here(reason)
+    for mark in item.iter_markers("requires"):
+        for capability in mark.args:
+            missing = capabilities.missing(capability, state)
+            if missing:
+                _skip_here(missing)
+
+
+def _skip_here(reason: str) -> None:
+    """Skip reported at the test's own location (as skipif marks are), not at this file."""
+    raise pytest.skip.Exception(reason, _use_item_location=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    report = yield
+    state = item.config.stash[HPC]
+    place = state.placements.get(item.nodeid)
+    if place is None:
+        return report
+    if report.skipped and _opt(item.config, "hpc_strict") and state.model is not None:
+        area = place.area
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if area in state.model.declared_areas() and not reason.startswith("Skipped: blocked by"):
+            report.outcome = "failed"
+            report.longrepr = f"--hpc-strict: area '{area}' is declared in the config but this check was skipped: {reason}"
+    if report.failed:
+        state.gate.record_failure(place.layer, item.nodeid)
+    return report
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def hpc_config(request: pytest.FixtureRequest):
+    """The validated :class:`ClusterConfig` given with ``--hpc-config``."""
+    state = request.config.stash[HPC]
+    if state.model is None:
+        pytest.skip("no cluster config: run with --hpc-config FILE")
+    return state.model
+
+
+@pytest.fixture(scope="session")
+def thresholds(hpc_config):
+    """The thresholds every suite asserts against (config values over documented defaults)."""
+    return hpc_config.thresholds
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest, hpc_config):
+    """The cluster under test: provisioned once per run (or attached to), destroyed at the end."""
+    from .lifecycle import session_cluster
+
+    yield from session_cluster(request.config, hpc_config)
+
+
+__all__ = ["AREA_LAYER"]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    state = config.stash.get(HPC, None)
+    if state is None or state.model is None:
+        return
+    seconds = getattr(state, "provision_seconds", None)
+    if seconds is not None:
+        terminalreporter.write_line(f"hpcvalidate: provisioned {state.model.name!r} in {seconds:.2f}s")
+    hint = getattr(state, "kept_hint", None)
+    if hint:
+        terminalreporter.write_sep("=", "hpcvalidate: cluster left running (--hpc-keep)")
+        for line in hint.splitlines():
+            terminalreporter.write_line(line)

@@ -1,0 +1,59 @@
+"""The provider interface: ``provision(model) -> Cluster`` and ``destroy()``."""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..cluster import Cluster
+    from ..config.model import ClusterConfig
+
+#: a callback providers call while they work: (step, node or "", detail)
+ProgressFn = Callable[[str, str, str], None]
+
+
+def no_progress(step: str, node: str = "", detail: str = "") -> None:
+    return None
+
+
+class ProvisioningError(RuntimeError):
+    """Provisioning failed; the message names the step, the node and the fix when known."""
+
+
+class Provider(abc.ABC):
+    kind: str
+
+    @abc.abstractmethod
+    def provision(self, model: "ClusterConfig", progress: ProgressFn = no_progress) -> "Cluster":
+        """Create (or attach to) the cluster described by ``model``."""
+
+    @abc.abstractmethod
+    def destroy(self) -> None:
+        """Undo exactly what :meth:`provision` created; safe to call twice or after a failure."""
+
+
+_PROVIDERS = {
+    "local": "pytest_hpcvalidate.providers.local:LocalProvider",
+    "libvirt": "pytest_hpcvalidate.providers.libvirt:LibvirtProvider",
+    "existing": "pytest_hpcvalidate.providers.existing:ExistingProvider",
+}
+
+
+def get_provider(kind: str, **options) -> Provider:
+    """Instantiate the provider named ``kind`` (``local``, ``libvirt``, ``existing``)."""
+    try:
+        target = _PROVIDERS[kind]
+    except KeyError:
+        raise ProvisioningError(
+            f"unknown provider {kind!r}; choose one of {', '.join(sorted(_PROVIDERS))}"
+        ) from None
+    module_name, cls_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("pytest_hpcvalidate"):
+            raise ProvisioningError(f"provider {kind!r} is not implemented yet") from None
+        raise
+    return getattr(module, cls_name)(**options)

@@ -1,0 +1,191 @@
+"""The config model: shipped configs validate; every kind of mistake is one clear line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pytest_hpcvalidate.config import ConfigError, load_config, load_text
+from pytest_hpcvalidate.config.model import ClusterConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
+
+MINIMAL = """
+name: t
+network: {subnet: 10.9.0.0/24, bridge: br-t}
+compute:
+  - names: c[1-2]
+"""
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_text(text, "cfg.yaml")
+    lines = info.value.lines()
+    assert lines and all("\n" not in line and line.strip() for line in lines)
+    return lines
+
+
+def test_shipped_configs_are_found():
+    names = {p.name for p in SHIPPED}
+    assert {"minimal.yaml", "gpu-sim.yaml", "full-stack.yaml", "seed-multi-gpu.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_config_validates(path):
+    cfg = load_config(str(path))
+    nodes = cfg.resolved_nodes()
+    assert nodes[0].role == "controller" and any(n.role == "compute" for n in nodes)
+    assert len({n.name for n in nodes}) == len(nodes)
+    assert set(cfg.required_areas()) <= set(cfg.declared_areas())
+
+
+def test_minimal_defaults_and_addresses():
+    cfg = load_text(MINIMAL)
+    assert cfg.provider == "local"
+    assert [(n.name, n.address) for n in cfg.resolved_nodes()] == [
+        ("ctl", "10.9.0.10"), ("c1", "10.9.0.11"), ("c2", "10.9.0.12"),
+    ]
+    assert cfg.declared_areas() == ["network", "slurm", "cgroup", "mpi"]
+    assert cfg.slurm.default_partition.name == "debug"
+
+
+def test_gpu_sim_declares_gres():
+    cfg = load_config(str(ROOT / "configs/gpu-sim.yaml"))
+    gpu_nodes = {n.name: n.gpus for n in cfg.resolved_nodes() if n.gpus}
+    assert gpu_nodes == {"gpu1": 2, "gpu2": 2}
+    assert "gres" in cfg.required_areas() and "gpu" in cfg.required_areas()
+
+
+def test_seed_format_maps_onto_the_model():
+    cfg = load_config(str(ROOT / "configs/examples/seed-multi-gpu.yaml"))
+    assert cfg.provider == "libvirt" and cfg.name == "hpc-cluster"
+    nodes = {n.name: n for n in cfg.resolved_nodes()}
+    assert set(nodes) == {"controller", "compute-01", "compute-02"}
+    assert nodes["compute-01"].memory_mb == 16 * 1024 and nodes["compute-01"].cpus == 8
+    assert nodes["compute-01"].gpus == 1 and nodes["compute-01"].gpu_type == "rtx4060ti"
+    assert [d.pci_address for d in nodes["compute-02"].pcie] == ["0000:07:00.0", "0000:07:00.1"]
+    assert cfg.slurm.default_partition.name == "gpu" and cfg.slurm.gres_types == ["gpu"]
+    assert cfg.storage[0].kind == "beegfs" and cfg.storage[0].beegfs.storage_nodes == ["compute-01", "compute-02"]
+    assert nodes["controller"].virtio_fs[0].host_path == "/srv/project"  # ${TOT:-/srv/project}
+
+
+def test_seed_count_form(monkeypatch):
+    text = """
+version: "1.0"
+metadata: {name: m, description: d}
+clusters:
+  hpc:
+    name: Test HPC
+    network: {subnet: 192.168.150.0/24, bridge: virbr150}
+    controller: {cpu_cores: 2, memory_gb: 4, disk_gb: 20, ip_address: 192.168.150.10}
+    compute_nodes: {count: 3, cpu_cores: 2, memory_gb: 4, disk_gb: 20, ip: DHCP}
+    slurm_config: {partitions: [debug], default_partition: debug, max_job_time: "1:00:00"}
+"""
+    cfg = load_text(text)
+    assert cfg.name == "test-hpc"
+    assert [n.name for n in cfg.resolved_nodes()] == ["controller", "compute-01", "compute-02", "compute-03"]
+
+
+def test_seed_errors_use_seed_paths():
+    text = (ROOT / "configs/examples/seed-multi-gpu.yaml").read_text()
+    data = yaml.safe_load(text)
+    data["clusters"]["hpc"]["compute_nodes"][1]["memory_gb"] = 0
+    data["clusters"]["hpc"]["compute_nodes"][0]["pcie_passthrough"]["devices"][0]["pci_address"] = "1:0.0"
+    lines = errors_of(yaml.safe_dump(data))
+    assert any("clusters.hpc.compute_nodes[1].memory_gb: must be >= 1, got 0" in line for line in lines)
+    assert any("compute_nodes[0].pcie_passthrough.devices[0].pci_address" in line and "PCI address" in line for line in lines)
+
+
+def test_seed_overlapping_subnets():
+    data = yaml.safe_load((ROOT / "configs/examples/seed-multi-gpu.yaml").read_text())
+    data["clusters"]["cloud"]["network"]["subnet"] = "192.168.100.128/25"
+    (line,) = errors_of(yaml.safe_dump(data))
+    assert "clusters.cloud.network.subnet" in line and "overlaps" in line
+
+
+def test_three_mistakes_three_lines_with_lines_and_paths():
+    text = """name: bad
+network:
+  subnet: 10.0.0.0/24
+  bridgee: br0
+compute:
+  - names: c[1-2]
+    memory_mb: 0
+slurm:
+  mpi_default: openmpi
+"""
+    lines = errors_of(text)
+    assert len(lines) == 4, lines  # bridge missing + bridgee unknown + memory + mpi
+    assert "cfg.yaml:4: network.bridgee: unknown key 'bridgee' (did you mean 'bridge'?)" in lines[1]
+    assert any(line.startswith("cfg.yaml:7: compute[0].memory_mb: must be >= 64, got 0") for line in lines)
+    assert any("slurm.mpi_default: got 'openmpi'; allowed: 'pmix', 'pmi2' or 'none'" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "patch, expected",
+    [
+        ("compute:\n  - names: c[1-2]\n  - names: c2\n", "duplicate node name 'c2'"),
+        ("compute:\n  - names: c1\n    addresses: [10.9.0.50]\n  - names: c2\n    addresses: [10.9.0.50]\n",
+         "duplicate address 10.9.0.50"),
+        ("compute:\n  - names: c1\n    gpus: {count: 2}\n", "2 GPUs declared but slurm.gres_types does not include 'gpu'"),
+        ("compute:\n  - count: 300\n", "outside network.subnet"),
+        ("compute:\n  - names: c1\n    addresses: [10.9.0.1]\n", "host side of the bridge"),
+        ("compute:\n  - names: c1\nslurm:\n  partitions: [{name: a, nodes: 'x[1-2]'}]\n", "unknown node(s) x1, x2"),
+        ("compute:\n  - names: c1\n    count: 2\n", "give either 'names'"),
+        ("compute:\n  - names: c[1-\n", "'[' without ']'"),
+        ("compute:\n  - names: c1\nsignoff: {required: [storage]}\n", "'storage' is required but the config declares nothing"),
+        ("compute:\n  - names: c1\nnetwork: {subnet: 10.9.0.1/24, bridge: b}\n", "is not an IPv4 network"),
+    ],
+)
+def test_semantic_and_field_problems(patch, expected):
+    base = "name: t\nnetwork: {subnet: 10.9.0.0/24, bridge: br-t}\n"
+    text = base + patch if not patch.count("network:") else "name: t\n" + patch
+    lines = errors_of(text)
+    assert any(expected in line for line in lines), lines
+
+
+def test_yaml_syntax_error_has_line_and_column():
+    (line,) = errors_of("name: x\nnetwork: [1\n")
+    assert "invalid YAML: line 3, column 1" in line
+
+
+def test_duplicate_yaml_keys_are_reported():
+    (line,) = errors_of("name: x\nname: y\n")
+    assert "cfg.yaml:2: name: duplicate key (first at line 1)" in line
+
+
+def test_missing_env_var_named(monkeypatch):
+    monkeypatch.delenv("HPCV_UNSET_VAR", raising=False)
+    lines = errors_of("name: t\ndescription: ${HPCV_UNSET_VAR}\n" + MINIMAL.split("\n", 2)[2])
+    assert any("HPCV_UNSET_VAR is not set" in line and "description" in line for line in lines)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(str(tmp_path / "nope.yaml"))
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(str(tmp_path))
+
+
+def test_json_schema_is_printed_and_describes_thresholds():
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_hpcvalidate", "schema"], capture_output=True, text=True, check=True
+    ).stdout
+    schema = json.loads(out)
+    assert schema["title"] == "ClusterConfig"
+    props = schema["$defs"]["Thresholds"]["properties"]
+    assert "default 1" in props["latency_p50_ms_max"]["description"]
+    assert set(schema["required"]) == {"name", "network", "compute"}
+
+
+def test_schema_matches_model_for_every_threshold():
+    """Every threshold documents its default and unit (the README table is made from this)."""
+    for name, field in ClusterConfig.model_fields["thresholds"].annotation.model_fields.items():
+        assert field.description and "default" in field.description, name
