@@ -201,7 +201,52 @@ def cluster(request: pytest.FixtureRequest, hpc_config):
     yield from session_cluster(request.config, hpc_config)
 
 
-__all__ = ["AREA_LAYER"]
+#: fixture name -> which configured nodes it is parametrized over (one test per node)
+NODE_PARAMS = {
+    "node_name": lambda nodes: [n.name for n in nodes],
+    "compute_name": lambda nodes: [n.name for n in nodes if n.role == "compute"],
+    "gpu_node_name": lambda nodes: [n.name for n in nodes if n.gpus],
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Per-node checks: a test asking for ``node``/``compute_node``/``gpu_node`` runs once per
+    configured node, so a report names the node that is wrong."""
+    state = metafunc.config.stash.get(HPC, None)
+    model = state.model if state is not None else None
+    for fixture, pick in NODE_PARAMS.items():
+        if fixture in metafunc.fixturenames:
+            names = pick(model.resolved_nodes()) if model is not None else []
+            metafunc.parametrize(fixture, names, ids=names, scope="session")
+
+
+@pytest.fixture(scope="session")
+def node(cluster, node_name):
+    """One node of the cluster (the test runs once per node)."""
+    return cluster.node(node_name)
+
+
+@pytest.fixture(scope="session")
+def compute_node(cluster, compute_name):
+    """One compute node (the test runs once per compute node)."""
+    return cluster.node(compute_name)
+
+
+@pytest.fixture(scope="session")
+def gpu_node(cluster, gpu_node_name):
+    """One compute node the config gives GPUs (the test runs once per such node)."""
+    return cluster.node(gpu_node_name)
+
+
+@pytest.fixture(scope="session")
+def controller(cluster):
+    return cluster.controller
+
+
+@pytest.fixture(scope="session")
+def node_spec(hpc_config):
+    """The configured facts of every node: {name: ResolvedNode}."""
+    return {n.name: n for n in hpc_config.resolved_nodes()}
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:

@@ -35,7 +35,7 @@ class Provider(abc.ABC):
 
 
 _PROVIDERS = {
-    "local": "pytest_hpcvalidate.providers.local:LocalProvider",
+    "local": "pytest_hpcvalidate.providers.local.provider:LocalProvider",
     "libvirt": "pytest_hpcvalidate.providers.libvirt:LibvirtProvider",
     "existing": "pytest_hpcvalidate.providers.existing:ExistingProvider",
 }

@@ -1,0 +1,139 @@
+"""Network facts: ping statistics, iperf3 throughput, name resolution, addresses, MTU."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+import statistics
+from dataclasses import dataclass
+
+_SENT = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
+_TIME = re.compile(r"time[=<]([\d.]+) ?ms")
+
+
+@dataclass(frozen=True)
+class PingStats:
+    target: str
+    sent: int
+    received: int
+    rtts_ms: tuple[float, ...]
+    error: str = ""
+
+    @property
+    def loss_pct(self) -> float:
+        return 100.0 if self.sent == 0 else 100.0 * (self.sent - self.received) / self.sent
+
+    def percentile(self, q: float) -> float | None:
+        """Nearest-rank percentile of the round trips (q in 0..100)."""
+        if not self.rtts_ms:
+            return None
+        ordered = sorted(self.rtts_ms)
+        rank = max(1, math.ceil(q / 100 * len(ordered)))
+        return ordered[rank - 1]
+
+    @property
+    def p50_ms(self) -> float | None:
+        return statistics.median(self.rtts_ms) if self.rtts_ms else None
+
+    @property
+    def p99_ms(self) -> float | None:
+        return self.percentile(99)
+
+
+def parse_ping(target: str, output: str) -> PingStats:
+    m = _SENT.search(output)
+    rtts = tuple(float(t) for t in _TIME.findall(output))
+    if not m:
+        return PingStats(target, 0, 0, rtts, error=output.strip().splitlines()[-1] if output.strip() else "no output")
+    return PingStats(target, int(m.group(1)), int(m.group(2)), rtts)
+
+
+def ping_command(target: str, count: int, interval_s: float = 0.01, size: int | None = None,
+                 dont_fragment: bool = False, deadline_s: float | None = None) -> str:
+    opts = [f"-c {count}", f"-i {interval_s}", "-n"]
+    if size is not None:
+        opts.append(f"-s {size}")
+    if dont_fragment:
+        opts.append("-M do")
+    opts.append(f"-w {deadline_s or max(2, int(count * interval_s) + 2)}")
+    return f"ping {' '.join(opts)} {shlex.quote(target)}"
+
+
+def ping_many(node, targets: list[str], count: int = 20, interval_s: float = 0.01) -> dict[str, PingStats]:
+    """Ping every target from ``node`` concurrently (one shell, background jobs); {target: stats}."""
+    if not targets:
+        return {}
+    marker = "@@HPCV-PING@@"
+    script = "; ".join(
+        f"(out=$({ping_command(t, count, interval_s)} 2>&1); printf '%s %s\\n%s\\n' {marker} {shlex.quote(t)} \"$out\") &"
+        for t in targets
+    ) + "; wait"
+    result = node.run(script, timeout=count * interval_s + 30)
+    chunks: dict[str, str] = {}
+    current = None
+    for line in result.stdout.splitlines():
+        if line.startswith(marker + " "):
+            current = line[len(marker) + 1:]
+            chunks[current] = ""
+        elif current is not None:
+            chunks[current] += line + "\n"
+    return {t: parse_ping(t, chunks.get(t, result.stderr or "no output")) for t in targets}
+
+
+@dataclass(frozen=True)
+class Iperf3Result:
+    bits_per_second: float
+    retransmits: int | None
+    error: str = ""
+
+    @property
+    def gbps(self) -> float:
+        return self.bits_per_second / 1e9
+
+
+def parse_iperf3(text: str) -> Iperf3Result:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return Iperf3Result(0.0, None, error=f"iperf3 printed no JSON: {text.strip()[:200]}")
+    if data.get("error"):
+        return Iperf3Result(0.0, None, error=data["error"])
+    end = data.get("end", {})
+    recv = end.get("sum_received") or end.get("sum") or {}
+    sent = end.get("sum_sent") or {}
+    return Iperf3Result(float(recv.get("bits_per_second", 0.0)), sent.get("retransmits"))
+
+
+def resolve_all(node, names: list[str]) -> dict[str, list[str]]:
+    """``getent ahostsv4`` for each name on ``node`` → {name: [addresses]} ([] when unresolved)."""
+    script = "; ".join(f"echo \"@@ {n}\"; getent ahostsv4 {shlex.quote(n)} | awk '{{print $1}}' | sort -u" for n in names)
+    out: dict[str, list[str]] = {n: [] for n in names}
+    current = None
+    for line in node.run(script, timeout=30).stdout.splitlines():
+        if line.startswith("@@ "):
+            current = line[3:]
+        elif current is not None and line.strip():
+            out[current].append(line.strip())
+    return out
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str
+    mtu: int
+    addresses: tuple[str, ...]
+    up: bool
+
+
+def parse_ip_addr_json(text: str) -> list[Interface]:
+    out = []
+    for item in json.loads(text or "[]"):
+        addrs = tuple(a["local"] for a in item.get("addr_info", []) if a.get("family") == "inet")
+        out.append(Interface(item["ifname"], int(item.get("mtu", 0)), addrs, "UP" in item.get("flags", [])))
+    return out
+
+
+def interfaces(node) -> list[Interface]:
+    return parse_ip_addr_json(node.run("ip -j addr show", timeout=15).check().stdout)

@@ -1,0 +1,161 @@
+"""Slurm facts: nodes and partitions as the controller sees them (``scontrol show ... -o``)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from ..transport import CommandResult
+
+_KEY = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z_]*)=")
+
+#: base states in which a node can take work
+USABLE_STATES = {"IDLE", "MIXED", "ALLOCATED", "COMPLETING"}
+#: flags that make a node unusable whatever its base state
+BAD_FLAGS = {"DRAIN", "DRAINING", "DRAINED", "NOT_RESPONDING", "FAIL", "FAILING", "POWERED_DOWN", "POWERING_DOWN",
+             "INVALID_REG", "MAINTENANCE", "REBOOT_REQUESTED", "REBOOT_ISSUED"}
+
+
+def parse_oneliner(line: str) -> dict[str, str]:
+    """``Key=Value Key2=Value with spaces`` → dict (values may contain spaces, e.g. OS=, Reason=)."""
+    matches = list(_KEY.finditer(line))
+    out: dict[str, str] = {}
+    for i, m in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(line)
+        out[m.group(1)] = line[m.end():end].strip()
+    return out
+
+
+def parse_gres(text: str) -> dict[str, int]:
+    """``gpu:h100:2(S:0-1),gpu:a100:1`` → ``{"gpu:h100": 2, "gpu:a100": 1}``; ``(null)`` → {}."""
+    out: dict[str, int] = {}
+    if not text or text in ("(null)", "N/A"):
+        return out
+    for item in re.split(r",(?![^()]*\))", text):
+        item = re.sub(r"\(.*\)$", "", item.strip())
+        parts = item.split(":")
+        if len(parts) >= 2 and parts[-1].isdigit():
+            key, count = ":".join(parts[:-1]), int(parts[-1])
+        else:
+            key, count = item, 1
+        out[key] = out.get(key, 0) + count
+    return out
+
+
+@dataclass(frozen=True)
+class SlurmNode:
+    name: str
+    state: str  # base state, upper case: IDLE, MIXED, DOWN, ...
+    flags: frozenset[str]
+    cpus: int
+    real_memory_mb: int
+    gres: dict[str, int]
+    address: str
+    partitions: tuple[str, ...]
+    reason: str
+    raw: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        return self.state in USABLE_STATES and not (self.flags & BAD_FLAGS)
+
+    @property
+    def state_text(self) -> str:
+        return "+".join([self.state, *sorted(self.flags)])
+
+    def gpu_count(self) -> int:
+        return sum(n for k, n in self.gres.items() if k == "gpu" or k.startswith("gpu:"))
+
+
+def parse_state(text: str) -> tuple[str, frozenset[str]]:
+    """``IDLE+DRAIN`` / ``DOWN*+NOT_RESPONDING`` / ``idle*`` → ("IDLE", {"DRAIN"}) ...; ``*`` = NOT_RESPONDING."""
+    parts = text.upper().split("+")
+    flags = set(parts[1:])
+    base = parts[0]
+    if base.endswith("*"):
+        base = base[:-1]
+        flags.add("NOT_RESPONDING")
+    for suffix, flag in (("~", "POWERED_DOWN"), ("#", "POWERING_UP"), ("%", "POWERING_DOWN"), ("$", "MAINTENANCE"), ("@", "REBOOT_REQUESTED")):
+        if base.endswith(suffix):
+            base = base[:-1]
+            flags.add(flag)
+    return base, frozenset(flags)
+
+
+def records(text: str, first_key: str) -> list[str]:
+    """Records of ``scontrol show`` output, one-line (``-o``) or multi-line, each as one line."""
+    out: list[str] = []
+    for line in text.splitlines():
+        if line.startswith(first_key + "="):
+            out.append(line.strip())
+        elif out and line.strip():
+            out[-1] += " " + line.strip()
+    return out
+
+
+def parse_nodes(text: str) -> dict[str, SlurmNode]:
+    """Output of ``scontrol show node [-o]`` → {name: SlurmNode}."""
+    nodes = {}
+    for line in records(text, "NodeName"):
+        kv = parse_oneliner(line)
+        state, flags = parse_state(kv.get("State", "UNKNOWN"))
+        name = kv["NodeName"]
+        nodes[name] = SlurmNode(
+            name=name,
+            state=state,
+            flags=flags,
+            cpus=int(kv.get("CPUTot", "0") or 0),
+            real_memory_mb=int(kv.get("RealMemory", "0") or 0),
+            gres=parse_gres(kv.get("Gres", "")),
+            address=kv.get("NodeAddr", ""),
+            partitions=tuple(p for p in kv.get("Partitions", "").split(",") if p),
+            reason=kv.get("Reason", ""),
+            raw=kv,
+        )
+    return nodes
+
+
+@dataclass(frozen=True)
+class SlurmPartition:
+    name: str
+    nodes: str  # hostlist as Slurm prints it
+    default: bool
+    max_time: str
+    state: str
+
+
+def parse_partitions(text: str) -> dict[str, SlurmPartition]:
+    """Output of ``scontrol show partition -o`` → {name: SlurmPartition}."""
+    out = {}
+    for line in records(text, "PartitionName"):
+        kv = parse_oneliner(line)
+        out[kv["PartitionName"]] = SlurmPartition(
+            name=kv["PartitionName"], nodes=kv.get("Nodes", ""), default=kv.get("Default", "NO") == "YES",
+            max_time=kv.get("MaxTime", ""), state=kv.get("State", ""),
+        )
+    return out
+
+
+def show_nodes(controller) -> dict[str, SlurmNode]:
+    """Every node as slurmctld sees it, read on the controller."""
+    return parse_nodes(controller.run("scontrol show node -o", timeout=30).check().stdout)
+
+
+def show_partitions(controller) -> dict[str, SlurmPartition]:
+    return parse_partitions(controller.run("scontrol show partition -o", timeout=30).check().stdout)
+
+
+def srun(node, args: str, command: str, timeout: float = 60.0) -> CommandResult:
+    """``srun <args> <command>`` submitted from ``node`` (command quoted for the shell)."""
+    return node.run(f"srun {args} /bin/sh -c {shlex.quote(command)}", timeout=timeout)
+
+
+def per_node_lines(result: CommandResult) -> dict[str, list[str]]:
+    """Split output of ``srun -l`` style ``<host>: line`` into {host: [lines]}."""
+    out: dict[str, list[str]] = {}
+    for line in result.stdout.splitlines():
+        host, sep, rest = line.partition(": ")
+        if sep:
+            out.setdefault(host.strip(), []).append(rest)
+    return out

@@ -1,0 +1,85 @@
+"""The local provider: the config's cluster as Linux namespaces on this machine.
+
+This module is the seam between the config model and the engine: it flattens a validated
+``ClusterConfig`` into a :class:`LocalSpec` and drives ``engine.LocalCluster``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+from ...hostlist import expand
+from ..base import Provider, ProgressFn, no_progress
+from .spec import LocalSpec, NodeSpec, PartitionSpec
+
+#: every local cluster lives under here (state file, configs, keys, logs, shared dir)
+STATE_ROOT = Path(os.environ.get("HPCV_STATE_ROOT", "/var/lib/hpcvalidate/clusters"))
+
+
+def spec_from_config(model, state_root: Path = STATE_ROOT) -> LocalSpec:
+    nodes = model.resolved_nodes()
+    compute = [n.name for n in nodes if n.role == "compute"]
+    partitions = [
+        PartitionSpec(
+            name=p.name,
+            nodes=compute if p.nodes == "ALL" else expand(p.nodes),
+            default=p.default,
+            max_time=p.max_time,
+        )
+        for p in model.slurm.partitions
+    ]
+    if not any(p.default for p in partitions):
+        partitions[0] = PartitionSpec(partitions[0].name, partitions[0].nodes, True, partitions[0].max_time)
+    work_dir = state_root / model.name
+    net = model.network
+    return LocalSpec(
+        cluster=model.name,
+        subnet=str(net.subnet),
+        bridge=net.bridge,
+        bridge_address=str(net.host_address),
+        mtu=net.mtu,
+        nodes=[
+            NodeSpec(name=n.name, role=n.role, address=n.address, cpus=n.cpus, memory_mb=n.memory_mb,
+                     gpus=n.gpus, gpu_type=n.gpu_type or "sim")
+            for n in nodes
+        ],
+        partitions=partitions,
+        mpi_default=model.slurm.mpi_default,
+        constrain_cores=model.slurm.cgroup.constrain_cores,
+        constrain_ram=model.slurm.cgroup.constrain_ram_space,
+        constrain_devices=model.slurm.cgroup.constrain_devices,
+        accounting=model.slurm.accounting,
+        work_dir=work_dir,
+        shared_dir=work_dir / "shared",
+    )
+
+
+def prefix_len(subnet: str) -> int:
+    return ipaddress.ip_network(subnet).prefixlen
+
+
+class LocalProvider(Provider):
+    kind = "local"
+
+    def __init__(self, state_root: Path | None = None):
+        self.state_root = state_root or STATE_ROOT
+        self._engine = None
+
+    def provision(self, model, progress: ProgressFn = no_progress):
+        from .engine import LocalCluster
+
+        self._engine = LocalCluster(spec_from_config(model, self.state_root))
+        return self._engine.up(progress)
+
+    def destroy(self) -> None:
+        if self._engine is not None:
+            self._engine.down()
+
+    def attach(self, model, handle):
+        """Rebuild the Cluster of a running local cluster from its state file (xdist workers)."""
+        from .engine import LocalCluster
+
+        engine = LocalCluster(spec_from_config(model, self.state_root))
+        return engine.attach()

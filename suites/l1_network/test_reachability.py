@@ -1,0 +1,63 @@
+"""Layer 1: every node reaches every other node, fast and without loss; names and addresses
+agree with the config on every node; the MTU is what the config says; SSH works."""
+
+from __future__ import annotations
+
+from pytest_hpcvalidate.probes import network
+
+
+def test_node_reaches_every_other_node(node, cluster, thresholds, metric):
+    """All pairs: this node pings every other node's configured address."""
+    others = [n for n in cluster.nodes if n is not node]
+    stats = network.ping_many(node, [n.address for n in others], count=20)
+    by_addr = {n.address: n.name for n in others}
+    lost = [
+        f"{by_addr[s.target]} ({s.target}): {s.loss_pct:.0f}% loss{' - ' + s.error if s.error else ''}"
+        for s in stats.values()
+        if s.loss_pct > thresholds.ping_loss_max_pct
+    ]
+    assert not lost, f"{node.name} cannot reliably reach: " + "; ".join(lost)
+    p50 = max(s.p50_ms for s in stats.values())
+    p99 = max(s.p99_ms for s in stats.values())
+    slow50 = metric("ping_rtt_p50_ms", p50, "ms", thresholds.latency_p50_ms_max, "<=", node=node.name)
+    slow99 = metric("ping_rtt_p99_ms", p99, "ms", thresholds.latency_p99_ms_max, "<=", node=node.name)
+    assert slow50.passed and slow99.passed, f"from {node.name}: {slow50.message}; {slow99.message}"
+
+
+def test_hostname_and_address_match_config(node):
+    hostname = node.run("hostname", timeout=15).check().stdout.strip()
+    assert hostname == node.name, f"{node.name}: hostname is {hostname!r}, the config says {node.name!r}"
+    addrs = {a for i in network.interfaces(node) for a in i.addresses}
+    assert node.address in addrs, f"{node.name}: configured address {node.address} not on any interface (has {sorted(addrs)})"
+
+
+def test_every_node_name_resolves_to_its_address(node, cluster):
+    resolved = network.resolve_all(node, [n.name for n in cluster.nodes])
+    wrong = [
+        f"{n.name} -> {resolved[n.name] or 'nothing'} (expected {n.address})"
+        for n in cluster.nodes
+        if resolved[n.name] != [n.address]
+    ]
+    assert not wrong, f"name resolution on {node.name} is wrong: " + "; ".join(wrong)
+
+
+def test_mtu_matches_config_and_full_frames_pass(node, cluster, hpc_config):
+    mtu = hpc_config.network.mtu
+    iface = next((i for i in network.interfaces(node) if node.address in i.addresses), None)
+    assert iface is not None, f"{node.name}: no interface carries {node.address}"
+    assert iface.mtu == mtu, f"{node.name}: {iface.name} has MTU {iface.mtu}, the config says {mtu}"
+    peer = cluster.controller if node is not cluster.controller else cluster.compute[0]
+    cmd = network.ping_command(peer.address, count=3, interval_s=0.05, size=mtu - 28, dont_fragment=True)
+    result = node.run(cmd, timeout=15)
+    stats = network.parse_ping(peer.address, result.stdout + result.stderr)
+    assert stats.received == stats.sent > 0, (
+        f"{node.name} -> {peer.name}: {mtu}-byte frames with don't-fragment do not pass "
+        f"({stats.received}/{stats.sent} replies): {result.stderr.strip() or stats.error}"
+    )
+
+
+def test_ssh_reaches_node_with_cluster_key(node):
+    assert node.ssh is not None, f"{node.name}: the provider gives no SSH access to this node"
+    result = node.ssh.run("hostname", timeout=30)
+    assert result.ok, f"SSH to {node.name} ({node.address}) failed: {result.describe()}"
+    assert result.stdout.strip() == node.name, f"SSH to {node.address} reached {result.stdout.strip()!r}, not {node.name}"

@@ -1,0 +1,81 @@
+"""Probe parsers against recorded real outputs (fixtures/) and hand-made edge cases."""
+
+from pathlib import Path
+
+import pytest
+
+from pytest_hpcvalidate.probes import network, slurm
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+
+def test_scontrol_multiline_record_from_a_real_h100_node():
+    nodes = slurm.parse_nodes((FIXTURES / "slurm/scontrol-show-node-h100.txt").read_text())
+    vm = nodes["vm"]
+    assert (vm.state, vm.cpus, vm.real_memory_mb) == ("IDLE", 16, 100000)
+    assert vm.gres == {"gpu:h100": 1} and vm.gpu_count() == 1
+    assert vm.usable and vm.partitions == ("gpu",)
+    assert vm.raw["OS"].startswith("Linux 6.18.44")
+
+
+@pytest.mark.parametrize(
+    "state, usable, text",
+    [
+        ("IDLE", True, "IDLE"),
+        ("MIXED", True, "MIXED"),
+        ("IDLE+DRAIN", False, "IDLE+DRAIN"),
+        ("DOWN*", False, "DOWN+NOT_RESPONDING"),
+        ("IDLE*", False, "IDLE+NOT_RESPONDING"),
+        ("ALLOCATED+COMPLETING", True, "ALLOCATED+COMPLETING"),
+    ],
+)
+def test_states(state, usable, text):
+    line = f"NodeName=c1 CPUTot=2 RealMemory=10 State={state} Gres=(null) Reason=Not responding [slurm@2026-11-22T10:00:00]"
+    n = slurm.parse_nodes(line)["c1"]
+    assert n.usable is usable and n.state_text == text
+    assert n.reason == "Not responding [slurm@2026-11-22T10:00:00]" and n.gres == {}
+
+
+@pytest.mark.parametrize(
+    "text, parsed",
+    [
+        ("gpu:h100:2(S:0-1)", {"gpu:h100": 2}),
+        ("gpu:2", {"gpu": 2}),
+        ("gpu:a100:1,gpu:h100:2(S:0)", {"gpu:a100": 1, "gpu:h100": 2}),
+        ("(null)", {}),
+    ],
+)
+def test_gres(text, parsed):
+    assert slurm.parse_gres(text) == parsed
+
+
+PING_OK = """PING 10.0.0.2 (10.0.0.2) 56(84) bytes of data.
+64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=0.050 ms
+64 bytes from 10.0.0.2: icmp_seq=2 ttl=64 time=0.070 ms
+64 bytes from 10.0.0.2: icmp_seq=3 ttl=64 time=1.20 ms
+
+--- 10.0.0.2 ping statistics ---
+3 packets transmitted, 3 received, 0% packet loss, time 2ms
+rtt min/avg/max/mdev = 0.050/0.440/1.200/0.540 ms
+"""
+
+
+def test_ping_stats():
+    s = network.parse_ping("10.0.0.2", PING_OK)
+    assert (s.sent, s.received, s.loss_pct) == (3, 3, 0.0)
+    assert s.p50_ms == 0.070 and s.p99_ms == 1.20
+
+
+def test_ping_loss_and_unreachable():
+    lossy = PING_OK.replace("3 received, 0%", "1 received, 66%")
+    assert round(network.parse_ping("x", lossy).loss_pct) == 67
+    dead = network.parse_ping("x", "connect: Network is unreachable\n")
+    assert dead.loss_pct == 100.0 and "unreachable" in dead.error
+
+
+def test_iperf3_json():
+    ok = network.parse_iperf3('{"end": {"sum_received": {"bits_per_second": 2.5e9}, "sum_sent": {"retransmits": 3}}}')
+    assert ok.gbps == 2.5 and ok.retransmits == 3 and not ok.error
+    err = network.parse_iperf3('{"error": "unable to connect to server: Connection refused"}')
+    assert err.gbps == 0 and "refused" in err.error
+    assert "no JSON" in network.parse_iperf3("iperf3: error").error
