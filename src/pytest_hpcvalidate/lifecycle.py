@@ -68,7 +68,10 @@ def session_cluster(config: pytest.Config, model):
     from .plugin import HPC
 
     state = config.stash[HPC]
-    attach = getattr(config, "workerinput", {}).get("hpc_attach")
+    workerinput = getattr(config, "workerinput", {})
+    if workerinput.get("hpc_provision_error"):
+        pytest.fail(workerinput["hpc_provision_error"], pytrace=False)
+    attach = workerinput.get("hpc_attach")
     if attach is not None:  # an xdist worker: the controller owns the cluster
         provider = get_provider(model.provider)
         cluster = provider.attach(model, attach)
@@ -83,7 +86,7 @@ def session_cluster(config: pytest.Config, model):
     try:
         provider, cluster, seconds = provision(config, model)
     except (ProvisioningError, TransportError) as exc:
-        pytest.fail(f"provisioning the {model.provider} cluster {model.name!r} failed: {exc}", pytrace=False)
+        pytest.fail(_failed(model, exc), pytrace=False)
     state.provision_seconds = seconds
     state.cluster = cluster
     try:
@@ -102,3 +105,37 @@ def finish(config: pytest.Config, provider, cluster) -> None:
         state.kept_hint = cluster.access_hint or f"cluster {cluster.name} left running"
         return
     provider.destroy()
+
+
+def _failed(model, exc: BaseException) -> str:
+    return f"provisioning the {model.provider} cluster {model.name!r} failed: {exc}"
+
+
+def controller_provision(config: pytest.Config, model) -> dict:
+    """On the xdist controller: provision on the first worker's configure; what workers need."""
+    from .plugin import HPC
+
+    state = config.stash[HPC]
+    if not hasattr(state, "controller_handoff"):
+        try:
+            provider, cluster, seconds = provision(config, model)
+        except (ProvisioningError, TransportError) as exc:
+            state.controller_handoff = {"hpc_provision_error": _failed(model, exc)}
+        else:
+            state.owned = (provider, cluster)
+            state.provision_seconds = seconds
+            state.cluster = cluster
+            state.controller_handoff = {"hpc_attach": provider.attach_handle()}
+    return state.controller_handoff
+
+
+def controller_finish(config: pytest.Config) -> None:
+    """On the xdist controller at the very end: destroy what it provisioned."""
+    from .plugin import HPC
+
+    state = config.stash.get(HPC, None)
+    owned = getattr(state, "owned", None) if state is not None else None
+    if owned is None or hasattr(config, "workerinput"):
+        return
+    state.owned = None
+    finish(config, *owned)

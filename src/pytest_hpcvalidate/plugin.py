@@ -177,6 +177,25 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     return report
 
 
+# ----------------------------------------------------------------------------- xdist
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist controller: provision once, before the first worker starts; workers attach."""
+    from .lifecycle import controller_provision
+
+    state = node.config.stash[HPC]
+    if state.model is None:
+        return
+    node.workerinput.update(controller_provision(node.config, state.model))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """xdist controller: destroy the cluster it provisioned (before the terminal summary)."""
+    from .lifecycle import controller_finish
+
+    controller_finish(session.config)
+
+
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
 def hpc_config(request: pytest.FixtureRequest):

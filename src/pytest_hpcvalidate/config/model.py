@@ -12,13 +12,13 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
-from ipaddress import IPv4Address, IPv4Network
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .areas import AREAS
 from ..hostlist import expand as expand_hostlist
 from .types import (
+    IPv4Addr,
+    IPv4Net,
     AbsPath,
     BridgeName,
     ClusterName,
@@ -45,16 +45,16 @@ class Strict(BaseModel):
 
 # --------------------------------------------------------------------------- network
 class Network(Strict):
-    subnet: IPv4Network = Field(description="Cluster network (CIDR), e.g. 10.77.0.0/24.")
+    subnet: IPv4Net = Field(description="Cluster network (CIDR), e.g. 10.77.0.0/24.")
     bridge: BridgeName = Field(description="Bridge the nodes are attached to (host side).")
     mtu: int = Field(1500, ge=576, le=9216, description="MTU every node interface must have.")
-    gateway: IPv4Address | None = Field(
+    gateway: IPv4Addr | None = Field(
         None, description="Host-side address on the bridge; default: the first address of the subnet."
     )
     domain: str | None = Field(None, description="DNS domain the node names resolve in, if any.")
 
     @property
-    def host_address(self) -> IPv4Address:
+    def host_address(self) -> IPv4Addr:
         return self.gateway or next(self.subnet.hosts())
 
 
@@ -99,7 +99,7 @@ class NodeResources(Strict):
 
 class Controller(NodeResources):
     name: NodeName = "ctl"
-    address: IPv4Address | None = Field(None, description="Default: the subnet's 10th host address.")
+    address: IPv4Addr | None = Field(None, description="Default: the subnet's 10th host address.")
 
 
 class ComputeGroup(NodeResources):
@@ -108,10 +108,10 @@ class ComputeGroup(NodeResources):
     names: str | None = Field(None, description="Hostlist of node names, e.g. c[01-04],gpu1.")
     count: int | None = Field(None, ge=1, le=100_000, description="Number of nodes named <prefix><i>.")
     prefix: NodeName = "c"
-    first_address: IPv4Address | None = Field(
+    first_address: IPv4Addr | None = Field(
         None, description="Address of the first node; the others follow. Default: after the previous group."
     )
-    addresses: list[IPv4Address] | None = Field(None, description="Explicit address per node, in name order.")
+    addresses: list[IPv4Addr] | None = Field(None, description="Explicit address per node, in name order.")
 
     @model_validator(mode="after")
     def _names_or_count(self) -> "ComputeGroup":

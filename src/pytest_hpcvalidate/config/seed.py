@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from ipaddress import IPv4Address, IPv4Network
-
 from pydantic import Discriminator, Field, Tag
 
 from .model import (
@@ -28,7 +26,7 @@ from .model import (
     Strict,
     VirtioFsMount,
 )
-from .types import AbsPath, BridgeName, FileMode, HexId, PciAddress, SlurmTime, _pattern
+from .types import IPv4Addr, IPv4Net, AbsPath, BridgeName, FileMode, HexId, PciAddress, SlurmTime, _pattern
 from .types import Tag as MountTag
 
 IpOrDhcp = Annotated[str, _pattern(r"^(DHCP|(\d{1,3}\.){3}\d{1,3})$", "an IPv4 address or DHCP")]
@@ -53,7 +51,7 @@ class SeedMetadata(Strict):
 
 
 class SeedNetwork(Strict):
-    subnet: IPv4Network
+    subnet: IPv4Net
     bridge: BridgeName
 
 
@@ -89,7 +87,7 @@ class SeedVm(Strict):
 
 
 class SeedController(SeedVm):
-    ip_address: IPv4Address
+    ip_address: IPv4Addr
 
 
 class SeedComputeNode(SeedVm):
@@ -156,7 +154,7 @@ class SeedHpc(Strict):
 
 
 class SeedCloudNetwork(Strict):
-    subnet: IPv4Network
+    subnet: IPv4Net
     bridge: BridgeName
 
 

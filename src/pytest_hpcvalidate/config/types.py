@@ -6,9 +6,10 @@ regular expression (``"is not a PCI address like 0000:65:00.0"``).
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import BeforeValidator, Field, StringConstraints
 
 #: pattern -> what an operator should read when a value does not match it
 PATTERN_WORDS: dict[str, str] = {}
@@ -58,3 +59,18 @@ GresType = Annotated[
 Version = Annotated[str, _pattern(r"^\d+(\.\d+){0,3}$", "a version like 1.4.2")]
 
 PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def _text_only(words: str):
+    def check(value):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (IPv4Address, IPv4Network)):
+            return value
+        raise ValueError(f"{value!r} is not {words} (write it as a string)")
+
+    return BeforeValidator(check)
+
+
+IPv4Net = Annotated[IPv4Network, _text_only("an IPv4 network like 10.77.0.0/24")]
+IPv4Addr = Annotated[IPv4Address, _text_only("an IPv4 address like 10.77.0.11")]
