@@ -18,6 +18,7 @@ from . import capabilities
 from .config import ConfigError, load_config
 from .config.areas import AREA_LAYER
 from .layering import LayerGate, placement
+from .report.plugin import ReportPlugin
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 if not SUITES_DIR.is_dir():  # an editable install of a checkout: suites/ at the top level
@@ -83,6 +84,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", marker)
     state = HpcState(config)
     config.stash[HPC] = state
+    # the report plugin is inert until a cluster config is loaded; registering it always
+    # keeps its fixtures (``metric``) resolvable, so suites skip cleanly without --hpc-config
+    config.pluginmanager.register(ReportPlugin(config, state), "hpcvalidate-report")
     path = _opt(config, "hpc_config")
     if not path:
         return

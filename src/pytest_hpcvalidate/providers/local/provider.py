@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from ...hostlist import expand
-from ..base import Provider, ProgressFn, no_progress
+from ..base import ProgressFn, Provider, no_progress
 from .spec import LocalSpec, NodeSpec, PartitionSpec
 
 #: every local cluster lives under here (state file, configs, keys, logs, shared dir)
@@ -76,6 +76,12 @@ class LocalProvider(Provider):
     def destroy(self) -> None:
         if self._engine is not None:
             self._engine.down()
+
+    def attach_handle(self) -> dict:
+        """What an xdist worker needs to attach to the cluster this provider made (JSON-able)."""
+        if self._engine is None:
+            raise RuntimeError("attach_handle() before provision()")
+        return {"cluster": self._engine.spec.cluster, "work_dir": str(self._engine.work_dir)}
 
     def attach(self, model, handle):
         """Rebuild the Cluster of a running local cluster from its state file (xdist workers)."""
