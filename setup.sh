@@ -16,7 +16,7 @@ PACKAGES=(
   slurmctld slurmd slurm-client munge
   openmpi-bin libopenmpi-dev libpmix-dev
   openssh-server openssh-client
-  fio iperf3 iproute2 bridge-utils iptables hwloc procps psmisc util-linux
+  fio iperf3 iputils-ping iproute2 bridge-utils iptables hwloc procps psmisc util-linux
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

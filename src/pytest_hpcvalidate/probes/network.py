@@ -66,10 +66,11 @@ def ping_many(node, targets: list[str], count: int = 20, interval_s: float = 0.0
     if not targets:
         return {}
     marker = "@@HPCV-PING@@"
-    script = "; ".join(
+    # one line per background job: "( … ) &" cannot be followed by ";" in POSIX sh
+    script = "\n".join(
         f"(out=$({ping_command(t, count, interval_s)} 2>&1); printf '%s %s\\n%s\\n' {marker} {shlex.quote(t)} \"$out\") &"
         for t in targets
-    ) + "; wait"
+    ) + "\nwait"
     result = node.run(script, timeout=count * interval_s + 30)
     chunks: dict[str, str] = {}
     current = None

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from ..base import ProgressFn, ProvisioningError, no_progress
-from . import cgroups, daemons, keys, mountns, netns, preflight, procs, slurmconf, sshconf
+from . import addons, cgroups, daemons, keys, mountns, netns, preflight, procs, slurmconf, sshconf
 from .cleanup import mounts_under, swept_state, teardown
 from .daemons import Daemon
 from .keys import SshPaths
@@ -264,8 +264,10 @@ class LocalCluster:
                    "sshd to listen", timeout, sshds)
         self._mark("ready")
 
-        st.set("ready", True)
         self.cluster = self._build_cluster()
+        addons.up_all(self, progress)
+        self._mark("addons")
+        st.set("ready", True)
         progress("ready", "", f"{len(spec.compute)} compute nodes idle in {time.monotonic() - self._t0:.2f}s")
         return self.cluster
 
@@ -550,7 +552,8 @@ class LocalCluster:
         for p in self._keygen:  # short-lived; wait so that none outlives a failed up()
             with contextlib.suppress(Exception):
                 p.wait(timeout=10)
-        errors = teardown(state)
+        errors = addons.down_all(self) if self.cluster is not None else []
+        errors += teardown(state)
         for p in [*self.anchors.values(), *(d.proc for d in self.daemons), *self._keygen]:
             with contextlib.suppress(Exception):
                 p.poll()

@@ -53,6 +53,11 @@ def spec_from_config(model, state_root: Path = STATE_ROOT) -> LocalSpec:
         accounting=model.slurm.accounting,
         work_dir=work_dir,
         shared_dir=work_dir / "shared",
+        # the sections addons read (providers/local/addons): validated, as plain data
+        extra={
+            "storage": [s.model_dump(mode="json") for s in model.storage],
+            "containers": model.containers.model_dump(mode="json") if model.containers else None,
+        },
     )
 
 

@@ -1,0 +1,53 @@
+"""Optional parts of a local cluster, built after the base cluster is ready.
+
+The base engine (``engine.py``) makes the network, namespaces, munge, Slurm and sshd. What a
+config may add on top (a distributed filesystem, a container image, ...) is an *addon*: one
+module in this folder exposing an object with
+
+- ``name``: short word shown in progress and errors (``"glusterfs"``),
+- ``applies(spec) -> bool``: whether this cluster wants it (reads ``spec.extra``),
+- ``up(engine, progress) -> None``: build it on the running cluster; raise
+  ``ProvisioningError`` with an operator-readable message when it cannot,
+- ``down(engine) -> list[str]``: undo what ``up`` made that the base teardown does not
+  remove by itself (processes in node namespaces and node mounts go with the namespaces);
+  returns what could not be removed, never raises.
+
+Addons run in the order of :data:`ADDONS`; ``down`` in reverse. The config reaches them
+through ``LocalSpec.extra`` (``spec_from_config`` puts the validated sections there).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+
+#: "module:attribute" of every addon, in build order
+ADDONS: list[str] = []
+
+
+def load() -> list:
+    out = []
+    for ref in ADDONS:
+        mod, _, attr = ref.partition(":")
+        out.append(getattr(importlib.import_module(f"{__name__}.{mod}"), attr))
+    return out
+
+
+def up_all(engine, progress) -> None:
+    for addon in load():
+        if addon.applies(engine.spec):
+            start = time.monotonic()
+            progress("addon", "", addon.name)
+            addon.up(engine, progress)
+            engine.timings[f"addon_{addon.name}"] = round(time.monotonic() - start, 4)
+
+
+def down_all(engine) -> list[str]:
+    errors: list[str] = []
+    for addon in reversed(load()):
+        try:
+            if addon.applies(engine.spec):
+                errors += addon.down(engine)
+        except Exception as exc:  # teardown goes on; the error is reported
+            errors.append(f"{addon.name}: {exc}")
+    return errors
