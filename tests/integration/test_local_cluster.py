@@ -21,38 +21,21 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import clusterkit
 import pytest
 
 import pytest_hpcvalidate
 from pytest_hpcvalidate.providers.base import ProvisioningError
 from pytest_hpcvalidate.providers.local import slurmconf, sshconf
 from pytest_hpcvalidate.providers.local.cleanup import cleanup_stale, leftovers
-from pytest_hpcvalidate.providers.local.preflight import REQUIRED_BINARIES
 from pytest_hpcvalidate.providers.local.spec import LocalSpec, NodeSpec, PartitionSpec
 
 STATE_ROOT = Path("/var/lib/hpcvalidate/clusters")
 SRC = Path(pytest_hpcvalidate.__file__).resolve().parents[1]
 
 
-def _missing_packages() -> list[str]:
-    missing = set()
-    for binary, pkg in REQUIRED_BINARIES.items():
-        found = os.access(binary, os.X_OK) if binary.startswith("/") else shutil.which(binary)
-        if not found:
-            missing.add(pkg)
-    return sorted(missing)
-
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root: the local provider creates namespaces, a bridge, cgroups and mounts"
-    missing = _missing_packages()
-    if missing:
-        return "needs the Debian packages " + " ".join(missing)
-    return None
-
-
-needs_local = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+_skip_reason = clusterkit.skip_reason
+needs_local = clusterkit.needs_local
 pytestmark = pytest.mark.integration
 
 
@@ -78,29 +61,17 @@ _MADE: list[str] = []
 
 
 def _unique(tag: str) -> tuple[str, int]:
-    """A cluster name unique to this process and a 10.234.<octet>.0/24 no route uses yet
-    (xdist workers run clusters side by side)."""
-    pid = os.getpid()
-    name = f"it{tag}{pid % 100000}"
+    name, octet = clusterkit.unique(tag)
     if tag != "m":
         _MADE.append(name)
-    out = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
-    used = {int(m) for m in re.findall(r"\b10\.234\.(\d+)\.", out)}
-    start = (pid * 7 + sum(map(ord, tag))) % 200
-    for i in range(200):
-        octet = (start + i) % 200 + 20
-        if octet not in used and octet != 9:  # 9: the rendering tests' subnet
-            return name, octet
-    raise RuntimeError("no free 10.234.x.0/24 subnet for a test cluster")
+    return name, octet
 
 
 @pytest.fixture(autouse=True)
 def _nothing_left_behind():
     yield
     while _MADE:
-        name = _MADE.pop()
-        if (STATE_ROOT / name).exists() or leftovers(name):
-            cleanup_stale(cluster=name)
+        clusterkit.remove(_MADE.pop())
 
 
 def _pgrep_cluster(spec: LocalSpec) -> list[str]:

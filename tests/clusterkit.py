@@ -1,0 +1,79 @@
+"""Shared helpers for the project's tests that build real local clusters.
+
+Importable from every test module as ``import clusterkit`` (``tests/`` is on ``sys.path``
+through ``tests/conftest.py``). Every test cluster gets a name unique to the process and a
+free ``10.234.<octet>.0/24`` subnet, so test modules, xdist workers and concurrent
+developers can run clusters side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pytest_hpcvalidate.providers.local.cleanup import cleanup_stale, leftovers
+from pytest_hpcvalidate.providers.local.preflight import REQUIRED_BINARIES
+
+STATE_ROOT = Path(os.environ.get("HPCV_STATE_ROOT", "/var/lib/hpcvalidate/clusters"))
+
+
+def missing_packages() -> list[str]:
+    missing = set()
+    for binary, pkg in REQUIRED_BINARIES.items():
+        found = os.access(binary, os.X_OK) if binary.startswith("/") else shutil.which(binary)
+        if not found:
+            missing.add(pkg)
+    return sorted(missing)
+
+
+def skip_reason() -> str | None:
+    """Why a real local cluster cannot be built here, or None."""
+    if os.geteuid() != 0:
+        return "needs root: the local provider creates namespaces, a bridge, cgroups and mounts"
+    missing = missing_packages()
+    if missing:
+        return "needs the Debian packages " + " ".join(missing)
+    return None
+
+
+needs_local = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+
+_OCTETS_TAKEN: set[int] = set()
+
+
+def unique(tag: str) -> tuple[str, int]:
+    """A cluster name unique to this process and a 10.234.<octet>.0/24 no route uses yet."""
+    pid = os.getpid()
+    name = f"it{tag}{pid % 100000}"
+    out = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    used = {int(m) for m in re.findall(r"\b10\.234\.(\d+)\.", out)} | _OCTETS_TAKEN
+    start = (pid * 7 + sum(map(ord, tag))) % 200
+    for i in range(200):
+        octet = (start + i) % 200 + 20
+        if octet not in used and octet != 9:  # 9: the rendering tests' subnet
+            _OCTETS_TAKEN.add(octet)
+            return name, octet
+    raise RuntimeError("no free 10.234.x.0/24 subnet for a test cluster")
+
+
+def config_yaml(tag: str, body: dict) -> tuple[str, str]:
+    """(cluster name, YAML text) for ``--hpc-config``: ``body`` plus a unique name, subnet and
+    bridge. ``body`` holds everything else (compute, slurm, storage, ...)."""
+    name, octet = unique(tag)
+    doc = {"name": name, "provider": "local",
+           "network": {"subnet": f"10.234.{octet}.0/24", "bridge": f"hpcv-{name}"[:15]}}
+    doc.update({k: v for k, v in body.items() if k != "network"})
+    doc["network"].update(body.get("network", {}))
+    return name, yaml.safe_dump(doc, sort_keys=False)
+
+
+def remove(name: str) -> None:
+    """Remove every trace of test cluster ``name`` (no-op when it is already gone)."""
+    if (STATE_ROOT / name).exists() or leftovers(name):
+        cleanup_stale(cluster=name)
