@@ -1,0 +1,26 @@
+"""Fault injection for local clusters: break one thing on one node, then repair it.
+
+Every suite check must be shown to go red when the thing it checks is broken. A fault is a
+context manager taking the running :class:`~pytest_hpcvalidate.providers.local.engine.LocalCluster`
+(the *engine*, which knows the node namespaces and daemons) and the node to break::
+
+    with faults.slurmd_stopped(engine, "c1"):
+        ...  # run the suite; the registration check must fail naming c1
+
+Entering injects the fault and waits until it is in effect; leaving repairs it and waits until
+the cluster is healthy again, so one cluster serves many fault tests. Faults exist only for
+clusters this run created: there is no way to pass an attached or existing cluster here.
+
+One module per concern: ``network`` (links, MTU, names), ``slurm`` (daemons, munge, gres,
+cgroups, MPI plugin); storage and container faults live beside their addons' concerns.
+"""
+
+from __future__ import annotations
+
+
+def require_local(engine) -> None:
+    """Refuse anything but a local cluster this process provisioned."""
+    from ..providers.local.engine import LocalCluster
+
+    if not isinstance(engine, LocalCluster) or engine.state is None:
+        raise RuntimeError("fault injection needs a local cluster this run provisioned (never an existing one)")
