@@ -65,7 +65,7 @@ def provision(config: pytest.Config, model):
 
 def session_cluster(config: pytest.Config, model):
     """Generator body of the ``cluster`` session fixture."""
-    from .plugin import HPC
+    from .plugin import HPC, _opt
 
     state = config.stash[HPC]
     workerinput = getattr(config, "workerinput", {})
@@ -75,6 +75,15 @@ def session_cluster(config: pytest.Config, model):
     if attach is not None:  # an xdist worker: the controller owns the cluster
         provider = get_provider(model.provider)
         cluster = provider.attach(model, attach)
+        state.cluster = cluster
+        yield cluster
+        cluster.close()
+        return
+    if _opt(config, "hpc_reuse"):  # a cluster a --hpc-keep run left up: attach, leave it up
+        try:
+            cluster = get_provider(model.provider).attach(model, None)
+        except (ProvisioningError, TransportError) as exc:
+            pytest.fail(f"--hpc-reuse: cannot attach to {model.provider} cluster {model.name!r}: {exc}", pytrace=False)
         state.cluster = cluster
         yield cluster
         cluster.close()

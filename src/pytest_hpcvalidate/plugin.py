@@ -63,6 +63,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="acceptance mode: a skipped check of something the config declares fails")
     group.addoption("--hpc-keep", dest="hpc_keep", action="store_true", default=False,
                     help="leave a provisioned cluster up after the run and print how to reach it")
+    group.addoption("--hpc-reuse", dest="hpc_reuse", action="store_true", default=False,
+                    help="run against the cluster a previous --hpc-keep run left up (local provider), "
+                         "and leave it up; no provisioning")
     group.addoption("--hpc-allow-mutation", dest="hpc_allow_mutation", action="store_true", default=False,
                     help="allow checks that change an existing cluster (drain/resume, restarts)")
     group.addoption("--hpc-report-dir", dest="hpc_report_dir", metavar="DIR", default=None,
@@ -72,6 +75,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("hpc_provider", "string", "default for --hpc-provider"),
         ("hpc_strict", "bool", "default for --hpc-strict"),
         ("hpc_keep", "bool", "default for --hpc-keep"),
+        ("hpc_reuse", "bool", "default for --hpc-reuse"),
         ("hpc_allow_mutation", "bool", "default for --hpc-allow-mutation"),
         ("hpc_report_dir", "string", "default for --hpc-report-dir"),
     ):
@@ -188,8 +192,8 @@ def pytest_configure_node(node) -> None:
     from .lifecycle import controller_provision
 
     state = node.config.stash[HPC]
-    if state.model is None:
-        return
+    if state.model is None or _opt(node.config, "hpc_reuse"):
+        return  # nothing to provision: with --hpc-reuse every worker attaches by itself
     node.workerinput.update(controller_provision(node.config, state.model))
 
 

@@ -166,7 +166,7 @@ def test_markers_place_tests_outside_suites(pytester):
 def test_requires_marker_skips_with_capability_reason_and_strict_fails(pytester, cfg):
     gpu_cfg = pytester.makefile(
         ".yaml",
-        gpu=GOOD.replace("- names: c[1-2]", "- names: c[1-2]\n    gpus: {count: 1}") + "slurm: {gres_types: [gpu]}\n",
+        gpu=GOOD.replace("- names: c[1-2]", "- names: c[1-2]\n    gpus: {count: 1, type: h100}") + "slurm: {gres_types: [gpu]}\n",
     )
     pytester.makepyfile(
         test_req="""

@@ -60,7 +60,11 @@ def test_gpu_sim_declares_gres():
     cfg = load_config(str(ROOT / "configs/gpu-sim.yaml"))
     gpu_nodes = {n.name: n.gpus for n in cfg.resolved_nodes() if n.gpus}
     assert gpu_nodes == {"gpu1": 2, "gpu2": 2}
-    assert "gres" in cfg.required_areas() and "gpu" in cfg.required_areas()
+    # simulated GPUs: GRES and isolation are checked, NVML/PCIe health is not applicable
+    assert "gres" in cfg.required_areas() and "gpu" not in cfg.required_areas()
+    real = cfg.model_copy(update={"compute": [g.model_copy(update={"gpus": g.gpus.model_copy(update={"type": "h100"})})
+                                              if g.gpus else g for g in cfg.compute]})
+    assert "gpu" in real.declared_areas()
 
 
 def test_seed_format_maps_onto_the_model():

@@ -63,8 +63,9 @@ class Gpus(Strict):
     count: int = Field(ge=0, le=64, description="GPUs per node.")
     type: GresType = Field("sim", description="GRES type in gres.conf / slurm.conf (gpu:<type>:<count>).")
     model: str | None = Field(None, description="Model name NVML must report, e.g. 'NVIDIA H100 80GB HBM3'.")
-    simulated: bool = Field(
-        True, description="Local provider: device nodes that look like NVIDIA's (major 195), no hardware."
+    simulated: bool | None = Field(
+        None, description="Device nodes that look like NVIDIA's (major 195), no hardware (local provider). "
+        "Default: true when type is 'sim'.",
     )
 
 
@@ -263,6 +264,9 @@ class ResolvedNode:
     gpus: int
     gpu_type: str
     gpu_model: str | None
+    #: the GPUs are device nodes without hardware (local provider): GRES and isolation are
+    #: checked on them, NVML/PCIe health is not applicable
+    gpu_simulated: bool
     pcie: tuple[PciDevice, ...]
     virtio_fs: tuple[VirtioFsMount, ...]
     #: where in the config this node came from, for error messages ("compute[1]")
@@ -317,6 +321,7 @@ class ClusterConfig(Strict):
             gpus=g.count if g else 0,
             gpu_type=g.type if g else "",
             gpu_model=g.model if g else None,
+            gpu_simulated=bool(g and (g.simulated if g.simulated is not None else g.type == "sim")),
             pcie=tuple(res.pcie_passthrough),
             virtio_fs=tuple(res.virtio_fs_mounts),
             origin=origin,
@@ -329,7 +334,9 @@ class ClusterConfig(Strict):
         if any(n.pcie for n in nodes):
             areas.append("pcie")
         if any(n.gpus for n in nodes):
-            areas += ["gpu", "gres"]
+            areas.append("gres")
+        if any(n.gpus and not n.gpu_simulated for n in nodes):
+            areas.append("gpu")
         if self.containers is not None:
             areas.append("containers")
         if self.storage or any(n.virtio_fs for n in nodes):

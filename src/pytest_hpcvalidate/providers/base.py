@@ -33,6 +33,15 @@ class Provider(abc.ABC):
     def destroy(self) -> None:
         """Undo exactly what :meth:`provision` created; safe to call twice or after a failure."""
 
+    def attach(self, model: "ClusterConfig", handle: dict | None) -> "Cluster":
+        """The Cluster of a running cluster this object did not provision: an xdist worker's
+        (``handle`` from the controller's :meth:`attach_handle`) or ``--hpc-reuse`` (None)."""
+        raise ProvisioningError(f"the {self.kind} provider cannot attach to a running cluster")
+
+    def attach_handle(self) -> dict:
+        """What an xdist worker needs to :meth:`attach` to the cluster :meth:`provision` made."""
+        return {}
+
 
 _PROVIDERS = {
     "local": "pytest_hpcvalidate.providers.local.provider:LocalProvider",
