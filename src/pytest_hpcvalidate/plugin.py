@@ -19,6 +19,7 @@ from .config import ConfigError, load_config
 from .config.areas import AREA_LAYER
 from .layering import LayerGate, placement
 from .report.plugin import ReportPlugin
+from .sampling import pair_id, ring_pairs
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 if not SUITES_DIR.is_dir():  # an editable install of a checkout: suites/ at the top level
@@ -245,6 +246,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if fixture in metafunc.fixturenames:
             names = pick(model.resolved_nodes()) if model is not None else []
             metafunc.parametrize(fixture, names, ids=names, scope="session")
+    if "pair_names" in metafunc.fixturenames:
+        pairs = []
+        if model is not None:
+            names = [n.name for n in model.resolved_nodes()]
+            pairs = ring_pairs(names, model.thresholds.bandwidth_pairs_max)
+        metafunc.parametrize("pair_names", pairs, ids=[pair_id(p) for p in pairs], scope="session")
 
 
 @pytest.fixture(scope="session")
@@ -263,6 +270,13 @@ def compute_node(cluster, compute_name):
 def gpu_node(cluster, gpu_node_name):
     """One compute node the config gives GPUs (the test runs once per such node)."""
     return cluster.node(gpu_node_name)
+
+
+@pytest.fixture(scope="session")
+def node_pair(cluster, pair_names):
+    """(sender, receiver): node pairs of a ring over all nodes, thinned to
+    ``thresholds.bandwidth_pairs_max`` on large clusters (the test runs once per pair)."""
+    return cluster.node(pair_names[0]), cluster.node(pair_names[1])
 
 
 @pytest.fixture(scope="session")

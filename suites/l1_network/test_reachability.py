@@ -61,3 +61,14 @@ def test_ssh_reaches_node_with_cluster_key(node):
     result = node.ssh.run("hostname", timeout=30)
     assert result.ok, f"SSH to {node.name} ({node.address}) failed: {result.describe()}"
     assert result.stdout.strip() == node.name, f"SSH to {node.address} reached {result.stdout.strip()!r}, not {node.name}"
+
+
+def test_bandwidth_between_node_pair(node_pair, thresholds, metric):
+    """iperf3 TCP from one node to the next (a ring over all nodes, sampled on large clusters)."""
+    sender, receiver = node_pair
+    port = 5201 + sum(map(ord, sender.name + receiver.name)) % 500  # pairs may run side by side (xdist)
+    result = network.iperf3_between(receiver, sender, port=port, seconds=thresholds.bandwidth_seconds)
+    assert not result.error, f"iperf3 {sender.name} -> {receiver.name} ({receiver.address}) failed: {result.error}"
+    m = metric("tcp_bandwidth_gbps", round(result.gbps, 3), "Gbit/s", thresholds.bandwidth_gbps_min, ">=",
+               node=f"{sender.name}->{receiver.name}")
+    assert m.passed, f"{sender.name} -> {receiver.name}: {m.message}"

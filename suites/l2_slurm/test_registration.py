@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_hpcvalidate.probes import munge, slurm
+from pytest_hpcvalidate.hostlist import expand
+from pytest_hpcvalidate.probes import munge, network, slurm
+
+SLURMCTLD_PORT = 6817
+SLURMD_PORT = 6818
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +61,61 @@ def test_partitions_match_config(controller, hpc_config):
     assert actual_default == [default], f"default partition is {actual_default or 'none'}, config says {default}"
 
 
-def test_a_job_step_runs_on_every_node(controller, cluster, thresholds):
-    names = sorted(n.name for n in cluster.compute)
-    result = slurm.srun(controller, f"-N{len(names)} --ntasks-per-node=1", "hostname", timeout=thresholds.job_start_s_max)
-    assert result.ok, f"srun on all {len(names)} nodes failed: {result.describe()}"
-    ran = sorted(result.stdout.split())
-    assert ran == names, f"srun -N{len(names)} ran on {ran}, expected {names}"
+def test_munge_key_is_private_to_munged(node):
+    """The key munged uses is mode 0400/0600 and owned by the user munged runs as."""
+    facts = munge.key_facts(node)
+    problems = facts.problems()
+    assert not problems, f"munge on {node.name}: " + "; ".join(problems)
+
+
+def test_slurm_ports_reachable(compute_node, controller):
+    """slurmd reaches slurmctld (6817) and slurmctld reaches slurmd (6818) over the cluster network."""
+    problems = []
+    err = network.tcp_connect(compute_node, controller.address, SLURMCTLD_PORT)
+    if err:
+        problems.append(f"{compute_node.name} -> {controller.name}:{SLURMCTLD_PORT} (slurmctld): {err}")
+    err = network.tcp_connect(controller, compute_node.address, SLURMD_PORT)
+    if err:
+        problems.append(f"{controller.name} -> {compute_node.name}:{SLURMD_PORT} (slurmd): {err}")
+    assert not problems, "Slurm ports blocked: " + "; ".join(problems)
+
+
+def test_a_job_step_runs_on_every_node_of_each_partition(controller, hpc_config, node_spec, thresholds):
+    """``srun -p P -N<all of P>`` in every partition: together they cover every compute node."""
+    compute = [n for n in node_spec.values() if n.role == "compute"]
+    failures = []
+    for part in hpc_config.slurm.partitions:
+        names = sorted(n.name for n in compute) if part.nodes == "ALL" else sorted(expand(part.nodes))
+        result = slurm.srun(controller, f"-p {part.name} -N{len(names)} --ntasks-per-node=1", "hostname",
+                            timeout=thresholds.job_start_s_max)
+        if not result.ok:
+            failures.append(f"partition {part.name}: srun -N{len(names)} failed: {result.describe()}")
+            continue
+        ran = sorted(result.stdout.split())
+        if ran != names:
+            failures.append(f"partition {part.name}: srun -N{len(names)} ran on {ran}, expected {names}")
+    assert not failures, "; ".join(failures)
+
+
+def test_batch_job_completes(controller, thresholds):
+    """``sbatch`` accepts a job, it runs and ends COMPLETED with exit code 0:0."""
+    job_id, submitted = slurm.sbatch(controller, "-N1 -o /dev/null", "hostname")
+    assert job_id is not None, f"sbatch failed: {submitted.describe()}"
+    info = slurm.wait_job(controller, job_id, timeout=thresholds.job_start_s_max)
+    assert info is not None, f"job {job_id} vanished from slurmctld before it finished"
+    assert info.state == "COMPLETED" and info.exit_code == "0:0", (
+        f"batch job {job_id} ended {info.state} (exit {info.exit_code}, nodes {info.nodes or 'none'}"
+        + (f", reason {info.reason}" if info.reason and info.reason != "None" else "") + ")"
+    )
+
+
+@pytest.mark.requires("accounting")
+def test_accounting_records_the_job(controller, thresholds):
+    """With accounting configured, ``sacct`` shows a finished job with its final state."""
+    job_id, submitted = slurm.sbatch(controller, "-N1 -o /dev/null", "true")
+    assert job_id is not None, f"sbatch failed: {submitted.describe()}"
+    slurm.wait_job(controller, job_id, timeout=thresholds.job_start_s_max)
+    r = controller.run(f"sacct -n -X -P -j {job_id} -o JobID,State,ExitCode", timeout=30)
+    assert r.ok, f"sacct failed: {r.describe()}"
+    rows = [line.split("|") for line in r.stdout.splitlines() if line.strip()]
+    assert rows and rows[0][1] == "COMPLETED", f"sacct shows job {job_id} as {rows or 'nothing'}, expected COMPLETED"

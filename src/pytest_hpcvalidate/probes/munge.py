@@ -47,3 +47,46 @@ def stat_file(node, path: str) -> FileFacts:
         return FileFacts(path, False, 0, "", 0)
     mode, owner, size = r.stdout.split()
     return FileFacts(path, True, int(mode, 8), owner, int(size))
+
+
+@dataclass(frozen=True)
+class KeyFacts:
+    """The key the running munged uses, and who runs it."""
+
+    path: str
+    daemon_user: str      # user munged runs as ("" when munged is not running)
+    file: FileFacts
+
+    def problems(self) -> list[str]:
+        if not self.daemon_user:
+            return ["munged is not running (no /run/munge/munged.pid or the process is gone)"]
+        if not self.file.exists:
+            return [f"key file {self.path} does not exist"]
+        out = []
+        if self.file.mode not in (0o400, 0o600):
+            out.append(f"key file {self.path} has mode {self.file.mode:04o}, must be 0400 or 0600")
+        if self.file.owner != self.daemon_user:
+            out.append(f"key file {self.path} is owned by {self.file.owner}, munged runs as {self.daemon_user}")
+        return out
+
+
+DEFAULT_KEY = "/etc/munge/munge.key"
+PID_FILE = "/run/munge/munged.pid"
+
+
+def key_facts(node) -> KeyFacts:
+    """Find munged by its pid file, read its ``--key-file`` (default /etc/munge/munge.key)."""
+    script = (
+        f"p=$(cat {PID_FILE} 2>/dev/null) && [ -d /proc/$p ] || exit 3; "
+        "stat -c 'USER %U' /proc/$p; tr '\\0' '\\n' < /proc/$p/cmdline"
+    )
+    r = node.run(script, timeout=15)
+    if not r.ok:
+        return KeyFacts(DEFAULT_KEY, "", FileFacts(DEFAULT_KEY, False, 0, "", 0))
+    user, path = "", DEFAULT_KEY
+    for line in r.stdout.splitlines():
+        if line.startswith("USER "):
+            user = line[5:].strip()
+        elif line.startswith("--key-file="):
+            path = line.split("=", 1)[1]
+    return KeyFacts(path, user, stat_file(node, path))

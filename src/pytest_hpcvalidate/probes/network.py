@@ -7,6 +7,7 @@ import math
 import re
 import shlex
 import statistics
+import time
 from dataclasses import dataclass
 
 _SENT = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
@@ -138,3 +139,28 @@ def parse_ip_addr_json(text: str) -> list[Interface]:
 
 def interfaces(node) -> list[Interface]:
     return parse_ip_addr_json(node.run("ip -j addr show", timeout=15).check().stdout)
+
+
+def iperf3_between(server, client, port: int = 5201, seconds: float = 2.0) -> Iperf3Result:
+    """TCP throughput ``client -> server``: a one-off iperf3 server on ``server`` (exits after one
+    test), the client on ``client`` with JSON output."""
+    start = server.run(f"iperf3 -s -1 -D -p {port} --bind {shlex.quote(server.address)}", timeout=15)
+    if not start.ok:
+        return Iperf3Result(0.0, None, error=f"iperf3 server did not start on {server.name}: {start.describe()}")
+    cmd = f"iperf3 -c {shlex.quote(server.address)} -p {port} -t {seconds:g} -J --connect-timeout 3000"
+    for _ in range(20):  # the daemonized server may need a moment to listen
+        result = client.run(cmd, timeout=seconds + 20)
+        parsed = parse_iperf3(result.stdout)
+        if "unable to connect" not in parsed.error and "Connection refused" not in parsed.error:
+            return parsed
+        time.sleep(0.1)
+    server.run(f"pkill -f 'iperf3 -s -1 -D -p {port} '", timeout=10)
+    return parsed
+
+
+def tcp_connect(node, host: str, port: int, timeout_s: float = 3.0) -> str:
+    """'' when ``node`` can open a TCP connection to ``host:port``, else the error."""
+    r = node.run(f"timeout {timeout_s:g} bash -c 'exec 3<>/dev/tcp/{host}/{port}' 2>&1", timeout=timeout_s + 10)
+    if r.ok:
+        return ""
+    return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ("timed out" if r.exit_code == 124 else f"exit {r.exit_code}")

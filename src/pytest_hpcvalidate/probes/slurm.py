@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
 from dataclasses import dataclass, field
 
 from ..transport import CommandResult
@@ -159,3 +160,115 @@ def per_node_lines(result: CommandResult) -> dict[str, list[str]]:
         if sep:
             out.setdefault(host.strip(), []).append(rest)
     return out
+
+
+# -- batch jobs ---------------------------------------------------------------------------------
+#: job states after which a job will not change any more
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
+                "BOOT_FAIL", "DEADLINE"}
+
+
+def parse_job_id(text: str) -> int | None:
+    """``sbatch --parsable`` prints ``<id>[;cluster]``; plain sbatch ``Submitted batch job <id>``."""
+    m = re.search(r"^(?:Submitted batch job\s+)?(\d+)(?:;\S+)?\s*$", text.strip(), re.M)
+    return int(m.group(1)) if m else None
+
+
+def sbatch(node, args: str, script: str, timeout: float = 30.0) -> tuple[int | None, CommandResult]:
+    """Submit ``script`` (a shell script body) from ``node``; returns (job id or None, result)."""
+    body = script if script.startswith("#!") else "#!/bin/sh\n" + script
+    result = node.run(f"sbatch --parsable {args} <<'HPCV_EOF'\n{body}\nHPCV_EOF", timeout=timeout)
+    return (parse_job_id(result.stdout) if result.ok else None), result
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    job_id: int
+    state: str          # COMPLETED, OUT_OF_MEMORY, RUNNING, ...
+    exit_code: str      # "0:0" (code:signal)
+    nodes: str
+    reason: str
+    raw: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+def parse_job(text: str) -> JobInfo | None:
+    recs = records(text, "JobId")
+    if not recs:
+        return None
+    kv = parse_oneliner(recs[0])
+    return JobInfo(int(kv["JobId"]), kv.get("JobState", "UNKNOWN"), kv.get("ExitCode", ""), kv.get("NodeList", ""),
+                   kv.get("Reason", ""), kv)
+
+
+def wait_job(controller, job_id: int, timeout: float = 60.0, poll_s: float = 0.2) -> JobInfo | None:
+    """Poll ``scontrol show job`` until the job is final (or ``timeout``); the last JobInfo seen."""
+    deadline = time.monotonic() + timeout
+    info = None
+    while True:
+        r = controller.run(f"scontrol show job -o {job_id}", timeout=15)
+        info = parse_job(r.stdout) if r.ok else info
+        if (info is not None and info.final) or time.monotonic() > deadline:
+            return info
+        time.sleep(poll_s)
+
+
+# -- gres.conf ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GresLine:
+    nodes: str            # NodeName= hostlist ("" = every node)
+    name: str             # Name= (gpu)
+    type: str             # Type=
+    files: tuple[str, ...]  # File= expanded
+
+
+def parse_gres_conf(text: str) -> list[GresLine]:
+    """gres.conf lines with ``Name=`` (comments, AutoDetect lines without files kept as files=())."""
+    from ..hostlist import expand
+
+    out = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line or "Name=" not in line:
+            continue
+        kv = dict(part.split("=", 1) for part in line.split() if "=" in part)
+        files = tuple(expand(kv["File"])) if kv.get("File") else ()
+        out.append(GresLine(kv.get("NodeName", ""), kv.get("Name", ""), kv.get("Type", ""), files))
+    return out
+
+
+def gres_files_for(lines: list[GresLine], node: str, name: str = "gpu") -> list[str]:
+    """The device files gres.conf gives ``node`` for GRES ``name``."""
+    from ..hostlist import expand
+
+    out: list[str] = []
+    for g in lines:
+        if g.name == name and (not g.nodes or node in expand(g.nodes)):
+            out += list(g.files)
+    return out
+
+
+def config_dir(node) -> str:
+    """The directory of the slurm.conf the node uses (``scontrol show config``'s SLURM_CONF)."""
+    r = node.run("scontrol show config 2>/dev/null | sed -n 's/^SLURM_CONF *= *//p'", timeout=20)
+    path = r.stdout.strip() or "/etc/slurm/slurm.conf"
+    return path.rsplit("/", 1)[0]
+
+
+_JOB_ID_LINE = re.compile(r"^HPCV_JOB_ID=(\d+)$", re.M)
+
+
+def srun_job(controller, args: str, command: str, timeout: float = 60.0) -> tuple[JobInfo | None, CommandResult]:
+    """Run ``command`` as a one-step interactive job (``srun``) and read the job's final record.
+
+    Quicker than ``sbatch`` (no wait for the scheduler's next pass) and the job's end state
+    (COMPLETED, OUT_OF_MEMORY, FAILED ...) is what Slurm recorded for the allocation.
+    """
+    result = srun(controller, args, f'echo "HPCV_JOB_ID=$SLURM_JOB_ID"; {command}', timeout=timeout)
+    m = _JOB_ID_LINE.search(result.stdout)
+    if not m:
+        return None, result
+    return wait_job(controller, int(m.group(1)), timeout=timeout), result

@@ -1,0 +1,124 @@
+"""What a job step may use: the CPUs it is pinned to, the devices it may open, its GPUs.
+
+The scripts here run *inside* a Slurm step (``srun ... sh -c SCRIPT``) and print one fact
+per line; the parsers turn that into typed facts. Shell only (POSIX sh + coreutils), so they
+run on any node image.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+
+#: prints what a step sees: its node, CPUs, GPU variables, and per device whether open() is
+#: allowed. ENXIO ("No such device or address") means the devices cgroup let the open through
+#: and no driver answered (simulated GPUs); EPERM means the cgroup denied it.
+STEP_FACTS = r"""
+echo "NODE $(hostname)"
+echo "CPUS $(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)"
+echo "CVD ${CUDA_VISIBLE_DEVICES-unset}"
+echo "STEP_GPUS ${SLURM_STEP_GPUS-${SLURM_JOB_GPUS-unset}}"
+echo "START $(date +%s.%N)"
+for d in $HPCV_DEVICES; do
+  [ -e "$d" ] || { echo "DEV $d missing"; continue; }
+  msg=$( (exec 3<"$d") 2>&1 ) && { echo "DEV $d open"; continue; }
+  case "$msg" in
+    *"not permitted"*) echo "DEV $d denied";;
+    *"No such device"*) echo "DEV $d open";;
+    *) echo "DEV $d error: $msg";;
+  esac
+done
+[ -n "$HPCV_HOLD" ] && sleep "$HPCV_HOLD"
+echo "END $(date +%s.%N)"
+"""
+
+
+def step_facts_command(devices: list[str], hold_s: float = 0.0) -> str:
+    """The shell command (for ``srun ... sh -c``) that prints :data:`STEP_FACTS` for ``devices``."""
+    hold = f"{hold_s:g}" if hold_s else ""
+    return f"HPCV_DEVICES={shlex.quote(' '.join(devices))} HPCV_HOLD={hold}; export HPCV_DEVICES HPCV_HOLD; {STEP_FACTS}"
+
+
+def parse_cpulist(text: str) -> frozenset[int]:
+    """``0-3,8,10-11`` → {0,1,2,3,8,10,11}."""
+    out: set[int] = set()
+    for part in text.strip().split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return frozenset(out)
+
+
+@dataclass(frozen=True)
+class StepFacts:
+    node: str = ""
+    cpus: frozenset[int] = frozenset()
+    cuda_visible: tuple[str, ...] | None = None   # None: unset
+    step_gpus: tuple[str, ...] | None = None       # global GRES indices Slurm gave the step
+    devices: dict[str, str] = field(default_factory=dict)  # path -> open | denied | missing | error: ...
+    start: float = 0.0
+    end: float = 0.0
+
+    @property
+    def opened(self) -> list[str]:
+        return sorted(d for d, s in self.devices.items() if s == "open")
+
+    @property
+    def denied(self) -> list[str]:
+        return sorted(d for d, s in self.devices.items() if s == "denied")
+
+
+def _ids(value: str) -> tuple[str, ...] | None:
+    value = value.strip()
+    if value == "unset":
+        return None
+    return tuple(v for v in value.split(",") if v)
+
+
+_LABEL = re.compile(r"^\s*(\d+): ", re.M)
+
+
+def parse_step_facts(text: str) -> list[StepFacts]:
+    """One StepFacts per task. Tasks running side by side interleave their lines: run them with
+    ``srun -l`` (lines prefixed ``<task>: ``) and each task's lines are grouped by its label."""
+    if _LABEL.search(text):
+        tasks: dict[int, list[str]] = {}
+        for line in text.splitlines():
+            m = _LABEL.match(line)
+            if m:
+                tasks.setdefault(int(m.group(1)), []).append(line[m.end():])
+        return [f for t in sorted(tasks) for f in _parse_block("\n".join(tasks[t]))]
+    return _parse_block(text)
+
+
+def _parse_block(text: str) -> list[StepFacts]:
+    out: list[dict] = []
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "NODE":
+            out.append({"node": value.strip(), "devices": {}})
+        elif not out:
+            continue
+        elif key == "CPUS":
+            out[-1]["cpus"] = parse_cpulist(value)
+        elif key == "CVD":
+            out[-1]["cuda_visible"] = _ids(value)
+        elif key == "STEP_GPUS":
+            out[-1]["step_gpus"] = _ids(value)
+        elif key in ("START", "END"):
+            out[-1][key.lower()] = float(value)
+        elif key == "DEV":
+            path, _, status = value.partition(" ")
+            out[-1]["devices"][path] = status
+    return [StepFacts(**d) for d in out]
+
+
+_OOM = re.compile(r"out.of.memory|oom-kill", re.I)
+
+
+def oom_reported(text: str) -> bool:
+    """Slurm's words for an OOM kill of a step (srun stderr / job state)."""
+    return bool(_OOM.search(text))

@@ -1,0 +1,78 @@
+"""Layer 3, cgroup isolation: what Slurm grants is what a job gets — cores, memory, devices."""
+
+from __future__ import annotations
+
+from pytest_hpcvalidate.probes import isolation, slurm
+
+#: a job that needs about ``MiB`` of memory at once (tail buffers the whole newline-free line)
+HOG = "head -c {mib}m /dev/zero | tail -n 1 > /dev/null"
+
+
+def test_cpus_per_task_gives_exactly_that_many_cpus(compute_node, controller, node_spec, place_on, thresholds):
+    """``-c K`` for K = 1 and K = all of the node's CPUs: the task is pinned to exactly K CPUs."""
+    cpus = node_spec[compute_node.name].cpus
+    problems = []
+    for k in sorted({1, cpus}):
+        r = slurm.srun(controller, f"{place_on(compute_node)} -n1 -c {k}", isolation.step_facts_command([]),
+                       timeout=thresholds.job_start_s_max)
+        if not r.ok:
+            problems.append(f"-c {k} failed: {r.describe()}")
+            continue
+        seen = isolation.parse_step_facts(r.stdout)[0].cpus
+        if len(seen) != k:
+            problems.append(f"-c {k} sees {len(seen)} CPUs ({','.join(map(str, sorted(seen)))})")
+    assert not problems, f"{compute_node.name}: CPU confinement broken: " + "; ".join(problems)
+
+
+def test_job_over_its_memory_is_oom_killed(compute_node, controller, place_on, thresholds):
+    """A job using 4x its ``--mem`` is killed by the memory cgroup and Slurm records OUT_OF_MEMORY."""
+    mem = 64
+    info, r = slurm.srun_job(controller, f"{place_on(compute_node)} -n1 --mem={mem}", HOG.format(mib=mem * 4),
+                             timeout=thresholds.job_start_s_max)
+    assert info is not None, f"the job did not start on {compute_node.name}: {r.describe()}"
+    assert info.state == "OUT_OF_MEMORY", (
+        f"{compute_node.name}: job {info.job_id} used {mem * 4} MiB with --mem={mem} and ended "
+        f"{info.state} (exit {info.exit_code}), not OUT_OF_MEMORY: "
+        "the memory limit is not enforced (cgroup.conf ConstrainRAMSpace?)"
+    )
+
+
+def test_job_within_its_memory_completes(compute_node, controller, place_on, thresholds):
+    mem = 128
+    info, r = slurm.srun_job(controller, f"{place_on(compute_node)} -n1 --mem={mem}", HOG.format(mib=mem // 4),
+                             timeout=thresholds.job_start_s_max)
+    assert info is not None, f"the job did not start on {compute_node.name}: {r.describe()}"
+    assert info.state == "COMPLETED", (
+        f"{compute_node.name}: job {info.job_id} using {mem // 4} MiB of --mem={mem} ended "
+        f"{info.state} (exit {info.exit_code}), expected COMPLETED: {r.describe()}"
+    )
+
+
+def test_job_without_gres_cannot_open_any_gpu(gpu_node, controller, place_on, gres_files, thresholds):
+    devices = gres_files[gpu_node.name]
+    r = slurm.srun(controller, f"{place_on(gpu_node)} -n1", isolation.step_facts_command(devices),
+                   timeout=thresholds.job_start_s_max)
+    assert r.ok, f"a step on {gpu_node.name} failed: {r.describe()}"
+    facts = isolation.parse_step_facts(r.stdout)[0]
+    assert not facts.opened, (
+        f"{gpu_node.name}: a job without --gres can open {', '.join(facts.opened)} "
+        "(the devices cgroup does not confine GPUs: cgroup.conf ConstrainDevices?)"
+    )
+    assert facts.denied == sorted(devices), f"{gpu_node.name}: unexpected device states {facts.devices}"
+
+
+def test_job_with_one_gpu_opens_exactly_its_own(gpu_node, controller, place_on, gres_files, thresholds):
+    devices = gres_files[gpu_node.name]
+    r = slurm.srun(controller, f"{place_on(gpu_node)} -n1 --gres=gpu:1", isolation.step_facts_command(devices),
+                   timeout=thresholds.job_start_s_max)
+    assert r.ok, f"a 1-GPU step on {gpu_node.name} failed: {r.describe()}"
+    facts = isolation.parse_step_facts(r.stdout)[0]
+    assert len(facts.opened) == 1, (
+        f"{gpu_node.name}: a job holding one GPU can open {len(facts.opened)} GPU devices "
+        f"({', '.join(facts.opened) or 'none'}; all: {facts.devices})"
+    )
+    if facts.step_gpus:
+        own = devices[int(facts.step_gpus[0])] if int(facts.step_gpus[0]) < len(devices) else None
+        assert own is None or facts.opened == [own], (
+            f"{gpu_node.name}: the job holds GPU {facts.step_gpus[0]} ({own}) but can open {facts.opened}"
+        )

@@ -1,0 +1,96 @@
+"""Layer 3, GRES: gres.conf matches the devices and the config; ``--gres=gpu:N`` gives exactly
+N GPUs; asking for more than a node has is refused; concurrent jobs get different GPUs."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from pytest_hpcvalidate.probes import isolation, slurm
+
+
+def _step(controller, where: str, gres: str, devices: list[str], timeout: float, hold_s: float = 0.0):
+    return slurm.srun(controller, f"{where} -n1 {gres}", isolation.step_facts_command(devices, hold_s), timeout=timeout)
+
+
+def test_gres_conf_matches_devices_and_config(gpu_node, node_spec, gres_files):
+    want = node_spec[gpu_node.name].gpus
+    files = gres_files[gpu_node.name]
+    assert len(files) == want, (
+        f"{gpu_node.name}: gres.conf gives {len(files)} GPU device files ({', '.join(files) or 'none'}), "
+        f"the config says {want}"
+    )
+    r = gpu_node.run("for f in " + " ".join(shlex.quote(f) for f in files) + "; do "
+                     "if [ -c \"$f\" ]; then echo \"$f ok\"; else echo \"$f missing\"; fi; done", timeout=20)
+    missing = [line.split()[0] for line in r.stdout.splitlines() if line.endswith(" missing")]
+    assert r.ok and not missing, (
+        f"{gpu_node.name}: gres.conf names device files that are not character devices on the node: "
+        f"{', '.join(missing) or r.describe()}"
+    )
+
+
+def test_gres_request_gets_exactly_n_gpus(gpu_node, controller, place_on, node_spec, gres_files, thresholds):
+    """For every N up to the node's count: CUDA_VISIBLE_DEVICES and Slurm's GPU list have N entries."""
+    count = node_spec[gpu_node.name].gpus
+    problems = []
+    for n in range(1, count + 1):
+        r = _step(controller, place_on(gpu_node), f"--gres=gpu:{n}", gres_files[gpu_node.name], thresholds.job_start_s_max)
+        if not r.ok:
+            problems.append(f"--gres=gpu:{n} failed: {r.describe()}")
+            continue
+        facts = isolation.parse_step_facts(r.stdout)[0]
+        cvd = facts.cuda_visible or ()
+        gpus = facts.step_gpus or ()
+        if len(cvd) != n or len(gpus) != n:
+            problems.append(f"--gres=gpu:{n}: CUDA_VISIBLE_DEVICES={','.join(cvd) or 'unset'}, "
+                            f"Slurm GPUs={','.join(gpus) or 'none'} (expected {n} each)")
+    assert not problems, f"{gpu_node.name}: " + "; ".join(problems)
+
+
+def test_no_gres_request_gets_no_gpu_variables(gpu_node, controller, place_on, gres_files, thresholds):
+    r = _step(controller, place_on(gpu_node), "", gres_files[gpu_node.name], thresholds.job_start_s_max)
+    assert r.ok, f"a step without GRES failed on {gpu_node.name}: {r.describe()}"
+    facts = isolation.parse_step_facts(r.stdout)[0]
+    assert not facts.step_gpus and not facts.cuda_visible, (
+        f"{gpu_node.name}: a step without --gres sees CUDA_VISIBLE_DEVICES={facts.cuda_visible}, "
+        f"Slurm GPUs={facts.step_gpus}"
+    )
+
+
+def test_more_gpus_than_the_node_has_is_refused(gpu_node, controller, node_spec, place_on, thresholds):
+    too_many = node_spec[gpu_node.name].gpus + 1
+    r = slurm.srun(controller, f"{place_on(gpu_node)} --gres=gpu:{too_many} --immediate=5", "true",
+                   timeout=thresholds.job_start_s_max)
+    assert not r.ok, f"{gpu_node.name} has {too_many - 1} GPUs but a step asking for {too_many} ran"
+    assert "not available" in r.stderr or "Invalid generic resource" in r.stderr, (
+        f"--gres=gpu:{too_many} on {gpu_node.name} failed, but not because it was refused: {r.describe()}"
+    )
+
+
+def test_concurrent_single_gpu_jobs_get_different_gpus(gpu_node, controller, node_spec, gres_files, place_on,
+                                                       thresholds):
+    if node_spec[gpu_node.name].gpus < 2:
+        pytest.skip(f"{gpu_node.name} has one GPU: nothing to share")
+    hold = 1.0
+    one = isolation.step_facts_command(gres_files[gpu_node.name], hold)
+    # both in the background; each job's lines tagged so the interleaved output splits apart
+    cmd = "".join(
+        f"srun {place_on(gpu_node)} -n1 --gres=gpu:1 /bin/sh -c {shlex.quote(one)} 2>&1 | sed 's/^/J{i} /' & "
+        for i in (1, 2)
+    ) + "wait"
+    r = controller.run(cmd, timeout=thresholds.job_start_s_max + hold)
+    by_job = {i: "\n".join(line[3:] for line in r.stdout.splitlines() if line.startswith(f"J{i} ")) for i in (1, 2)}
+    facts = [f for i in (1, 2) for f in isolation.parse_step_facts(by_job[i])]
+    assert len(facts) == 2, f"two 1-GPU jobs on {gpu_node.name} did not both run: {r.stdout.strip()[-400:]}"
+    a, b = facts
+    assert a.start < b.end and b.start < a.end, (
+        f"the two 1-GPU jobs on {gpu_node.name} ran one after the other, not side by side"
+    )
+    assert a.step_gpus and b.step_gpus and not set(a.step_gpus) & set(b.step_gpus), (
+        f"two concurrent 1-GPU jobs on {gpu_node.name} got GPUs {a.step_gpus} and {b.step_gpus}"
+    )
+    if a.opened and b.opened:
+        assert not set(a.opened) & set(b.opened), (
+            f"two concurrent 1-GPU jobs on {gpu_node.name} can both open {sorted(set(a.opened) & set(b.opened))}"
+        )

@@ -1,0 +1,80 @@
+"""Layer 4, MPI over PMIx: Slurm offers pmix, an MPI program built on the cluster runs across
+every compute node with every rank reporting and a correct allreduce, and point-to-point
+latency and bandwidth between two nodes hold their thresholds."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_hpcvalidate.probes import mpi, slurm
+
+
+@pytest.fixture(scope="module")
+def mpi_binary(cluster):
+    """The check program, compiled on a compute node into the directory every node sees."""
+    if cluster.shared_dir is None:
+        pytest.skip("the cluster has no directory shared by every node to put the MPI program in")
+    binary, result = mpi.build(cluster.compute[0], f"{cluster.shared_dir}/hpcv-mpi")
+    assert result.ok, f"compiling {mpi.SOURCE.name} with mpicc failed: {result.describe()}"
+    return binary
+
+
+def test_srun_offers_pmix(controller):
+    r = controller.run("srun --mpi=list", timeout=30)
+    plugins = mpi.plugin_types(r.stdout + "\n" + r.stderr)
+    assert "pmix" in plugins, f"srun --mpi=list offers {plugins or 'nothing'} ({r.describe()}): no pmix plugin"
+
+
+def test_mpi_default_is_the_configured_plugin(controller, hpc_config):
+    r = controller.run("scontrol show config", timeout=30)
+    value = next((line.split("=", 1)[1].strip() for line in r.stdout.splitlines() if line.startswith("MpiDefault")), None)
+    want = hpc_config.slurm.mpi_default
+    assert value == want, f"slurm.conf MpiDefault is {value or 'unset'}, the config says {want}"
+
+
+def test_mpi_ranks_span_every_compute_node(controller, cluster, node_spec, mpi_binary, thresholds):
+    """With Slurm's default MPI plugin (no --mpi flag): one rank per CPU of the smallest node on
+    every compute node, each reports, world size right, allreduce sum right."""
+    hosts = sorted(n.name for n in cluster.compute)
+    per_node = max(1, min(node_spec[h].cpus for h in hosts))
+    ntasks = per_node * len(hosts)
+    partition = _partition_with_all(controller, hosts)
+    r = slurm.srun(controller, f"{partition} -N{len(hosts)} --ntasks-per-node={per_node}",
+                   f"{mpi_binary} ranks", timeout=thresholds.job_start_s_max + 30)
+    report = mpi.parse_ranks(r.stdout)
+    problems = report.problems(ntasks, hosts)
+    assert r.ok and not problems, (
+        f"MPI job of {ntasks} ranks on {', '.join(hosts)}: " + "; ".join(problems or [r.describe()])
+    )
+
+
+def test_point_to_point_latency_and_bandwidth(controller, cluster, node_spec, mpi_binary, thresholds, metric):
+    """Ping-pong between the first two compute nodes, each rank owning all of its node's CPUs
+    (a rank pinned to a core shared with other work measures the scheduler, not the network)."""
+    if len(cluster.compute) < 2:
+        pytest.skip("one compute node: no pair to measure between")
+    a, b = cluster.compute[0], cluster.compute[1]
+    partition = _partition_with_all(controller, [a.name, b.name])
+    cpus = min(node_spec[a.name].cpus, node_spec[b.name].cpus)
+    r = slurm.srun(controller, f"{partition} -w {a.name},{b.name} -N2 --ntasks-per-node=1 -c {cpus}",
+                   f"{mpi_binary} pingpong 2000", timeout=thresholds.job_start_s_max + 60)
+    result = mpi.parse_pingpong(r.stdout)
+    assert r.ok and result.latency_us is not None and result.bandwidth_mibps is not None, (
+        f"MPI ping-pong {a.name} <-> {b.name} failed: {r.describe()}"
+    )
+    pair = f"{a.name}<->{b.name}"
+    lat = metric("mpi_latency_us", result.latency_us, "us", thresholds.mpi_latency_us_max, "<=", node=pair)
+    bw = metric("mpi_bandwidth_mibps", result.bandwidth_mibps, "MiB/s", thresholds.mpi_bandwidth_mibps_min, ">=",
+                node=pair)
+    failed = [m.message for m in (lat, bw) if not m.passed]
+    assert not failed, f"MPI {pair}: " + "; ".join(failed)
+
+
+def _partition_with_all(controller, hosts: list[str]) -> str:
+    """``-p NAME`` of a partition containing every host in ``hosts`` ('' = the default)."""
+    from pytest_hpcvalidate.hostlist import expand
+
+    for p in slurm.show_partitions(controller).values():
+        if set(hosts) <= set(expand(p.nodes)) or p.nodes == "ALL":
+            return f"-p {p.name}"
+    return ""
