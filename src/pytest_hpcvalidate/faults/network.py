@@ -1,0 +1,64 @@
+"""Network faults on one node of a local cluster: link down, wrong MTU, wrong hostname,
+a blocked port. Each enters the node's namespaces through the cluster's own transport."""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+
+from ..providers.local.naming import NODE_IFACE  # the node side of every local node's link
+from . import require_local
+
+
+def _node(engine, name: str):
+    require_local(engine)
+    return engine.cluster.node(name)
+
+
+@contextlib.contextmanager
+def link_down(engine, name: str):
+    """The node's cluster interface is down: it drops off the network."""
+    node = _node(engine, name)
+    node.run(f"ip link set {NODE_IFACE} down", timeout=15).check()
+    try:
+        yield
+    finally:
+        node.run(f"ip link set {NODE_IFACE} up", timeout=15).check()
+        # the connected route comes back with the link; wait until peers answer again
+        node.run(f"ping -c 1 -W 2 {shlex.quote(engine.cluster.controller.address)} || "
+                 f"ping -c 1 -W 2 {shlex.quote(engine.cluster.compute[0].address)}", timeout=20)
+
+
+@contextlib.contextmanager
+def mtu(engine, name: str, value: int):
+    """The node's cluster interface has MTU ``value`` instead of the configured one."""
+    node = _node(engine, name)
+    before = node.run(f"cat /sys/class/net/{NODE_IFACE}/mtu", timeout=15).check().stdout.strip()
+    node.run(f"ip link set {NODE_IFACE} mtu {int(value)}", timeout=15).check()
+    try:
+        yield
+    finally:
+        node.run(f"ip link set {NODE_IFACE} mtu {int(before)}", timeout=15).check()
+
+
+@contextlib.contextmanager
+def hostname(engine, name: str, wrong: str):
+    """The node calls itself ``wrong`` (its UTS namespace's hostname)."""
+    node = _node(engine, name)
+    node.run(f"hostname {shlex.quote(wrong)}", timeout=15).check()
+    try:
+        yield
+    finally:
+        node.run(f"hostname {shlex.quote(name)}", timeout=15).check()
+
+
+@contextlib.contextmanager
+def port_blocked(engine, name: str, port: int):
+    """Incoming TCP to ``port`` on the node is dropped (iptables in the node's namespace)."""
+    node = _node(engine, name)
+    rule = f"INPUT -p tcp --dport {int(port)} -j DROP"
+    node.run(f"iptables -I {rule}", timeout=15).check()
+    try:
+        yield
+    finally:
+        node.run(f"iptables -D {rule}", timeout=15).check()

@@ -1,0 +1,164 @@
+"""Slurm-stack faults on a local cluster: a daemon stopped, a node drained, a different munge
+key on one node, gres.conf promising a GPU that is not there, cgroup memory enforcement off,
+the wrong default MPI plugin."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shlex
+from pathlib import Path
+
+from . import require_local
+from ._wait import until
+from ..probes import slurm as slurm_probe
+
+
+def _state(engine, name: str) -> str:
+    nodes = slurm_probe.show_nodes(engine.cluster.controller)
+    return nodes[name].state_text if name in nodes else "MISSING"
+
+
+def _usable(engine, name: str) -> bool:
+    nodes = slurm_probe.show_nodes(engine.cluster.controller)
+    return name in nodes and nodes[name].usable
+
+
+def wait_usable(engine, names: list[str], timeout: float = 40.0) -> None:
+    until(lambda: all(_usable(engine, n) for n in names), f"nodes {names} usable in Slurm again", timeout)
+
+
+@contextlib.contextmanager
+def slurmd_stopped(engine, name: str, timeout: float = 40.0):
+    """slurmd on the node is stopped, and slurmctld has noticed (node NOT_RESPONDING)."""
+    require_local(engine)
+    engine.stop_daemon(name, "slurmd")
+    try:
+        until(lambda: "NOT_RESPONDING" in _state(engine, name) or "DOWN" in _state(engine, name),
+              f"slurmctld to mark {name} not responding", timeout)
+        yield
+    finally:
+        engine.start_daemon(name, "slurmd")
+        wait_usable(engine, [name], timeout)
+
+
+@contextlib.contextmanager
+def drained(engine, name: str, reason: str = "hpcv fault injection"):
+    require_local(engine)
+    ctl = engine.cluster.controller
+    ctl.run(f"scontrol update nodename={name} state=drain reason={shlex.quote(reason)}", timeout=15).check()
+    try:
+        yield
+    finally:
+        ctl.run(f"scontrol update nodename={name} state=resume", timeout=15).check()
+        wait_usable(engine, [name])
+
+
+@contextlib.contextmanager
+def munge_key_differs(engine, name: str):
+    """The node's munged runs with a key of its own (same mode and owner, different bytes)."""
+    require_local(engine)
+    key = engine.node_paths(name).munge_key
+    original = key.read_bytes()
+    _replace_key(key, bytes(b ^ 0x5A for b in original))
+    _restart(engine, name, "munged")
+    try:
+        yield
+    finally:
+        _replace_key(key, original)
+        _restart(engine, name, "munged")
+
+
+def _replace_key(path: Path, data: bytes) -> None:
+    path.chmod(0o600)
+    path.write_bytes(data)
+    path.chmod(0o400)
+
+
+def _restart(engine, name: str, what: str) -> None:
+    engine.stop_daemon(name, what)
+    engine.start_daemon(name, what)
+    node = engine.cluster.node(name)
+    until(lambda: node.run("munge -n > /dev/null", timeout=10).ok, f"munged on {name} to answer", 15)
+
+
+@contextlib.contextmanager
+def munge_key_mode(engine, name: str, mode: int):
+    """The node's munge key file has ``mode`` (munged keeps running with the key it read)."""
+    require_local(engine)
+    key = engine.node_paths(name).munge_key
+    before = key.stat().st_mode & 0o777
+    key.chmod(mode)
+    try:
+        yield
+    finally:
+        key.chmod(before)
+
+
+@contextlib.contextmanager
+def _edited(path: Path, edit):
+    original = path.read_text()
+    path.write_text(edit(original))
+    try:
+        yield
+    finally:
+        path.write_text(original)
+
+
+@contextlib.contextmanager
+def gres_conf_extra_gpu(engine, name: str):
+    """gres.conf gives the node one GPU device file more than it has."""
+    require_local(engine)
+    count = next(n.gpus for n in engine.spec.compute if n.name == name)
+
+    def edit(text: str) -> str:
+        pattern = re.compile(rf"^(NodeName={re.escape(name)} Name=gpu .*File=)\S+$", re.M)
+        if not pattern.search(text):
+            raise ValueError(f"gres.conf has no GPU line for {name}")
+        return pattern.sub(rf"\g<1>/dev/nvidia[0-{count}]", text)
+
+    with _edited(engine.conf_dir / "gres.conf", edit):
+        yield
+
+
+def _reconfigure(engine, restart_slurmd: bool) -> None:
+    ctl = engine.cluster.controller
+    ctl.run("scontrol reconfigure", timeout=30).check()
+    if restart_slurmd:
+        names = [n.name for n in engine.spec.compute]
+        for n in names:
+            engine.stop_daemon(n, "slurmd")
+            engine.start_daemon(n, "slurmd")
+        wait_usable(engine, names)
+
+
+@contextlib.contextmanager
+def cgroup_setting(engine, key: str, value: str):
+    """cgroup.conf ``key=value`` on every node (slurmd restarted so steps pick it up)."""
+    require_local(engine)
+
+    def edit(text: str) -> str:
+        return re.sub(rf"^{re.escape(key)}=.*$", f"{key}={value}", text, flags=re.M)
+
+    try:
+        with _edited(engine.conf_dir / "cgroup.conf", edit):
+            _reconfigure(engine, restart_slurmd=True)
+            yield
+    finally:
+        _reconfigure(engine, restart_slurmd=True)
+
+
+@contextlib.contextmanager
+def slurm_conf_setting(engine, key: str, value: str):
+    """slurm.conf ``key=value`` (``scontrol reconfigure``)."""
+    require_local(engine)
+
+    def edit(text: str) -> str:
+        return re.sub(rf"^{re.escape(key)}=.*$", f"{key}={value}", text, flags=re.M)
+
+    try:
+        with _edited(engine.slurm_conf, edit):
+            _reconfigure(engine, restart_slurmd=False)
+            yield
+    finally:
+        _reconfigure(engine, restart_slurmd=False)

@@ -1,0 +1,202 @@
+"""Every core check goes red when the thing it checks is broken — and names the node.
+
+One real local cluster (1 controller + 3 compute nodes, two with simulated GPUs) serves the
+module. Each test breaks one thing with ``pytest_hpcvalidate.faults``, runs the shipped suite
+checks against the running cluster through the plugin (``--hpc-reuse``), asserts which tests
+fail and what their messages say, and repairs the fault. The first test proves the healthy
+cluster passes every check, so a red result below is the fault's doing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import clusterkit
+import pytest
+
+from pytest_hpcvalidate import faults
+from pytest_hpcvalidate.config import load_config
+from pytest_hpcvalidate.faults import network as netfaults
+from pytest_hpcvalidate.faults import slurm as slurmfaults
+
+SUITES = Path(__file__).resolve().parents[2] / "suites"
+pytestmark = [pytest.mark.integration, clusterkit.needs_local]
+
+BODY = {
+    "controller": {"name": "ctl", "cpus": 1, "memory_mb": 512},
+    "compute": [
+        {"names": "g[1-2]", "cpus": 2, "memory_mb": 1024, "gpus": {"count": 2, "type": "sim"}},
+        {"names": "c1", "cpus": 2, "memory_mb": 1024},
+    ],
+    "slurm": {"gres_types": ["gpu"], "job_shape_examples": 3,
+              "partitions": [{"name": "all", "nodes": "ALL", "default": True}]},
+}
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    """(engine, config path) of the module's running cluster."""
+    from pytest_hpcvalidate.providers.local.engine import LocalCluster
+    from pytest_hpcvalidate.providers.local.provider import spec_from_config
+
+    name, text = clusterkit.config_yaml("f", BODY)
+    path = tmp_path_factory.mktemp("faults") / "cluster.yaml"
+    path.write_text(text)
+    engine = LocalCluster(spec_from_config(load_config(str(path)), clusterkit.STATE_ROOT))
+    try:
+        engine.up()
+        yield engine, path
+    finally:
+        engine.down()
+        clusterkit.remove(name)
+
+
+def run_checks(pytester, path: Path, *selection: str):
+    """Run suite checks (``file.py::test`` relative to suites/) against the running cluster;
+    {test id: (outcome, message)} for every test that ran."""
+    args = [str(SUITES / s) for s in selection] or [str(SUITES)]
+    result = pytester.runpytest("--hpc-config", str(path), "--hpc-reuse", "-p", "no:cacheprovider",
+                                "--hpc-report-dir", str(pytester.path / "reports"), *args)
+    out = {}
+    for rep in result.reprec.getreports("pytest_runtest_logreport"):
+        if rep.when == "call" or rep.outcome != "passed":
+            test_id = rep.nodeid.split("::", 1)[1]
+            out[test_id] = (rep.outcome, rep.longreprtext if rep.outcome != "passed" else "")
+    return out
+
+
+def failures(results: dict) -> dict[str, str]:
+    return {k: msg for k, (outcome, msg) in results.items() if outcome == "failed"}
+
+
+def test_healthy_cluster_passes_every_core_check(broken, pytester):
+    _, path = broken
+    results = run_checks(pytester, path, "l1_network", "l2_slurm", "l3_gres", "l3_cgroup", "l4_mpi")
+    assert len(results) > 40
+    assert failures(results) == {}
+
+
+def test_slurmd_stopped_fails_registration_naming_the_node(broken, pytester):
+    engine, path = broken
+    with slurmfaults.slurmd_stopped(engine, "g2"):
+        results = run_checks(pytester, path, "l2_slurm/test_registration.py::test_node_registered_and_usable")
+    failed = failures(results)
+    assert list(failed) == ["test_node_registered_and_usable[g2]"]
+    assert "g2 is" in failed["test_node_registered_and_usable[g2]"]
+    assert "NOT_RESPONDING" in failed["test_node_registered_and_usable[g2]"]
+
+
+def test_drained_node_fails_with_its_reason(broken, pytester):
+    engine, path = broken
+    with slurmfaults.drained(engine, "c1", reason="bad DIMM slot 3"):
+        results = run_checks(pytester, path, "l2_slurm/test_registration.py::test_node_registered_and_usable")
+    failed = failures(results)
+    assert list(failed) == ["test_node_registered_and_usable[c1]"]
+    assert "DRAIN" in failed["test_node_registered_and_usable[c1]"]
+    assert "Reason=bad DIMM slot 3" in failed["test_node_registered_and_usable[c1]"]
+
+
+def test_munge_key_differs_on_one_node(broken, pytester):
+    engine, path = broken
+    with slurmfaults.munge_key_differs(engine, "g1"):
+        results = run_checks(pytester, path, "l2_slurm/test_registration.py::test_munge_credential_from_node_decodes_on_controller",
+                             "l2_slurm/test_registration.py::test_munge_credential_from_controller_decodes_on_node")
+    failed = failures(results)
+    assert sorted(failed) == ["test_munge_credential_from_controller_decodes_on_node[g1]",
+                              "test_munge_credential_from_node_decodes_on_controller[g1]"]
+    msg = failed["test_munge_credential_from_node_decodes_on_controller[g1]"]
+    assert "made on g1 does not decode on ctl" in msg and "Invalid credential" in msg
+
+
+def test_munge_key_readable_by_others(broken, pytester):
+    engine, path = broken
+    with slurmfaults.munge_key_mode(engine, "c1", 0o644):
+        results = run_checks(pytester, path, "l2_slurm/test_registration.py::test_munge_key_is_private_to_munged")
+    failed = failures(results)
+    assert list(failed) == ["test_munge_key_is_private_to_munged[c1]"]
+    assert "mode 0644, must be 0400 or 0600" in failed["test_munge_key_is_private_to_munged[c1]"]
+
+
+def test_link_down_fails_reachability_naming_the_node(broken, pytester):
+    engine, path = broken
+    with netfaults.link_down(engine, "c1"):
+        results = run_checks(pytester, path, "l1_network/test_reachability.py::test_node_reaches_every_other_node")
+    failed = failures(results)
+    # c1 reaches nobody, and every other node reports c1 unreachable
+    assert set(failed) == {f"test_node_reaches_every_other_node[{n}]" for n in ("ctl", "g1", "g2", "c1")}
+    assert "c1 (" in failed["test_node_reaches_every_other_node[ctl]"]
+    assert "100% loss" in failed["test_node_reaches_every_other_node[ctl]"]
+
+
+def test_mtu_changed_on_one_node(broken, pytester):
+    engine, path = broken
+    with netfaults.mtu(engine, "g1", 1400):
+        results = run_checks(pytester, path, "l1_network/test_reachability.py::test_mtu_matches_config_and_full_frames_pass")
+    failed = failures(results)
+    assert "test_mtu_matches_config_and_full_frames_pass[g1]" in failed
+    assert "g1: eth0 has MTU 1400, the config says 1500" in failed["test_mtu_matches_config_and_full_frames_pass[g1]"]
+
+
+def test_wrong_hostname(broken, pytester):
+    engine, path = broken
+    with netfaults.hostname(engine, "g2", "node-17"):
+        results = run_checks(pytester, path, "l1_network/test_reachability.py::test_hostname_and_address_match_config")
+    failed = failures(results)
+    assert list(failed) == ["test_hostname_and_address_match_config[g2]"]
+    assert "g2: hostname is 'node-17', the config says 'g2'" in failed["test_hostname_and_address_match_config[g2]"]
+
+
+def test_slurmd_port_blocked(broken, pytester):
+    engine, path = broken
+    with netfaults.port_blocked(engine, "g1", 6818):
+        results = run_checks(pytester, path, "l2_slurm/test_registration.py::test_slurm_ports_reachable")
+    failed = failures(results)
+    assert list(failed) == ["test_slurm_ports_reachable[g1]"]
+    assert "ctl -> g1:6818 (slurmd)" in failed["test_slurm_ports_reachable[g1]"]
+
+
+def test_gres_conf_declares_more_gpus_than_exist(broken, pytester):
+    engine, path = broken
+    with slurmfaults.gres_conf_extra_gpu(engine, "g1"):
+        results = run_checks(pytester, path, "l3_gres/test_gres.py::test_gres_conf_matches_devices_and_config")
+    failed = failures(results)
+    assert list(failed) == ["test_gres_conf_matches_devices_and_config[g1]"]
+    assert "g1: gres.conf gives 3 GPU device files" in failed["test_gres_conf_matches_devices_and_config[g1]"]
+
+
+def test_memory_constraint_off_lets_a_job_exceed_its_memory(broken, pytester):
+    engine, path = broken
+    with slurmfaults.cgroup_setting(engine, "ConstrainRAMSpace", "no"):
+        results = run_checks(pytester, path, "l3_cgroup/test_isolation.py::test_job_over_its_memory_is_oom_killed")
+    failed = failures(results)
+    assert set(failed) == {f"test_job_over_its_memory_is_oom_killed[{n}]" for n in ("g1", "g2", "c1")}
+    assert "the memory limit is not enforced" in failed["test_job_over_its_memory_is_oom_killed[c1]"]
+    assert "ended COMPLETED" in failed["test_job_over_its_memory_is_oom_killed[c1]"]
+
+
+def test_device_constraint_off_lets_a_job_open_every_gpu(broken, pytester):
+    engine, path = broken
+    with slurmfaults.cgroup_setting(engine, "ConstrainDevices", "no"):
+        results = run_checks(pytester, path, "l3_cgroup/test_isolation.py::test_job_without_gres_cannot_open_any_gpu",
+                             "l3_cgroup/test_isolation.py::test_job_with_one_gpu_opens_exactly_its_own")
+    failed = failures(results)
+    assert set(failed) == {f"{t}[{n}]" for n in ("g1", "g2") for t in (
+        "test_job_without_gres_cannot_open_any_gpu", "test_job_with_one_gpu_opens_exactly_its_own")}
+    assert "g1: a job without --gres can open /dev/nvidia0, /dev/nvidia1" in failed["test_job_without_gres_cannot_open_any_gpu[g1]"]
+
+
+def test_mpi_default_not_pmix(broken, pytester):
+    engine, path = broken
+    with slurmfaults.slurm_conf_setting(engine, "MpiDefault", "none"):
+        results = run_checks(pytester, path, "l4_mpi/test_mpi.py")
+    failed = failures(results)
+    assert "test_mpi_default_is_the_configured_plugin" in failed
+    assert "MpiDefault is none, the config says pmix" in failed["test_mpi_default_is_the_configured_plugin"]
+    # without pmix every rank starts as a singleton: the ranks check sees it
+    assert "test_mpi_ranks_span_every_compute_node" in failed
+    assert "world size" in failed["test_mpi_ranks_span_every_compute_node"]
+
+
+def test_faults_refuse_anything_but_a_local_cluster():
+    with pytest.raises(RuntimeError, match="never an existing one"):
+        faults.require_local(object())
