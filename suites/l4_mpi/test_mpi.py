@@ -43,9 +43,9 @@ def test_mpi_ranks_span_every_compute_node(controller, cluster, node_spec, mpi_b
                    f"{mpi_binary} ranks", timeout=thresholds.job_start_s_max + 30)
     report = mpi.parse_ranks(r.stdout)
     problems = report.problems(ntasks, hosts)
-    assert r.ok and not problems, (
-        f"MPI job of {ntasks} ranks on {', '.join(hosts)}: " + "; ".join(problems or [r.describe()])
-    )
+    if not r.ok:
+        problems.append(r.describe(limit=1500))
+    assert not problems, f"MPI job of {ntasks} ranks on {', '.join(hosts)}: " + "; ".join(problems)
 
 
 def test_point_to_point_latency_and_bandwidth(controller, cluster, node_spec, mpi_binary, thresholds, metric):
