@@ -48,12 +48,15 @@ def test_job_within_its_memory_completes(compute_node, controller, place_on, thr
     )
 
 
+def _device_step(controller, where: str, gres: str, devices: list[str], timeout: float):
+    r = slurm.srun(controller, f"{where} -n1 {gres}", isolation.step_facts_command(devices), timeout=timeout)
+    assert r.ok, f"a step ({gres or 'no GRES'}) failed: {r.describe()}"
+    return isolation.parse_step_facts(r.stdout)[0]
+
+
 def test_job_without_gres_cannot_open_any_gpu(gpu_node, controller, place_on, gres_files, thresholds):
     devices = gres_files[gpu_node.name]
-    r = slurm.srun(controller, f"{place_on(gpu_node)} -n1", isolation.step_facts_command(devices),
-                   timeout=thresholds.job_start_s_max)
-    assert r.ok, f"a step on {gpu_node.name} failed: {r.describe()}"
-    facts = isolation.parse_step_facts(r.stdout)[0]
+    facts = _device_step(controller, place_on(gpu_node), "", devices, thresholds.job_start_s_max)
     assert not facts.opened, (
         f"{gpu_node.name}: a job without --gres can open {', '.join(facts.opened)} "
         "(the devices cgroup does not confine GPUs: cgroup.conf ConstrainDevices?)"
@@ -63,10 +66,7 @@ def test_job_without_gres_cannot_open_any_gpu(gpu_node, controller, place_on, gr
 
 def test_job_with_one_gpu_opens_exactly_its_own(gpu_node, controller, place_on, gres_files, thresholds):
     devices = gres_files[gpu_node.name]
-    r = slurm.srun(controller, f"{place_on(gpu_node)} -n1 --gres=gpu:1", isolation.step_facts_command(devices),
-                   timeout=thresholds.job_start_s_max)
-    assert r.ok, f"a 1-GPU step on {gpu_node.name} failed: {r.describe()}"
-    facts = isolation.parse_step_facts(r.stdout)[0]
+    facts = _device_step(controller, place_on(gpu_node), "--gres=gpu:1", devices, thresholds.job_start_s_max)
     assert len(facts.opened) == 1, (
         f"{gpu_node.name}: a job holding one GPU can open {len(facts.opened)} GPU devices "
         f"({', '.join(facts.opened) or 'none'}; all: {facts.devices})"

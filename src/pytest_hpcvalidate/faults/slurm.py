@@ -133,32 +133,25 @@ def _reconfigure(engine, restart_slurmd: bool) -> None:
 
 
 @contextlib.contextmanager
+def _conf_setting(engine, path: Path, key: str, value: str, restart_slurmd: bool):
+    require_local(engine)
+
+    def edit(text: str) -> str:
+        return re.sub(rf"^{re.escape(key)}=.*$", f"{key}={value}", text, flags=re.M)
+
+    try:
+        with _edited(path, edit):
+            _reconfigure(engine, restart_slurmd)
+            yield
+    finally:
+        _reconfigure(engine, restart_slurmd)
+
+
 def cgroup_setting(engine, key: str, value: str):
     """cgroup.conf ``key=value`` on every node (slurmd restarted so steps pick it up)."""
-    require_local(engine)
-
-    def edit(text: str) -> str:
-        return re.sub(rf"^{re.escape(key)}=.*$", f"{key}={value}", text, flags=re.M)
-
-    try:
-        with _edited(engine.conf_dir / "cgroup.conf", edit):
-            _reconfigure(engine, restart_slurmd=True)
-            yield
-    finally:
-        _reconfigure(engine, restart_slurmd=True)
+    return _conf_setting(engine, engine.conf_dir / "cgroup.conf", key, value, restart_slurmd=True)
 
 
-@contextlib.contextmanager
 def slurm_conf_setting(engine, key: str, value: str):
     """slurm.conf ``key=value`` (``scontrol reconfigure``)."""
-    require_local(engine)
-
-    def edit(text: str) -> str:
-        return re.sub(rf"^{re.escape(key)}=.*$", f"{key}={value}", text, flags=re.M)
-
-    try:
-        with _edited(engine.slurm_conf, edit):
-            _reconfigure(engine, restart_slurmd=False)
-            yield
-    finally:
-        _reconfigure(engine, restart_slurmd=False)
+    return _conf_setting(engine, engine.slurm_conf, key, value, restart_slurmd=False)
