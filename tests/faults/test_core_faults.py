@@ -200,3 +200,43 @@ def test_mpi_default_not_pmix(broken, pytester):
 def test_faults_refuse_anything_but_a_local_cluster():
     with pytest.raises(RuntimeError, match="never an existing one"):
         faults.require_local(object())
+
+
+def test_packet_loss_to_one_node(broken, pytester):
+    engine, path = broken
+    with netfaults.packet_loss(engine, "g2", 0.5):
+        results = run_checks(pytester, path, "l1_network/test_reachability.py::test_node_reaches_every_other_node")
+    failed = failures(results)
+    # every other node loses pings to g2; g2's own pings to others are answered
+    assert set(failed) == {f"test_node_reaches_every_other_node[{n}]" for n in ("ctl", "g1", "c1")}
+    assert "cannot reliably reach: g2 (" in failed["test_node_reaches_every_other_node[c1]"]
+
+
+def test_rate_limited_node_fails_bandwidth_for_its_pair(broken, pytester):
+    engine, path = broken
+    with netfaults.rate_limited(engine, "g1", 200):
+        results = run_checks(pytester, path, "l1_network/test_reachability.py::test_bandwidth_between_node_pair")
+    failed = failures(results)
+    # the ring is ctl->g1->g2->c1->ctl; only traffic leaving g1 is shaped
+    assert list(failed) == ["test_bandwidth_between_node_pair[g1->g2]"]
+    assert "tcp_bandwidth_gbps on g1->g2 = 0." in failed["test_bandwidth_between_node_pair[g1->g2]"]
+    assert "below the minimum 1 Gbit/s" in failed["test_bandwidth_between_node_pair[g1->g2]"]
+
+
+def test_wrong_name_resolution(broken, pytester):
+    engine, path = broken
+    with netfaults.wrong_hosts_entry(engine, "c1", "10.99.0.9"):
+        results = run_checks(pytester, path, "l1_network/test_reachability.py::test_every_node_name_resolves_to_its_address")
+    failed = failures(results)
+    assert len(failed) == 4  # the hosts file is the cluster's: every node resolves c1 wrong
+    assert "c1 -> ['10.99.0.9']" in failed["test_every_node_name_resolves_to_its_address[g1]"]
+
+
+def test_sshd_stopped_on_one_node(broken, pytester):
+    engine, path = broken
+    with netfaults.sshd_stopped(engine, "g1"):
+        results = run_checks(pytester, path, "l1_network/test_reachability.py::test_ssh_reaches_node_with_cluster_key")
+    bad = {k: msg for k, (outcome, msg) in results.items() if outcome != "passed"}
+    assert list(bad) == ["test_ssh_reaches_node_with_cluster_key[g1]"]
+    assert "g1" in bad["test_ssh_reaches_node_with_cluster_key[g1]"]
+    assert "refused" in bad["test_ssh_reaches_node_with_cluster_key[g1]"].lower()

@@ -62,3 +62,51 @@ def port_blocked(engine, name: str, port: int):
         yield
     finally:
         node.run(f"iptables -D {rule}", timeout=15).check()
+
+
+@contextlib.contextmanager
+def rate_limited(engine, name: str, mbit: int):
+    """Traffic leaving the node is shaped to ``mbit`` Mbit/s (tbf; this kernel has no netem)."""
+    node = _node(engine, name)
+    node.run(f"tc qdisc replace dev {NODE_IFACE} root tbf rate {int(mbit)}mbit burst 32kbit latency 50ms",
+             timeout=15).check()
+    try:
+        yield
+    finally:
+        node.run(f"tc qdisc del dev {NODE_IFACE} root", timeout=15).check()
+
+
+@contextlib.contextmanager
+def packet_loss(engine, name: str, probability: float):
+    """Incoming ICMP echo requests to the node are dropped with ``probability``."""
+    node = _node(engine, name)
+    rule = f"INPUT -p icmp --icmp-type echo-request -m statistic --mode random --probability {probability:g} -j DROP"
+    node.run(f"iptables -I {rule}", timeout=15).check()
+    try:
+        yield
+    finally:
+        node.run(f"iptables -D {rule}", timeout=15).check()
+
+
+@contextlib.contextmanager
+def wrong_hosts_entry(engine, name: str, address: str):
+    """The cluster's hosts file (every node's /etc/hosts) maps ``name`` to ``address``."""
+    require_local(engine)
+    path = engine.work_dir / "etc" / "hosts"
+    original = path.read_text()
+    lines = [f"{address}\t{name}" if line.split()[1:2] == [name] else line for line in original.splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+    try:
+        yield
+    finally:
+        path.write_text(original)
+
+
+@contextlib.contextmanager
+def sshd_stopped(engine, name: str):
+    require_local(engine)
+    engine.stop_daemon(name, "sshd")
+    try:
+        yield
+    finally:
+        engine.start_daemon(name, "sshd")
