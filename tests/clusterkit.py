@@ -66,10 +66,10 @@ def config_yaml(tag: str, body: dict) -> tuple[str, str]:
     """(cluster name, YAML text) for ``--hpc-config``: ``body`` plus a unique name, subnet and
     bridge. ``body`` holds everything else (compute, slurm, storage, ...)."""
     name, octet = unique(tag)
-    doc = {"name": name, "provider": "local",
-           "network": {"subnet": f"10.234.{octet}.0/24", "bridge": f"hpcv-{name}"[:15]}}
-    doc.update({k: v for k, v in body.items() if k != "network"})
-    doc["network"].update(body.get("network", {}))
+    doc = {"provider": "local", **body, "name": name}
+    # the body's other network settings (mtu, domain) stay; name, subnet and bridge are the test's
+    doc["network"] = {**body.get("network", {}), "subnet": f"10.234.{octet}.0/24", "bridge": f"hpcv-{name}"[:15]}
+    doc["network"].pop("gateway", None)
     return name, yaml.safe_dump(doc, sort_keys=False)
 
 

@@ -47,3 +47,37 @@ def test_shipped_config_provisions_runs_jobs_and_leaves_nothing(config, tmp_path
         assert leftovers(name) == [], f"the run left {leftovers(name)}"
     finally:
         clusterkit.remove(name)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupting_a_run_mid_suite_leaves_nothing(sig, tmp_path):
+    """Ctrl-C (or a CI runner's SIGTERM) while the suites run: pytest stops, the session
+    fixture's teardown removes the cluster, nothing is left."""
+    import signal
+    import time
+
+    import yaml
+
+    name, text = clusterkit.config_yaml("i", yaml.safe_load((ROOT / "configs" / "minimal.yaml").read_text()))
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "--hpc-config", str(path), "-p", "no:cacheprovider", "-v",
+         "--hpc-report-dir", str(tmp_path / "reports")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        seen = ""
+        deadline = time.monotonic() + 120
+        while "PASSED" not in seen and proc.poll() is None and time.monotonic() < deadline:
+            seen += proc.stdout.readline()
+        assert "PASSED" in seen, f"the run did not get to its first check: {seen[-2000:]}"
+        assert leftovers(name) != [], "the cluster should be up while the suites run"
+        proc.send_signal(getattr(signal, sig))
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode != 0
+        assert leftovers(name) == [], f"after {sig} the run left {leftovers(name)}:\n{(seen + out)[-2000:]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        clusterkit.remove(name)
