@@ -13,7 +13,7 @@ fi
 
 PACKAGES=(
   python3 python3-venv python3-dev gcc make
-  slurmctld slurmd slurm-client munge
+  slurmctld slurmd slurm-client munge slurmdbd mariadb-server
   openmpi-bin libopenmpi-dev libpmix-dev
   openssh-server openssh-client
   fio iperf3 iputils-ping iproute2 bridge-utils iptables hwloc procps psmisc util-linux

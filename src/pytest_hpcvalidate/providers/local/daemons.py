@@ -75,6 +75,17 @@ def slurmd_argv(conf: Path, node: str) -> list[str]:
     return ["slurmd", "-D", "-N", node, "-f", str(conf)]
 
 
+def mariadbd_argv(datadir: Path, paths: NodePaths, socket: str) -> list[str]:
+    """A small MariaDB for slurmdbd: unix socket only, little memory."""
+    return ["mariadbd", "--user=root", f"--datadir={datadir}", f"--socket={socket}", "--skip-networking",
+            f"--pid-file={paths.run / 'mariadbd.pid'}", f"--log-error={paths.log / 'mariadb.log'}",
+            "--innodb-buffer-pool-size=16M", "--innodb-log-file-size=4M", "--skip-name-resolve"]
+
+
+def slurmdbd_argv() -> list[str]:
+    return ["slurmdbd", "-D"]
+
+
 def sshd_argv(ssh: SshPaths, address: str, paths: NodePaths) -> list[str]:
     return ["/usr/sbin/sshd", "-D", "-f", str(ssh.sshd_config), "-E", str(paths.log / "sshd.log"),
             *sshd_node_options(address, paths.run / "sshd.pid")]

@@ -119,7 +119,7 @@ class LocalCluster:
         self._t0 = time.monotonic()
         progress("preflight", "", "")
         preflight.check_root()
-        preflight.check_binaries()
+        preflight.check_binaries(spec.accounting)
         preflight.check_paths(spec)
         self.layout = cgroups.detect_layout()
         hierarchies = cgroups.v1_hierarchies() if self.layout == "v1" else []
@@ -159,6 +159,10 @@ class LocalCluster:
         (self.work_dir / "etc" / "hosts").write_text(sshconf.render_hosts(spec))
         for name, text in slurmconf.render_all(spec, self.layout, self.work_dir).items():
             (self.conf_dir / name).write_text(text)
+        if spec.accounting:  # slurmdbd refuses a config others can read
+            dbd_conf = self.conf_dir / "slurmdbd.conf"
+            dbd_conf.touch(mode=0o600)
+            dbd_conf.write_text(slurmconf.render_slurmdbd_conf(spec, self.work_dir))
         for n in spec.compute:
             upper = self.node_paths(n.name).dev_upper
             for i in range(n.gpus):
@@ -239,14 +243,16 @@ class LocalCluster:
 
         # Slurm: slurmd only once slurmctld listens (a slurmd that cannot register at once
         # retries a second later, which would be most of the start-up time)
-        progress("daemons", "", "slurmctld")
         ctl = spec.controller
         ctl_pid = self.anchors[ctl.name].pid
         ctl_paths = self.node_paths(ctl.name)
+        timeout = float(spec.extra.get("ready_timeout_s", DEFAULT_READY_TIMEOUT_S))
+        if spec.accounting:
+            self._start_accounting(progress, timeout)
+        progress("daemons", "", "slurmctld")
         self._launch(ctl, "slurmctld", daemons.slurmctld_argv(self.slurm_conf), [ctl_paths.log / "slurmctld.log"])
         self._record_launched()
-        timeout = float(spec.extra.get("ready_timeout_s", DEFAULT_READY_TIMEOUT_S))
-        watch = [d for d in self.daemons if d.what in ("slurmctld", "munged", "sshd")]
+        watch = [d for d in self.daemons if d.what in ("slurmctld", "munged", "sshd", "slurmdbd", "mariadbd")]
         self._wait(lambda: daemons.listening(ctl_pid, slurmconf.SLURMCTLD_PORT), "slurmctld to listen", timeout, watch)
         self._mark("slurmctld")
         progress("daemons", "", "slurmd")
@@ -270,6 +276,31 @@ class LocalCluster:
         st.set("ready", True)
         progress("ready", "", f"{len(spec.compute)} compute nodes idle in {time.monotonic() - self._t0:.2f}s")
         return self.cluster
+
+    def _start_accounting(self, progress: ProgressFn, timeout: float) -> None:
+        """MariaDB and slurmdbd on the controller, before slurmctld (which registers the
+        cluster with slurmdbd when it starts)."""
+        ctl = self.spec.controller
+        pid = self.anchors[ctl.name].pid
+        paths = self.node_paths(ctl.name)
+        datadir = self.work_dir / "nodes" / ctl.name / "mysql"
+        progress("daemons", ctl.name, "MariaDB (initialising), slurmdbd")
+        datadir.mkdir(parents=True, exist_ok=True)
+        init = subprocess.run(
+            ["mariadb-install-db", "--user=root", f"--datadir={datadir}", "--auth-root-authentication-method=socket",
+             "--skip-test-db"], capture_output=True, text=True, env=daemons.DAEMON_ENV,
+        )
+        if init.returncode != 0:
+            raise ProvisioningError(f"mariadb-install-db failed for the accounting database: "
+                                    f"{(init.stderr or init.stdout).strip()[-500:]}")
+        (paths.run / "mysqld").mkdir(exist_ok=True)
+        db = self._launch(ctl, "mariadbd", self.daemon_argv(ctl.name, "mariadbd"), [paths.log / "mariadb.log"])
+        self._record_launched()
+        self._wait(lambda: daemons.unix_listening(pid, slurmconf.MARIADB_SOCKET), "MariaDB to listen", timeout, [db])
+        dbd = self._launch(ctl, "slurmdbd", self.daemon_argv(ctl.name, "slurmdbd"), [paths.log / "slurmdbd.log"])
+        self._record_launched()
+        self._wait(lambda: daemons.listening(pid, slurmconf.SLURMDBD_PORT), "slurmdbd to listen", timeout, [db, dbd])
+        self._mark("accounting")
 
     def _clear_previous(self, progress: ProgressFn) -> None:
         """A state file from an earlier run: refuse if that cluster lives, else clean it up."""
@@ -487,7 +518,7 @@ class LocalCluster:
         return self.cluster
 
     # -- daemons of a running cluster (fault injection) ---------------------------------------
-    DAEMONS = ("munged", "sshd", "slurmctld", "slurmd")
+    DAEMONS = ("munged", "sshd", "slurmctld", "slurmd", "mariadbd", "slurmdbd")
 
     def daemon_argv(self, node: str, what: str) -> list[str]:
         n = self._node_spec(node)
@@ -500,6 +531,10 @@ class LocalCluster:
             return daemons.slurmctld_argv(self.slurm_conf)
         if what == "slurmd" and n.role == "compute":
             return daemons.slurmd_argv(self.slurm_conf, node)
+        if what == "mariadbd" and n.role == "controller" and self.spec.accounting:
+            return daemons.mariadbd_argv(self.work_dir / "nodes" / node / "mysql", paths, slurmconf.MARIADB_SOCKET)
+        if what == "slurmdbd" and n.role == "controller" and self.spec.accounting:
+            return daemons.slurmdbd_argv()
         raise ValueError(f"node {node} ({n.role}) runs no {what!r}; daemons: {', '.join(self.DAEMONS)}")
 
     def _node_spec(self, node: str) -> NodeSpec:

@@ -28,6 +28,14 @@ REQUIRED_BINARIES = {
     "/usr/sbin/sshd": "openssh-server",
 }
 
+#: needed only when the config asks for job accounting (slurm.accounting)
+ACCOUNTING_BINARIES = {
+    "slurmdbd": "slurmdbd",
+    "mariadbd": "mariadb-server",
+    "mariadb-install-db": "mariadb-server",
+    "sacct": "slurm-client",
+}
+
 
 def _found(binary: str) -> bool:
     if binary.startswith("/"):
@@ -43,8 +51,9 @@ def check_root() -> None:
         )
 
 
-def check_binaries() -> None:
-    missing = {pkg for binary, pkg in REQUIRED_BINARIES.items() if not _found(binary)}
+def check_binaries(accounting: bool = False) -> None:
+    wanted = {**REQUIRED_BINARIES, **(ACCOUNTING_BINARIES if accounting else {})}
+    missing = {pkg for binary, pkg in wanted.items() if not _found(binary)}
     if missing:
         raise ProvisioningError(
             "missing programs for the local provider; install them: apt-get install -y " + " ".join(sorted(missing))
@@ -104,6 +113,4 @@ def warnings(spec: LocalSpec) -> list[str]:
             f"declared count, but a job step using more than {host_cpus} CPUs on one node fails with "
             "'Unable to layout tasks on given cpus'"
         )
-    if spec.accounting:
-        out.append("slurm.accounting is on, but the local provider runs no slurmdbd: accounting checks will fail")
     return out
