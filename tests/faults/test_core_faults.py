@@ -240,3 +240,12 @@ def test_sshd_stopped_on_one_node(broken, pytester):
     assert list(bad) == ["test_ssh_reaches_node_with_cluster_key[g1]"]
     assert "g1" in bad["test_ssh_reaches_node_with_cluster_key[g1]"]
     assert "refused" in bad["test_ssh_reaches_node_with_cluster_key[g1]"].lower()
+
+
+def test_node_registered_with_fewer_cpus_and_less_memory(broken, pytester):
+    engine, path = broken
+    with slurmfaults.node_definition(engine, "c1", "RealMemory", "512"):
+        results = run_checks(pytester, path, "l2_slurm/test_registration.py::test_node_resources_match_config")
+    failed = failures(results)
+    assert list(failed) == ["test_node_resources_match_config[c1]"]
+    assert "c1 in Slurm: RealMemory 512 MiB, config says 1024" in failed["test_node_resources_match_config[c1]"]

@@ -155,3 +155,34 @@ def cgroup_setting(engine, key: str, value: str):
 def slurm_conf_setting(engine, key: str, value: str):
     """slurm.conf ``key=value`` (``scontrol reconfigure``)."""
     return _conf_setting(engine, engine.slurm_conf, key, value, restart_slurmd=False)
+
+
+def _restart_slurm(engine, names: list[str]) -> None:
+    ctl = engine.spec.controller.name
+    engine.stop_daemon(ctl, "slurmctld")
+    engine.start_daemon(ctl, "slurmctld")
+    until(lambda: engine.cluster.controller.run("scontrol ping", timeout=10).ok, "slurmctld to answer", 20)
+    for n in names:
+        engine.stop_daemon(n, "slurmd")
+        engine.start_daemon(n, "slurmd")
+    wait_usable(engine, [n.name for n in engine.spec.compute])
+
+
+@contextlib.contextmanager
+def node_definition(engine, name: str, key: str, value: str):
+    """slurm.conf's NodeName line for the node says ``key=value`` (e.g. CPUs=1): Slurm then
+    registers the node with other resources than the validation config promises."""
+    require_local(engine)
+
+    def edit(text: str) -> str:
+        pattern = re.compile(rf"^(NodeName={re.escape(name)} .*\b{re.escape(key)}=)\S+", re.M)
+        if not pattern.search(text):
+            raise ValueError(f"slurm.conf has no {key}= for node {name}")
+        return pattern.sub(rf"\g<1>{value}", text)
+
+    try:
+        with _edited(engine.slurm_conf, edit):
+            _restart_slurm(engine, [name])
+            yield
+    finally:
+        _restart_slurm(engine, [name])
