@@ -8,6 +8,7 @@ developers can run clusters side by side.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -77,3 +78,25 @@ def remove(name: str) -> None:
     """Remove every trace of test cluster ``name`` (no-op when it is already gone)."""
     if (STATE_ROOT / name).exists() or leftovers(name):
         cleanup_stale(cluster=name)
+
+
+@contextlib.contextmanager
+def running_cluster(tag: str, body: dict, directory: Path):
+    """A real local cluster built from ``body`` (see :func:`config_yaml`) for a test module:
+    yields (engine, config path); destroyed afterwards, and nothing of it may be left."""
+    from pytest_hpcvalidate.config import load_config
+    from pytest_hpcvalidate.providers.local.engine import LocalCluster
+    from pytest_hpcvalidate.providers.local.provider import spec_from_config
+
+    name, text = config_yaml(tag, body)
+    path = Path(directory) / "cluster.yaml"
+    path.write_text(text)
+    engine = LocalCluster(spec_from_config(load_config(str(path)), STATE_ROOT))
+    try:
+        engine.up()
+        yield engine, path
+    finally:
+        engine.down()
+        left = leftovers(name)
+        remove(name)
+    assert left == [], f"tearing down {name} left {left}"

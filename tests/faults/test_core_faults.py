@@ -15,7 +15,6 @@ import clusterkit
 import pytest
 
 from pytest_hpcvalidate import faults
-from pytest_hpcvalidate.config import load_config
 from pytest_hpcvalidate.faults import network as netfaults
 from pytest_hpcvalidate.faults import slurm as slurmfaults
 
@@ -36,19 +35,8 @@ BODY = {
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory):
     """(engine, config path) of the module's running cluster."""
-    from pytest_hpcvalidate.providers.local.engine import LocalCluster
-    from pytest_hpcvalidate.providers.local.provider import spec_from_config
-
-    name, text = clusterkit.config_yaml("f", BODY)
-    path = tmp_path_factory.mktemp("faults") / "cluster.yaml"
-    path.write_text(text)
-    engine = LocalCluster(spec_from_config(load_config(str(path)), clusterkit.STATE_ROOT))
-    try:
-        engine.up()
-        yield engine, path
-    finally:
-        engine.down()
-        clusterkit.remove(name)
+    with clusterkit.running_cluster("f", BODY, tmp_path_factory.mktemp("faults")) as made:
+        yield made
 
 
 def run_checks(pytester, path: Path, *selection: str):

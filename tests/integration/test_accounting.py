@@ -10,8 +10,6 @@ import clusterkit
 import pytest
 import yaml
 
-from pytest_hpcvalidate.config import load_config
-from pytest_hpcvalidate.providers.local.cleanup import leftovers
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK = str(ROOT / "suites" / "l2_slurm" / "test_registration.py") + "::test_accounting_records_the_job"
@@ -20,22 +18,10 @@ pytestmark = [pytest.mark.integration, clusterkit.needs_local]
 
 @pytest.fixture(scope="module")
 def accounted(tmp_path_factory):
-    from pytest_hpcvalidate.providers.local.engine import LocalCluster
-    from pytest_hpcvalidate.providers.local.provider import spec_from_config
-
     body = yaml.safe_load((ROOT / "configs" / "minimal.yaml").read_text())
     body["slurm"]["accounting"] = True
-    name, text = clusterkit.config_yaml("a", body)
-    path = tmp_path_factory.mktemp("acct") / "cluster.yaml"
-    path.write_text(text)
-    engine = LocalCluster(spec_from_config(load_config(str(path)), clusterkit.STATE_ROOT))
-    try:
-        engine.up()
-        yield engine, path
-    finally:
-        engine.down()
-        assert leftovers(name) == []
-        clusterkit.remove(name)
+    with clusterkit.running_cluster("a", body, tmp_path_factory.mktemp("acct")) as made:
+        yield made
 
 
 def run_check(pytester, path):

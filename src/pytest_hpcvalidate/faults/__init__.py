@@ -17,6 +17,10 @@ cgroups, MPI plugin); storage and container faults live beside their addons' con
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+from typing import Callable
+
 
 def require_local(engine) -> None:
     """Refuse anything but a local cluster this process provisioned."""
@@ -24,3 +28,14 @@ def require_local(engine) -> None:
 
     if not isinstance(engine, LocalCluster) or engine.state is None:
         raise RuntimeError("fault injection needs a local cluster this run provisioned (never an existing one)")
+
+
+@contextlib.contextmanager
+def edited(path: Path, edit: Callable[[str], str]):
+    """The file rewritten by ``edit`` while inside; its original text restored on the way out."""
+    original = path.read_text()
+    path.write_text(edit(original))
+    try:
+        yield
+    finally:
+        path.write_text(original)

@@ -7,7 +7,7 @@ import contextlib
 import shlex
 
 from ..providers.local.naming import NODE_IFACE  # the node side of every local node's link
-from . import require_local
+from . import edited, require_local
 
 
 def _node(engine, name: str):
@@ -53,15 +53,18 @@ def hostname(engine, name: str, wrong: str):
 
 
 @contextlib.contextmanager
-def port_blocked(engine, name: str, port: int):
-    """Incoming TCP to ``port`` on the node is dropped (iptables in the node's namespace)."""
+def _iptables(engine, name: str, rule: str):
     node = _node(engine, name)
-    rule = f"INPUT -p tcp --dport {int(port)} -j DROP"
     node.run(f"iptables -I {rule}", timeout=15).check()
     try:
         yield
     finally:
         node.run(f"iptables -D {rule}", timeout=15).check()
+
+
+def port_blocked(engine, name: str, port: int):
+    """Incoming TCP to ``port`` on the node is dropped (iptables in the node's namespace)."""
+    return _iptables(engine, name, f"INPUT -p tcp --dport {int(port)} -j DROP")
 
 
 @contextlib.contextmanager
@@ -76,30 +79,21 @@ def rate_limited(engine, name: str, mbit: int):
         node.run(f"tc qdisc del dev {NODE_IFACE} root", timeout=15).check()
 
 
-@contextlib.contextmanager
 def packet_loss(engine, name: str, probability: float):
     """Incoming ICMP echo requests to the node are dropped with ``probability``."""
-    node = _node(engine, name)
-    rule = f"INPUT -p icmp --icmp-type echo-request -m statistic --mode random --probability {probability:g} -j DROP"
-    node.run(f"iptables -I {rule}", timeout=15).check()
-    try:
-        yield
-    finally:
-        node.run(f"iptables -D {rule}", timeout=15).check()
+    return _iptables(engine, name, f"INPUT -p icmp --icmp-type echo-request -m statistic --mode random "
+                                   f"--probability {probability:g} -j DROP")
 
 
-@contextlib.contextmanager
 def wrong_hosts_entry(engine, name: str, address: str):
     """The cluster's hosts file (every node's /etc/hosts) maps ``name`` to ``address``."""
     require_local(engine)
-    path = engine.work_dir / "etc" / "hosts"
-    original = path.read_text()
-    lines = [f"{address}\t{name}" if line.split()[1:2] == [name] else line for line in original.splitlines()]
-    path.write_text("\n".join(lines) + "\n")
-    try:
-        yield
-    finally:
-        path.write_text(original)
+
+    def edit(text: str) -> str:
+        lines = [f"{address}\t{name}" if line.split()[1:2] == [name] else line for line in text.splitlines()]
+        return "\n".join(lines) + "\n"
+
+    return edited(engine.work_dir / "etc" / "hosts", edit)
 
 
 @contextlib.contextmanager

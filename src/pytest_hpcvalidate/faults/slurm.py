@@ -9,7 +9,7 @@ import re
 import shlex
 from pathlib import Path
 
-from . import require_local
+from . import edited, require_local
 from ._wait import until
 from ..probes import slurm as slurm_probe
 
@@ -96,16 +96,6 @@ def munge_key_mode(engine, name: str, mode: int):
 
 
 @contextlib.contextmanager
-def _edited(path: Path, edit):
-    original = path.read_text()
-    path.write_text(edit(original))
-    try:
-        yield
-    finally:
-        path.write_text(original)
-
-
-@contextlib.contextmanager
 def gres_conf_extra_gpu(engine, name: str):
     """gres.conf gives the node one GPU device file more than it has."""
     require_local(engine)
@@ -117,7 +107,7 @@ def gres_conf_extra_gpu(engine, name: str):
             raise ValueError(f"gres.conf has no GPU line for {name}")
         return pattern.sub(rf"\g<1>/dev/nvidia[0-{count}]", text)
 
-    with _edited(engine.conf_dir / "gres.conf", edit):
+    with edited(engine.conf_dir / "gres.conf", edit):
         yield
 
 
@@ -140,7 +130,7 @@ def _conf_setting(engine, path: Path, key: str, value: str, restart_slurmd: bool
         return re.sub(rf"^{re.escape(key)}=.*$", f"{key}={value}", text, flags=re.M)
 
     try:
-        with _edited(path, edit):
+        with edited(path, edit):
             _reconfigure(engine, restart_slurmd)
             yield
     finally:
@@ -181,7 +171,7 @@ def node_definition(engine, name: str, key: str, value: str):
         return pattern.sub(rf"\g<1>{value}", text)
 
     try:
-        with _edited(engine.slurm_conf, edit):
+        with edited(engine.slurm_conf, edit):
             _restart_slurm(engine, [name])
             yield
     finally:
