@@ -237,3 +237,12 @@ def test_node_registered_with_fewer_cpus_and_less_memory(broken, pytester):
     failed = failures(results)
     assert list(failed) == ["test_node_resources_match_config[c1]"]
     assert "c1 in Slurm: RealMemory 512 MiB, config says 1024" in failed["test_node_resources_match_config[c1]"]
+
+
+def test_default_partition_differs_from_config(broken, pytester):
+    engine, path = broken
+    with slurmfaults.partition_setting(engine, "all", "Default", "NO"):
+        results = run_checks(pytester, path, "l2_slurm/test_registration.py::test_partitions_match_config")
+    failed = failures(results)
+    assert list(failed) == ["test_partitions_match_config"]
+    assert "default partition is none, config says all" in failed["test_partitions_match_config"]

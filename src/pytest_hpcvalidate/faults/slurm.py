@@ -159,20 +159,32 @@ def _restart_slurm(engine, names: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def node_definition(engine, name: str, key: str, value: str):
-    """slurm.conf's NodeName line for the node says ``key=value`` (e.g. CPUs=1): Slurm then
-    registers the node with other resources than the validation config promises."""
+def _slurm_conf_line(engine, head: str, key: str, value: str, apply):
+    """slurm.conf's line starting ``head`` (``NodeName=c1``) says ``key=value``; ``apply()``
+    makes Slurm read it, after the edit and after the repair."""
     require_local(engine)
 
     def edit(text: str) -> str:
-        pattern = re.compile(rf"^(NodeName={re.escape(name)} .*\b{re.escape(key)}=)\S+", re.M)
+        pattern = re.compile(rf"^({re.escape(head)} .*\b{re.escape(key)}=)\S+", re.M)
         if not pattern.search(text):
-            raise ValueError(f"slurm.conf has no {key}= for node {name}")
+            raise ValueError(f"slurm.conf has no {key}= on its {head} line")
         return pattern.sub(rf"\g<1>{value}", text)
 
     try:
         with edited(engine.slurm_conf, edit):
-            _restart_slurm(engine, [name])
+            apply()
             yield
     finally:
-        _restart_slurm(engine, [name])
+        apply()
+
+
+def node_definition(engine, name: str, key: str, value: str):
+    """The node's NodeName line says ``key=value`` (e.g. RealMemory=512): Slurm then registers
+    the node with other resources than the validation config promises (slurmctld restarted)."""
+    return _slurm_conf_line(engine, f"NodeName={name}", key, value, lambda: _restart_slurm(engine, [name]))
+
+
+def partition_setting(engine, partition: str, key: str, value: str):
+    """The partition's line says ``key=value`` (e.g. Default=NO); ``scontrol reconfigure``."""
+    return _slurm_conf_line(engine, f"PartitionName={partition}", key, value,
+                            lambda: _reconfigure(engine, restart_slurmd=False))
