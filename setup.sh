@@ -17,6 +17,10 @@ PACKAGES=(
   openmpi-bin libopenmpi-dev libpmix-dev
   openssh-server openssh-client
   fio iperf3 iputils-ping iproute2 bridge-utils iptables hwloc procps psmisc util-linux
+  glusterfs-server glusterfs-client
+  chromium openjdk-17-jre-headless nodejs
+  charliecloud-runtime runc
+  libvirt-daemon-system qemu-system-x86 qemu-utils dnsmasq-base debootstrap busybox-static kmod e2fsprogs libvirt-dev pkg-config
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -33,6 +37,19 @@ fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e . 2>&1 | grep -v -e '^WARNING: Location' -e '^$' || true
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[libvirt]' 2>&1 | grep -v -e '^WARNING: Location' -e '^$' || true
 .venv/bin/python -c "import pytest_hpcvalidate.plugin, pytest" || { echo "setup.sh: the Python install failed" >&2; exit 1; }
+# libvirt provider: no systemd here, so start libvirt's daemons (and give /dev/kvm udev's owner/mode,
+# without which libvirt re-probes QEMU on every domain start); the provider does the same on demand
+.venv/bin/python -c "from pytest_hpcvalidate.providers.libvirt.host import ensure_libvirtd; ensure_libvirtd('qemu:///system')" \
+  || echo "setup.sh: warning: libvirtd could not be started (the libvirt provider will say why)" >&2
+# the Allure HTML report (python -m pytest_hpcvalidate report): Allure's own generator from npm, on Java 17,
+# in .tools/ of this checkout (npm only when nodejs came without it: Debian packages it apart, NodeSource does not)
+command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null; }
+ALLURE_VERSION=2.46.1
+if ! grep -qs "\"version\": \"$ALLURE_VERSION\"" .tools/node_modules/allure-commandline/package.json; then
+  mkdir -p .tools && printf '*\n' > .tools/.gitignore
+  npm install --prefix .tools --no-audit --no-fund --loglevel=error "allure-commandline@$ALLURE_VERSION" >/dev/null \
+    || echo "setup.sh: warning: npm could not install allure-commandline (no HTML report; its tests skip)" >&2
+fi
 echo "setup.sh: ready (.venv/bin/pytest --hpc-config configs/minimal.yaml)"

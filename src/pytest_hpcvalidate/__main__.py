@@ -1,4 +1,4 @@
-"""``python -m pytest_hpcvalidate {schema,validate,cleanup}``: the plugin's helpers outside pytest."""
+"""``python -m pytest_hpcvalidate {schema,validate,cleanup,report}``: the plugin's helpers outside pytest."""
 
 from __future__ import annotations
 
@@ -43,9 +43,36 @@ def _cleanup(args) -> int:
     from .providers.local.cleanup import cleanup_stale
 
     problems = cleanup_stale(cluster=args.cluster)
+    from .providers.libvirt.cleanup import STATE_ROOT as LIBVIRT_ROOT  # VMs of crashed libvirt runs
+
+    if LIBVIRT_ROOT.is_dir() and any(LIBVIRT_ROOT.iterdir()):
+        from .providers.libvirt.cleanup import cleanup_stale as cleanup_libvirt
+
+        problems += cleanup_libvirt(cluster=args.cluster)
     for p in problems:
         print(p, file=sys.stderr)
     return 1 if problems else 0
+
+
+def _report(args) -> int:
+    from pathlib import Path
+
+    from .report.allure_html import ReportToolMissing, generate
+
+    base = Path(args.report_dir)
+    try:
+        index = generate(base / "allure-results", Path(args.output) if args.output else base / "html",
+                         single_file=not args.multi_file)
+    except (ReportToolMissing, FileNotFoundError) as exc:
+        print(f"hpcvalidate report: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"hpcvalidate report: {exc}", file=sys.stderr)
+        return 1
+    print(f"Allure report: {index}")
+    if (base / "signoff.html").is_file():
+        print(f"sign-off: {base / 'signoff.html'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("cleanup", help="remove what a crashed or --hpc-keep run of the local provider left")
     p.add_argument("--cluster", help="only this cluster (default: every recorded cluster)")
     p.set_defaults(func=_cleanup)
+    p = sub.add_parser("report", help="build the Allure HTML report (one index.html) from a run's report dir")
+    p.add_argument("report_dir", nargs="?", default="reports", help="the run's --hpc-report-dir (default: reports)")
+    p.add_argument("-o", "--output", help="where the HTML goes (default: REPORT_DIR/html)")
+    p.add_argument("--multi-file", action="store_true", help="Allure's multi-file report (needs a web server to view)")
+    p.set_defaults(func=_report)
     args = parser.parse_args(argv)
     return args.func(args)
 

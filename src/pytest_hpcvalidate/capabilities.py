@@ -12,12 +12,32 @@ def _gpu(state) -> str | None:
     return None if any(n.gpus for n in state.model.resolved_nodes()) else "the config declares no GPUs"
 
 
+def _nvml(state) -> str | None:
+    """Real GPUs somewhere in the config: NVML, PCIe link and CUDA checks apply (not to simulated ones)."""
+    real = any(n.gpus and not n.gpu_simulated for n in state.model.resolved_nodes())
+    return None if real else "the config declares no real GPUs (none, or only simulated ones)"
+
+
 def _pcie(state) -> str | None:
     return None if any(n.pcie for n in state.model.resolved_nodes()) else "the config declares no PCIe passthrough devices"
 
 
 def _containers(state) -> str | None:
     return None if state.model.containers is not None else "the config has no containers section"
+
+
+def _container_torch(state) -> str | None:
+    c = state.model.containers
+    if c is None:
+        return "the config has no containers section"
+    return None if c.expect.torch else "the config does not say the image provides torch (containers.expect.torch)"
+
+
+def _slurm_oci(state) -> str | None:
+    c = state.model.containers
+    if c is not None and (c.runtime == "slurm-oci" or c.oci_bundle):
+        return None
+    return "the config names no OCI bundle for Slurm's --container (containers.oci_bundle)"
 
 
 def _storage(state) -> str | None:
@@ -41,8 +61,11 @@ def _fault_injection(state) -> str | None:
 
 CHECKS: dict[str, Callable] = {
     "gpu": _gpu,
+    "nvml": _nvml,
     "pcie": _pcie,
     "containers": _containers,
+    "container-torch": _container_torch,
+    "slurm-oci": _slurm_oci,
     "storage": _storage,
     "accounting": _accounting,
     "mutation": _mutation,

@@ -19,6 +19,10 @@ Role = Literal["controller", "compute"]
 #: at most this many nodes are talked to at once by :meth:`Cluster.run_all`
 DEFAULT_FANOUT = 64
 
+#: called with every :class:`CommandResult` that :meth:`Node.run` returns, from the thread
+#: that ran it (the report plugin turns them into Allure steps of the running test)
+COMMAND_OBSERVERS: list[Callable[[CommandResult], None]] = []
+
 
 @dataclass(eq=False)
 class Node:
@@ -37,7 +41,10 @@ class Node:
     facts: dict = field(default_factory=dict)
 
     def run(self, command: str, timeout: float | None = 60.0) -> CommandResult:
-        return self.transport.run(command, timeout=timeout)
+        result = self.transport.run(command, timeout=timeout)
+        for observe in COMMAND_OBSERVERS:
+            observe(result)
+        return result
 
     @functools.cached_property
     def host(self):

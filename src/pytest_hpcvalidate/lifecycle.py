@@ -110,8 +110,12 @@ def finish(config: pytest.Config, provider, cluster) -> None:
 
     state = config.stash[HPC]
     cluster.close()
-    if _opt(config, "hpc_keep"):
+    if _opt(config, "hpc_keep") and provider.creates_cluster:  # an existing cluster's run still cleans up
+        from .providers.handoff import write_kept_cluster
+
         state.kept_hint = cluster.access_hint or f"cluster {cluster.name} left running"
+        kept = write_kept_cluster(state.model, cluster, state.report_dir)
+        state.kept_hint += f"\nvalidate it as an existing cluster: pytest --hpc-config {kept}"
         return
     provider.destroy()
 

@@ -20,6 +20,7 @@ from .config.areas import AREA_LAYER
 from .layering import LayerGate, placement
 from .report.plugin import ReportPlugin
 from .sampling import pair_id, ring_pairs
+from .transport import TransportError
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 if not SUITES_DIR.is_dir():  # an editable install of a checkout: suites/ at the top level
@@ -30,7 +31,8 @@ MARKERS = (
     "area(name): the sign-off area (network, pcie, gpu, slurm, gres, cgroup, mpi, containers, storage)",
     "requires(capability): skip with a reason when the cluster lacks the capability (gpu, containers, "
     "storage, accounting, mutation, fault-injection, ...)",
-    "mutates: the check changes cluster state; runs on existing clusters only with --hpc-allow-mutation",
+    "mutates(reason): the check changes cluster state (drain/resume, restarts, configs); on an existing cluster "
+    "it is skipped unless --hpc-allow-mutation",
 )
 
 HPC = pytest.StashKey["HpcState"]()
@@ -71,6 +73,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="allow checks that change an existing cluster (drain/resume, restarts)")
     group.addoption("--hpc-report-dir", dest="hpc_report_dir", metavar="DIR", default=None,
                     help="where Allure results and the sign-off summary go (default: reports/)")
+    group.addoption("--hpc-attach-output", dest="hpc_attach_output", action="store_true", default=False,
+                    help="attach every command's stdout/stderr to the Allure report, also of passing checks "
+                         "(default: only of failing ones; secrets are always masked)")
+    group.addoption("--hpc-baseline", dest="hpc_baseline", metavar="FILE", default=None,
+                    help="metrics.json of an earlier run: a metric worse than it by more than "
+                         "thresholds.regression_tolerance_pct fails")
     for name, kind, help_ in (
         ("hpc_config", "string", "default for --hpc-config"),
         ("hpc_provider", "string", "default for --hpc-provider"),
@@ -106,6 +114,14 @@ def pytest_configure(config: pytest.Config) -> None:
     provider = _opt(config, "hpc_provider")
     if provider:
         model = model.model_copy(update={"provider": provider})
+    if model.provider == "existing":  # discover: slurm completes the node list before collection
+        from .providers import ProvisioningError
+        from .providers.existing import resolve_model
+
+        try:
+            model = resolve_model(model)
+        except ProvisioningError as exc:
+            raise pytest.UsageError(f"cluster config {path}: {exc}") from None
     state.model = model
     state.config_path = path
     report_dir = Path(_opt(config, "hpc_report_dir") or "reports")
@@ -150,6 +166,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     state = item.config.stash[HPC]
+    mutates = item.get_closest_marker("mutates")
+    if mutates is not None and state.model is not None:
+        refused = capabilities.CHECKS["mutation"](state)
+        if refused:
+            _skip_here(f"{', '.join(map(str, mutates.args)) or 'this check'}: {refused}")
     place = state.placements.get(item.nodeid)
     if place is None:
         return
@@ -172,6 +193,11 @@ def _skip_here(reason: str) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call):
     report = yield
     state = item.config.stash[HPC]
+    # a node that cannot be reached is an infrastructure error on its own checks: one line
+    # naming it (no traceback), and it does not block the other nodes' higher layers
+    infra = call.excinfo is not None and call.excinfo.errisinstance(TransportError)
+    if infra:
+        report.longrepr = f"infrastructure error ({call.excinfo.typename}) {call.excinfo.value}"
     place = state.placements.get(item.nodeid)
     if place is None:
         return report
@@ -181,7 +207,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         if area in state.model.declared_areas() and not reason.startswith("Skipped: blocked by"):
             report.outcome = "failed"
             report.longrepr = f"--hpc-strict: area '{area}' is declared in the config but this check was skipped: {reason}"
-    if report.failed:
+    if report.failed and not infra:
         state.gate.record_failure(place.layer, item.nodeid)
     return report
 

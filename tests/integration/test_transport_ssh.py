@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import signal
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +18,7 @@ from sshd_server import SSHD, ThrowawaySshd, descendants, free_port, is_running,
 
 from pytest_hpcvalidate.cluster import Node
 from pytest_hpcvalidate.transport import TransportError
-from pytest_hpcvalidate.transport.ssh import SSHTransport, parse_hostspec
+from pytest_hpcvalidate.transport.ssh import SSHTransport, connect_all, parse_hostspec
 from pytest_hpcvalidate.transport.testinfra_backend import host_for
 
 pytestmark = [
@@ -321,3 +324,66 @@ def test_nothing_left_running_after_stop(tmp_path: Path) -> None:
     t.close()
     server.stop()
     assert [pid for pid in [listener, *spawned] if is_running(pid)] == []
+
+
+@contextlib.contextmanager
+def silent_listener(count: int):
+    """``count`` TCP ports that accept connections and never say a word (a hung sshd)."""
+    socks = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        socks.append(s)
+    try:
+        yield [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_connect_all_is_parallel_bounded_and_reports_each_bad_node(make) -> None:
+    with silent_listener(4) as ports:
+        hung = [make(node=f"h{i}", port=port, connect_timeout=1.0) for i, port in enumerate(ports)]
+        good = make(node="good")
+        refused = make(node="refused", port=free_port())
+        start = time.monotonic()
+        errors = connect_all([*hung, good, refused], parallel=6)
+        parallel_s = time.monotonic() - start
+        assert good.connection is not None and good.connection.is_active()
+        assert sorted(errors) == ["h0", "h1", "h2", "h3", "refused"]
+        assert all(e.node == name for name, e in errors.items())
+        assert "no complete SSH handshake within 1s" in errors["h0"].message and "refused" in errors["refused"].message.lower()
+        assert parallel_s < 2.5  # four 1 s banner timeouts side by side, not one after another
+        start = time.monotonic()
+        assert sorted(connect_all(hung[:3], parallel=1)) == ["h0", "h1", "h2"]
+        assert time.monotonic() - start >= 2.9  # parallel=1 is a bound: one at a time
+
+
+@pytest.fixture
+def agent(tmp_path: Path, sshd: ThrowawaySshd, monkeypatch: pytest.MonkeyPatch):
+    """A running ssh-agent holding the throwaway sshd's client key (SSH_AUTH_SOCK set)."""
+    sock = tmp_path / "agent.sock"
+    proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        subprocess.run(["ssh-add", "-q", str(sshd.client_key)], check=True, capture_output=True)
+        yield sock
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def test_ssh_agent_keys_are_offered_unless_disabled(make, agent, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* keys to fall back on
+    assert make(node="a1", key_file=None).run("echo agent").stdout == "agent\n"
+    with pytest.raises(TransportError, match="authentication as root@127.0.0.1:[0-9]+ failed: no key to offer"):
+        make(node="a2", key_file=None, agent=False).run("true")
+
+
+def test_command_timeout_bounds_a_command_run_without_one(make) -> None:
+    r = make(command_timeout=0.5).run("sleep 20", timeout=None)
+    assert (r.timed_out, r.exit_code) == (True, 124) and r.duration_s < 5

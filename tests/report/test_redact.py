@@ -41,6 +41,13 @@ def test_base64_munge_key_after_a_read_is_masked_and_following_output_kept():
     assert out == f"$ base64 /etc/munge/munge.key\n{MASK} (munge key material)\n$ hostname\nc1\n"
 
 
+def test_output_of_a_command_that_reads_the_munge_key_is_key_material():
+    b64 = base64.encodebytes(KEY).decode()
+    assert redact(b64, environ={}, context="base64 /etc/munge/munge.key") == f"{MASK} (munge key material)\n"
+    assert redact(b64, environ={}, context="base64 /tmp/other") == b64  # nothing says it is a key
+    assert redact("0400 munge 1024\n", environ={}, context="stat -c '%a %U %s' munge.key") == "0400 munge 1024\n"
+
+
 def test_munge_key_on_the_same_line_and_as_a_setting():
     b64 = base64.b64encode(KEY[:64]).decode()
     assert redact(f"/etc/munge/munge.key: {b64}", environ={}) == f"/etc/munge/munge.key: {MASK}"

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import textwrap
-from pathlib import Path
+import os
 
 import pytest
-
-CLUSTER = """\
-name: {name}
-network: {{subnet: 10.9.0.0/24, bridge: br-t}}
-compute:
-  - names: c[1-2]
-"""
-# required for sign-off by this config: network, slurm, cgroup, mpi
+from reportkit import CLUSTER, NO_HYPOTHESIS, label_map, results, run, signoff, write_suites
 
 PASSING = {
     "suites/l1_network/test_reach.py": """
@@ -40,40 +32,6 @@ PASSING = {
 @pytest.fixture(autouse=True)
 def wide_terminal(monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # the sign-off table on one line per area
-
-
-def write_suites(pytester, files: dict[str, str], name: str = "t") -> Path:
-    pytester.mkpydir("suites")
-    for rel, body in files.items():
-        path = pytester.path / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        (path.parent / "__init__.py").touch()
-        path.write_text(textwrap.dedent(body))
-    cfg = pytester.path / f"cluster-{name}.yaml"
-    cfg.write_text(CLUSTER.format(name=name))
-    return cfg
-
-
-def run(pytester, cfg: Path, out: str = "out", *args: str):
-    result = pytester.runpytest("--hpc-config", str(cfg), "--hpc-report-dir", str(pytester.path / out), *args, "suites")
-    return result, pytester.path / out
-
-
-def results(out: Path) -> dict[str, dict]:
-    """Allure test results by test name."""
-    docs = [json.loads(p.read_text()) for p in (out / "allure-results").glob("*-result.json")]
-    return {d["name"]: d for d in docs}
-
-
-def label_map(doc: dict) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for label in doc["labels"]:
-        out.setdefault(label["name"], []).append(label["value"])
-    return out
-
-
-def signoff(out: Path) -> dict:
-    return json.loads((out / "signoff.json").read_text())
 
 
 # ----------------------------------------------------------------------------- labels
@@ -130,6 +88,7 @@ def test_metrics_are_attached_and_collected_into_metrics_json(pytester):
         "name": "bandwidth_gbps", "value": 9.4, "unit": "Gbit/s", "threshold": 1.0, "op": ">=", "node": None,
         "nodeid": "suites/l1_network/test_reach.py::test_bandwidth", "passed": True,
         "message": "bandwidth_gbps = 9.4 Gbit/s (>= 1 Gbit/s: ok)",
+        "baseline": None, "change_pct": None, "regressed": False,
     }
     assert by_test[("test_pair_reachable[c2-ctl]", "ping_rtt_p50_ms")]["node"] == "c2"
     step = results(out)["test_bandwidth"]["steps"][0]
@@ -175,7 +134,7 @@ def test_a_metric_over_its_threshold_fails_its_test_with_the_message(pytester):
 def test_metric_fixture_works_outside_suites_too(pytester):
     cfg = write_suites(pytester, {})
     pytester.makepyfile(test_plain="def test_x(metric):\n    assert metric('x', 1, 's', 2, '<=').passed\n")
-    result = pytester.runpytest("--hpc-config", str(cfg), "--hpc-report-dir", "out", "test_plain.py")
+    result = pytester.runpytest(*NO_HYPOTHESIS, "--hpc-config", str(cfg), "--hpc-report-dir", "out", "test_plain.py")
     result.assert_outcomes(passed=1)
 
 
@@ -194,7 +153,8 @@ def test_all_required_areas_pass_exit_zero(pytester):
     assert "# Sign-off: cluster `t`: PASS" in md
     assert "| network | L1 Networking and PCIe | yes | **PASS** | 3 | 0 | 0 | 0 |" in md
     assert "| storage | L5 Shared storage | no | **PASS** |" in md
-    result.stdout.fnmatch_lines(["*hpcvalidate sign-off: PASS (cluster 't')*", "*L1 network*PASS*3*"])
+    result.stdout.fnmatch_lines(["*hpcvalidate sign-off: PASS (cluster 't')*", "*L1 network*PASS*3*",
+                                 f"HTML report: python -m pytest_hpcvalidate report {out}"])
 
 
 def test_a_failure_fails_its_area_blocks_those_above_and_exits_non_zero(pytester):
@@ -215,6 +175,28 @@ def test_a_failure_fails_its_area_blocks_those_above_and_exits_non_zero(pytester
     assert cgroup["blocked_by"] == ["blocked by l2_slurm::test_nodes_registered (L2 Slurm registration failed)"]
     assert "| slurm | L2 Slurm registration | yes | **FAIL** |" in (out / "signoff.md").read_text()
     result.stdout.fnmatch_lines(["*hpcvalidate sign-off: FAIL*", "*L2 slurm*FAIL*c2 is not*", "*L3 cgroup*BLOCKED*"])
+    html = (out / "signoff.html").read_text()
+    assert "<title>Sign-off: cluster t: FAIL</title>" in html
+    assert "<td>slurm</td><td>L2 Slurm registration</td><td>yes</td><td>" in html and ">FAIL</span>" in html
+    assert "<td>c2 is not registered (State=DOWN)</td>" in html
+
+
+def test_the_signoff_is_an_entry_of_the_allure_report(pytester):
+    files = dict(PASSING)
+    files["suites/l2_slurm/test_reg.py"] = "def test_nodes_registered():\n    assert False, 'c2 is not registered'\n"
+    cfg = write_suites(pytester, files)
+    _, out = run(pytester, cfg)
+    doc = results(out, signoff=True)["Sign-off: cluster t"]
+    assert doc["status"] == "failed"
+    assert doc["statusDetails"]["message"] == "hpcvalidate sign-off: FAIL (slurm FAIL, cgroup BLOCKED, mpi BLOCKED)"
+    assert [(s["name"].split(":")[0], s["status"]) for s in doc["steps"]] == [
+        ("network", "passed"), ("slurm", "failed"), ("cgroup", "skipped"), ("mpi", "skipped"), ("storage", "skipped"),
+    ]
+    assert doc["steps"][2]["name"] == "cgroup: BLOCKED: blocked by l2_slurm::test_nodes_registered (L2 Slurm registration failed)"
+    assert "<td>cgroup</td>" in doc["descriptionHtml"]
+    md = next(a for a in doc["attachments"] if a["name"] == "signoff.md")
+    assert (out / "allure-results" / md["source"]).read_text() == (out / "signoff.md").read_text()
+    assert doc["historyId"] == results(run(pytester, cfg, "again")[1], signoff=True)["Sign-off: cluster t"]["historyId"]
 
 
 def test_a_subset_selected_with_k_leaves_areas_not_run_and_fails_the_gate(pytester):
@@ -295,7 +277,7 @@ def test_environment_and_categories_are_written_for_allure(pytester):
     assert {"python", "pytest", "runner_kernel"} <= set(props)
     categories = json.loads((out / "allure-results" / "categories.json").read_text())
     assert [c["name"] for c in categories] == [
-        "Infrastructure errors", "Product defects", "Blocked by a lower layer", "Not applicable",
+        "Not signed off", "Infrastructure errors", "Product defects", "Blocked by a lower layer", "Not applicable",
     ]
 
 
@@ -342,7 +324,7 @@ def test_captured_output_is_redacted_before_allure_attaches_it(pytester):
 
 def test_without_hpc_config_nothing_is_written(pytester):
     pytester.makepyfile(test_x="def test_x(): pass")
-    result = pytester.runpytest("--alluredir", "ar")
+    result = pytester.runpytest(*NO_HYPOTHESIS, "--alluredir", "ar")
     result.assert_outcomes(passed=1)
     assert not (pytester.path / "reports").exists()
     assert not (pytester.path / "ar" / "categories.json").exists()
@@ -351,16 +333,25 @@ def test_without_hpc_config_nothing_is_written(pytester):
 
 # ----------------------------------------------------------------------------- xdist
 XDIST_CONFTEST = """
-# the dummy suites need no cluster: keep the xdist controller from provisioning one
+# the dummy suites need no provisioned cluster: keep the xdist controller from provisioning one,
+# and give them the config's nodes reached as this machine (real commands)
+import pytest
 import pytest_hpcvalidate.lifecycle as lifecycle
+from pytest_hpcvalidate.cluster import Cluster, Node
+from pytest_hpcvalidate.transport.local import LocalTransport
 lifecycle.controller_provision = lambda config, model: {}
+
+@pytest.fixture(scope="session")
+def cluster():
+    return Cluster("t", "local", [Node(n, "compute", "127.0.0.1", LocalTransport(n)) for n in ("ctl", "c1", "c2")])
 """
 
 
 def test_under_xdist_the_controller_writes_one_signoff_with_every_workers_results(pytester):
     files = dict(PASSING)
     files["suites/l3_cgroup/test_cores.py"] = """
-        def test_cores_constrained(metric):
+        def test_cores_constrained(metric, cluster):
+            cluster.node("c1").run("nproc")
             m = metric("cores_seen", 4, "", 2, "<=", node="c1")
             assert m.passed, m.message
     """
@@ -380,5 +371,10 @@ def test_under_xdist_the_controller_writes_one_signoff_with_every_workers_result
     assert names == ["bandwidth_gbps", "cores_seen", "ping_rtt_p50_ms", "ping_rtt_p50_ms"]
     docs = results(out)
     assert len(docs) == 7 and all("epic" in label_map(d) for d in docs.values())
-    assert (out / "allure-results" / "environment.properties").exists()
+    steps = [s["name"] for s in docs["test_cores_constrained"]["steps"]]
+    assert steps[0].startswith("c1: `nproc` → exit 0") and steps[1].startswith("metric cores_seen [c1]: 4")
+    # the software a worker read from the nodes reaches the controller's fingerprint
+    props = (out / "allure-results" / "environment.properties").read_text()
+    assert f"kernel={os.uname().release}" in props.splitlines() and "slurm=" in props
+    assert s["fingerprint"]["kernel"] == os.uname().release
     assert (out / "allure-results" / "categories.json").exists()

@@ -64,6 +64,11 @@ def test_metric_round_trips_through_a_dict_and_metrics_json(tmp_path):
         ("failed", "AssertionError: sinfo timed out on ctl", ["Infrastructure errors"]),
         ("skipped", "Skipped: blocked by l1_network::test_x (L1 Networking and PCIe failed)", ["Blocked by a lower layer"]),
         ("skipped", "Skipped: requires gpu: the config declares no GPUs", ["Not applicable"]),
+        ("failed", "Failed: metric regressed from its baseline: bw on c1 = 0.2 Gbit/s, regressed from 9 Gbit/s",
+         ["Product defects"]),
+        ("failed", "pytest_hpcvalidate.transport.base.CommandFailed: on c1: `sinfo` exit 1 after 0.01s", ["Product defects"]),
+        ("failed", "Failed: --hpc-reuse: cannot attach to local cluster 't': no running local cluster", ["Infrastructure errors"]),
+        ("failed", "hpcvalidate sign-off: FAIL (slurm FAIL, cgroup BLOCKED)", ["Not signed off"]),
         ("broken", "KeyError: 'CPUs'", []),  # a bug in a probe: Allure's own "Test defects"
         ("passed", None, []),
     ],
@@ -74,7 +79,9 @@ def test_categories_separate_defects_infrastructure_blocked_and_not_applicable(s
 
 def test_categories_file_is_what_allure_reads(tmp_path):
     doc = json.loads(allure_files.write_categories(tmp_path).read_text())
-    assert [c["name"] for c in doc] == ["Infrastructure errors", "Product defects", "Blocked by a lower layer", "Not applicable"]
+    assert [c["name"] for c in doc] == [
+        "Not signed off", "Infrastructure errors", "Product defects", "Blocked by a lower layer", "Not applicable",
+    ]
     assert all(set(c) <= {"name", "description", "matchedStatuses", "messageRegex", "traceRegex", "flaky"} for c in doc)
 
 

@@ -67,6 +67,21 @@ class Gpus(Strict):
         None, description="Device nodes that look like NVIDIA's (major 195), no hardware (local provider). "
         "Default: true when type is 'sim'.",
     )
+    # health expectations of real GPUs; defaults per model in config/gpu_models.py
+    min_driver_version: Version | None = Field(
+        None, description="Lowest acceptable NVIDIA driver, e.g. 535.104.05. Default: the first driver that "
+        "supports the model (config/gpu_models.py); not checked for models not in that table.")
+    ecc_required: bool | None = Field(
+        None, description="ECC must be on (true) or off (false). Default: on for HBM models (H100, A100, ...), "
+        "not checked for others.")
+    ecc_uncorrected_max: int = Field(0, ge=0, description="Uncorrected volatile ECC errors allowed per GPU (default 0).")
+    persistence_mode: bool | None = Field(
+        True, description="Persistence mode must be on (true) or off (false); null: not checked. Default on, as "
+        "NVIDIA recommends for compute nodes.")
+    pcie_gen: int | None = Field(None, ge=1, le=6, description="Expected PCIe generation. Default: the model's.")
+    pcie_width: Literal[1, 2, 4, 8, 16, 32] | None = Field(
+        None, description="Expected PCIe link width (lanes). Default: the model's.")
+    driver: str = Field("nvidia", description="Kernel driver the GPUs must be bound to on the node.")
 
 
 class PciDevice(Strict):
@@ -176,6 +191,18 @@ class Containers(Strict):
     sha256: Sha256 | None = None
     min_version: Version | None = Field(None, description="Lowest acceptable runtime version (seed: Apptainer >= 1.4.2).")
     build_test_image: bool = Field(False, description="Local provider: build a small test image offline.")
+    test_image: Literal["skeleton", "debootstrap"] = Field(
+        "skeleton", description="What build_test_image builds: a skeleton rootfs on the host's /usr (read-only, "
+        "fast) or a Debian minbase (debootstrap, ~25 s, ~200 MB). Torch is added when expect.torch is set.")
+    binds: list[AbsPath] = Field(
+        default_factory=list, description="Host paths bound into the container at the same path (the cluster's "
+        "shared directory is always bound); they must exist as directories in the image.")
+    oci_bundle: AbsPath | None = Field(
+        None, description="An OCI bundle for Slurm's own 'srun --container' (oci.conf, runc); checked where set. "
+        "With runtime slurm-oci, image is the bundle.")
+    python_command: str = Field(
+        "python3", description="How to start Python inside the image (Python/torch checks); the local test "
+        "image with torch has it at /opt/venv/bin/python3.")
     expect: ContainerExpect = Field(default_factory=ContainerExpect)
 
 
@@ -206,6 +233,14 @@ class Storage(Strict):
     storage_nodes: list[NodeName] = Field(default_factory=list, description="Local provider: nodes serving bricks.")
     beegfs: BeegfsSpec | None = None
     thresholds: StorageThresholds = Field(default_factory=StorageThresholds)
+    test_size_mib: int = Field(64, ge=1, le=1024 * 1024, description="fio file per node for the throughput checks, MiB (default 64).")
+    test_runtime_s: float = Field(1.0, gt=0, le=600, description="Length of the 4 KiB random-read fio run, s (default 1).")
+    metadata_files: int = Field(200, ge=1, le=1_000_000, description="Files the metadata-rate check creates, stats and removes (default 200).")
+    direct_io: bool = Field(True, description="fio with O_DIRECT (off for filesystems without it).")
+    pairs_max: int = Field(16, ge=1, description="Node pairs the coherency check samples on large clusters (default 16).")
+    brick_size_mib: int | None = Field(
+        None, ge=64, description="Local provider: each brick is a filesystem of its own of this size (tmpfs), so a "
+        "brick can fill up; default: a directory on the work directory's filesystem.")
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -224,6 +259,16 @@ class Thresholds(Strict):
     mpi_latency_us_max: float = Field(100.0, gt=0, description="MPI ping-pong half round trip, 8 B, µs (default 100).")
     mpi_bandwidth_mibps_min: float = Field(100.0, ge=0, description="MPI ping-pong bandwidth, 1 MiB messages, MiB/s (default 100).")
     provision_s_max: float | None = Field(None, gt=0, description="Provisioning the cluster, s (default: not asserted).")
+    gpu_matmul_peak_fraction_min: float = Field(
+        0.5, ge=0, le=1, description="bf16/fp16/fp32 matmul TFLOP/s as a fraction of the model's dense peak (default 0.5).")
+    gpu_memory_bw_peak_fraction_min: float = Field(
+        0.5, ge=0, le=1, description="Device memory copy bandwidth as a fraction of the model's peak (default 0.5).")
+    gpu_host_copy_link_fraction_min: float = Field(
+        0.5, ge=0, le=1, description="Pinned host<->device copy GB/s as a fraction of the PCIe link's rate (default 0.5).")
+    gpu_allreduce_busbw_gbps_min: float | None = Field(
+        None, ge=0, description="NCCL all-reduce bus bandwidth over several GPUs, GB/s (default: not asserted).")
+    gpu_train_loss_ratio_max: float = Field(
+        0.5, gt=0, le=1, description="A short training loop's last loss over its first must be at most (default 0.5).")
     regression_tolerance_pct: float = Field(
         10.0, ge=0, description="With --hpc-baseline: a metric worse than the baseline by more than this fails, % (default 10)."
     )
@@ -245,7 +290,37 @@ class SSHAccess(Strict):
     jump: str | None = Field(None, description="ProxyJump host, user@host[:port].")
     ssh_config: str | None = Field(None, description="OpenSSH client config to honour (default ~/.ssh/config).")
     connect_timeout_s: float = Field(10.0, gt=0)
-    command_timeout_s: float = Field(300.0, gt=0)
+    command_timeout_s: float = Field(300.0, gt=0, description="Bound for a command a check runs without a timeout of its own, s.")
+    agent: bool = Field(True, description="Offer the keys of a running ssh-agent (SSH_AUTH_SOCK) too.")
+    connect_parallel: int = Field(32, ge=1, le=1024, description="SSH connections opened at once (default 32).")
+
+
+class ExistingNode(Strict):
+    """How to reach one node of an existing cluster, where it differs from the global ``ssh``."""
+
+    host: str | None = Field(None, description="Name or address to SSH to. Default: the node's address.")
+    transport: Literal["ssh", "local"] | None = Field(None, description="Default: existing.transport.")
+    user: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    key_file: str | None = None
+    jump: str | None = Field(None, description="ProxyJump host, user@host[:port]; 'none' for a direct connection.")
+    agent: bool | None = None
+
+
+class Existing(Strict):
+    """Attaching to a cluster the run did not create (provider: existing)."""
+
+    discover: Literal["none", "slurm"] = Field(
+        "none", description="slurm: compute nodes, their addresses, CPUs, memory and GRES (and the partitions, "
+        "unless slurm.partitions is given) are read from `scontrol show` on the controller; the compute section "
+        "then only states what to assert.")
+    transport: Literal["ssh", "local"] = Field(
+        "ssh", description="local: commands run on the machine pytest runs on (on-node mode, no SSH).")
+    scratch_dir: AbsPath = Field(
+        "/tmp", description="The run writes only under <scratch_dir>/hpcv-<run id>, removed at the end.")
+    scratch_shared: bool = Field(
+        False, description="scratch_dir is one filesystem every node sees at the same path (MPI programs are built there).")
+    nodes: dict[NodeName, ExistingNode] = Field(default_factory=dict, description="Per-node access overrides.")
 
 
 class Libvirt(Strict):
@@ -253,6 +328,17 @@ class Libvirt(Strict):
     domain_type: Literal["auto", "kvm", "qemu"] = "auto"
     base_image: str | None = None
     hardware: dict = Field(default_factory=dict, description="The seed's hardware.acceleration block, kept as is.")
+    guest_packages: list[str] = Field(
+        default_factory=list, description="Debian packages added to the guest image (e.g. libopenmpi-dev gcc for MPI builds).")
+    guest_cpus: int | None = Field(
+        None, ge=1, description="vCPUs each VM really gets (Slurm still declares the node's cpus). Default: the "
+        "node's cpus, at most this host's cores.")
+    guest_memory_mb: int | None = Field(
+        None, ge=128, description="RAM each VM really gets, MiB (Slurm still declares memory_mb). Default: memory_mb.")
+    boot_timeout_s: float = Field(
+        240.0, gt=0, description="From starting the VMs to sshd answering on every one, s (TCG guests on a busy "
+        "2-core host took 10 to 120 s).")
+    image_cache: AbsPath = Field("/var/cache/hpcvalidate/libvirt", description="Where guest images are cached by content.")
 
 
 # --------------------------------------------------------------------------- root
@@ -275,6 +361,8 @@ class ResolvedNode:
     virtio_fs: tuple[VirtioFsMount, ...]
     #: where in the config this node came from, for error messages ("compute[1]")
     origin: str
+    #: the node's ``gpus`` section as written (health expectations of real GPUs), or None
+    gpu_config: Gpus | None = None
 
 
 class ClusterConfig(Strict):
@@ -290,7 +378,35 @@ class ClusterConfig(Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     signoff: Signoff = Field(default_factory=Signoff)
     ssh: SSHAccess = Field(default_factory=SSHAccess)
+    existing: Existing | None = Field(None, description="provider existing: discovery, on-node mode, scratch dir.")
     libvirt: Libvirt | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _existing_has_no_bridge(cls, data):
+        """An existing cluster's network is not ours to build: ``network.bridge`` may be left out."""
+        if isinstance(data, dict) and data.get("provider") == "existing" and isinstance(data.get("network"), dict):
+            data = {**data, "network": {"bridge": "none", **data["network"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _existing_nodes_are_addressed(self) -> "ClusterConfig":
+        """On an existing cluster addresses are facts to assert, never assigned by us."""
+        if self.provider != "existing":
+            return self
+        discover = self.existing is not None and self.existing.discover == "slurm"
+        if self.controller.address is None:
+            raise ValueError("controller.address: required with provider existing (the controller's cluster-network address)")
+        for gi, group in enumerate(self.compute):
+            if not discover and group.addresses is None and group.first_address is None:
+                raise ValueError(f"compute[{gi}]: give 'addresses' (or 'first_address') with provider existing, "
+                                 "or set existing.discover: slurm to read them from Slurm")
+        if self.existing is not None:
+            known = {self.controller.name, *(n for g in self.compute for n in g.node_names())}
+            unknown = sorted(set(self.existing.nodes) - known)
+            if unknown and not discover:
+                raise ValueError(f"existing.nodes: unknown node(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return self
 
     # ----------------------------------------------------------------- derived facts
     def resolved_nodes(self) -> list[ResolvedNode]:
@@ -329,6 +445,7 @@ class ClusterConfig(Strict):
             pcie=tuple(res.pcie_passthrough),
             virtio_fs=tuple(res.virtio_fs_mounts),
             origin=origin,
+            gpu_config=g,
         )
 
     def declared_areas(self) -> list[str]:

@@ -24,6 +24,9 @@ class ProvisioningError(RuntimeError):
 
 class Provider(abc.ABC):
     kind: str
+    #: False for a provider that attaches to what exists: --hpc-keep then has nothing to keep,
+    #: and destroy() (which undoes only the run's own jobs and files) always runs
+    creates_cluster: bool = True
 
     @abc.abstractmethod
     def provision(self, model: "ClusterConfig", progress: ProgressFn = no_progress) -> "Cluster":

@@ -14,9 +14,10 @@ from allure_commons.types import AttachmentType
 from .redact import redact
 
 
-def attach_text(body: str | bytes, name: str) -> None:
-    """Attach text (command output, logs) to the current test or step, secrets masked."""
-    allure.attach(redact(body), name=name, attachment_type=AttachmentType.TEXT)
+def attach_text(body: str | bytes, name: str, command: str = "") -> None:
+    """Attach text (command output, logs) to the current test or step, secrets masked;
+    ``command``: the command that printed it (see :func:`redact.redact`)."""
+    allure.attach(redact(body, context=command), name=name, attachment_type=AttachmentType.TEXT)
 
 
 def attach_json(obj: Any, name: str) -> None:

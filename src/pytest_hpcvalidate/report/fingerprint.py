@@ -1,9 +1,12 @@
 """The cluster fingerprint: what was tested, with which tools, on which cluster.
 
-It goes into Allure's ``environment.properties`` and the sign-off. Extend it by giving the
-cluster a ``facts`` mapping (or a ``facts()`` method), gathered while the cluster is up
-(e.g. at provisioning: Slurm, munge, Open MPI, PMIx, kernel versions, GPU model/driver):
-its entries are merged in under their own names.
+It goes into Allure's ``environment.properties`` and the sign-off. Three sources, in this
+order: the config (cluster, provider, node counts, the config file's SHA-256), the software
+read from the running cluster's nodes (``cluster_facts``: Slurm, munge, Open MPI, PMIx,
+kernel, OS, GPU model and driver), and the provider's static ``Node.facts`` (such as the
+cgroup layout); then the runner (Python, pytest, plugin versions, the runner's kernel).
+A provider fact that differs on every node (a PID, a path) identifies nodes rather than
+describing the cluster and is left out.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def fingerprint(state) -> dict[str, str]:
-    """Flat ``{key: value}`` facts of this run (string values, no None)."""
+def fingerprint(state, gathered: dict[str, str] | None = None) -> dict[str, str]:
+    """Flat ``{key: value}`` facts of this run (string values, no None). ``gathered``: the
+    facts :func:`cluster_facts.gather` read from the nodes."""
     model = state.model
     facts: dict[str, object] = {}
     if model is not None:
@@ -44,13 +48,23 @@ def fingerprint(state) -> dict[str, str]:
                 "nodes": len(nodes),
                 "compute_nodes": sum(n.role == "compute" for n in nodes),
                 "gpu_nodes": sum(1 for n in nodes if n.gpus),
-                "required_areas": ",".join(model.required_areas()),
             }
         )
+    facts.update(gathered or {})
     facts.update(
         {
-            "config_file": getattr(state, "config_path", None),
             "config_sha256": config_sha256(getattr(state, "config_path", None)),
+            "config_file": getattr(state, "config_path", None),
+            "required_areas": ",".join(model.required_areas()) if model is not None else None,
+        }
+    )
+    seconds = getattr(state, "provision_seconds", None)
+    if seconds is not None:
+        facts["provision_s"] = f"{seconds:.2f}"
+    for key, value in _provider_facts(getattr(state, "cluster", None)).items():
+        facts.setdefault(key, value)
+    facts.update(
+        {
             "python": platform.python_version(),
             "pytest": _version("pytest"),
             "pytest_hpcvalidate": _version("pytest-hpcvalidate"),
@@ -58,17 +72,23 @@ def fingerprint(state) -> dict[str, str]:
             "runner_kernel": platform.release(),  # `uname -r` of the machine running pytest
         }
     )
-    seconds = getattr(state, "provision_seconds", None)
-    if seconds is not None:
-        facts["provision_s"] = f"{seconds:.2f}"
-    facts.update(_cluster_facts(getattr(state, "cluster", None)))
     return {k: str(v) for k, v in facts.items() if v is not None and v != ""}
 
 
-def _cluster_facts(cluster) -> dict[str, object]:
+def _provider_facts(cluster) -> dict[str, object]:
+    """The nodes' ``Node.facts`` merged, without those that differ on every node, plus the
+    cluster's own ``facts`` mapping (or ``facts()``) when a provider gives one."""
+    from .cluster_facts import merge
+
     if cluster is None:
         return {}
-    out = _node_facts(getattr(cluster, "nodes", None) or [])
+    nodes = getattr(cluster, "nodes", None) or []
+    per_node = {n.name: getattr(n, "facts", None) or {} for n in nodes}
+    identities = {
+        key for key in {k for f in per_node.values() for k in f}
+        if len(nodes) > 1 and len({str(f.get(key)) for f in per_node.values()}) == len(nodes)
+    }
+    out: dict[str, object] = {k: v for k, v in merge(per_node, [n.name for n in nodes]).items() if k not in identities}
     facts = getattr(cluster, "facts", None)
     if callable(facts):
         try:
@@ -77,22 +97,4 @@ def _cluster_facts(cluster) -> dict[str, object]:
             return {**out, "cluster_facts_error": f"{type(exc).__name__}: {exc}"}
     if isinstance(facts, dict):
         out.update(facts)
-    return out
-
-
-def _node_facts(nodes) -> dict[str, object]:
-    """``Node.facts`` of every node, one entry per fact: the value when all nodes agree,
-    else ``value on c[1-2]; other on c3``."""
-    from ..hostlist import compress
-
-    by_key: dict[str, dict[str, list[str]]] = {}
-    for node in nodes:
-        for key, value in (getattr(node, "facts", None) or {}).items():
-            by_key.setdefault(str(key), {}).setdefault(str(value), []).append(node.name)
-    out: dict[str, object] = {}
-    for key, values in by_key.items():
-        if len(values) == 1 and len(next(iter(values.values()))) == len(nodes):
-            out[key] = next(iter(values))
-        else:
-            out[key] = "; ".join(f"{v} on {compress(names)}" for v, names in values.items())
     return out

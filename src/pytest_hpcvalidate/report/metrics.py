@@ -6,9 +6,11 @@ A check records a metric through the ``metric`` fixture and asserts its verdict:
     assert m.passed, m.message
 
 Every metric is attached to its Allure test (a step, failed when the threshold is missed,
-holding a JSON attachment), travels with the test's report (so pytest-xdist workers hand
-them to the controller) and ends up in ``<report dir>/metrics.json``. A metric that misses
-its threshold fails its test even if the test forgets to assert it.
+holding a JSON attachment: ``evidence.write_metric``), travels with the test's report (so
+pytest-xdist workers hand them to the controller) and ends up in ``<report dir>/metrics.json``.
+A metric that misses its threshold fails its test even if the test forgets to assert it.
+With ``--hpc-baseline`` it is also compared with the same metric of an earlier run
+(``baseline.compare``): one that got worse by more than the tolerance fails the same way.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ class Metric:
     nodeid: str | None = None
     passed: bool = True
     message: str = ""
+    #: the same metric in the ``--hpc-baseline`` run; the change from it, % (+: higher now); its verdict
+    baseline: float | None = None
+    change_pct: float | None = None
+    regressed: bool = False
 
     def __bool__(self) -> bool:  # `assert m` reads naturally too
         return self.passed
@@ -76,46 +82,24 @@ def evaluate(
     if threshold is not None:
         threshold = float(threshold)
     where = f" on {node}" if node else ""
-    shown = f"{name}{where} = {_num(value)} {unit}".rstrip()
+    shown = f"{name}{where} = {num(value)} {unit}".rstrip()
     if threshold is None:
         passed, message = not math.isnan(value), f"{shown} (no threshold)"
     elif math.isnan(value):
-        passed, message = False, f"{shown}: not a number, the threshold is {op} {_num(threshold)} {unit}".rstrip()
+        passed, message = False, f"{shown}: not a number, the threshold is {op} {num(threshold)} {unit}".rstrip()
     else:
         passed = value >= threshold if op == ">=" else value <= threshold
         if passed:
-            message = f"{shown} ({op} {_num(threshold)} {unit}: ok)".replace(" :", ":")
+            message = f"{shown} ({op} {num(threshold)} {unit}: ok)".replace(" :", ":")
         else:
             bound = "below the minimum" if op == ">=" else "above the maximum"
-            message = f"{shown}, {bound} {_num(threshold)} {unit}".rstrip()
+            message = f"{shown}, {bound} {num(threshold)} {unit}".rstrip()
     return Metric(name, value, unit, threshold, op, node, nodeid, passed, message)  # type: ignore[arg-type]
 
 
-def _num(x: float) -> str:
+def num(x: float) -> str:
+    """A number as messages show it (6 significant digits)."""
     return f"{x:.6g}"
-
-
-def step_title(m: Metric) -> str:
-    bound = "" if m.threshold is None else f" ({m.op} {_num(m.threshold)})"
-    where = f" [{m.node}]" if m.node else ""
-    verdict = "ok" if m.passed else "FAILED"
-    return f"metric {m.name}{where}: {_num(m.value)} {m.unit}{bound} {verdict}".replace("  ", " ")
-
-
-def attach_to_allure(m: Metric) -> None:
-    """A step named after the metric (failed when the threshold is missed) with the metric
-    as a JSON attachment. A no-op without an Allure listener."""
-    import allure
-
-    from .attach import attach_json
-
-    try:
-        with allure.step(step_title(m)):
-            attach_json(m.to_dict(), f"metric {m.name}" + (f" [{m.node}]" if m.node else ""))
-            if not m.passed:
-                raise MetricFailure(m.message)  # marks the step failed; caught right below
-    except MetricFailure:
-        pass
 
 
 def _finite(d: dict) -> dict:
@@ -125,7 +109,8 @@ def _finite(d: dict) -> dict:
 
 def write_metrics(path: Path, metrics: Iterable[Metric], cluster: str | None = None) -> None:
     """``metrics.json``: {"cluster", "metrics": [{nodeid, name, value, unit, threshold, op,
-    node, passed, message}, ...]} in the order they were recorded."""
+    node, passed, message, baseline, change_pct, regressed}, ...]} in the order they were
+    recorded. It is also what ``--hpc-baseline`` reads."""
     doc = {"cluster": cluster, "metrics": [_finite(m.to_dict()) for m in metrics]}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")

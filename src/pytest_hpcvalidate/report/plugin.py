@@ -1,4 +1,5 @@
-"""The reporting plugin: Allure labels, metrics, Allure run files and the sign-off.
+"""The reporting plugin: Allure labels, command and metric steps, the baseline comparison,
+Allure run files, the cluster fingerprint and the sign-off.
 
 Registered by the main plugin in every run. It reads ``state`` (the main plugin's
 ``HpcState``) lazily and acts only when ``state.model`` is set: without ``--hpc-config``
@@ -7,7 +8,10 @@ the ``metric`` fixture still resolves and nothing is written.
 Under pytest-xdist it runs in every process: workers label tests and record metrics (which
 travel with the test reports); only the controller (no ``config.workerinput``) writes
 ``metrics.json``, ``signoff.json``/``signoff.md``, ``environment.properties`` and
-``categories.json`` and sets the exit code.
+``categories.json``, ``signoff.html`` and the sign-off's Allure result, and sets the exit code.
+
+Commands reach the plugin through ``cluster.COMMAND_OBSERVERS`` (every ``Node.run``) and
+are written as Allure steps of the test phase that ran them (``evidence``).
 """
 
 from __future__ import annotations
@@ -17,26 +21,35 @@ from pathlib import Path
 
 import pytest
 
-from . import allure_files, labels, signoff
+from .. import cluster as cluster_module
+from . import allure_files, baseline, cluster_facts, evidence, labels, signoff, signoff_html
 from .fingerprint import fingerprint
+from .metrics import MISSED, Metric, evaluate, write_metrics
 from .redact import redact
-from .metrics import MISSED, Metric, attach_to_allure, evaluate, write_metrics
 
 METRICS = pytest.StashKey[list]()
 _SENT = pytest.StashKey[int]()
+#: how a test fails that recorded a metric worse than its baseline (and none that missed a threshold)
+REGRESSED = "metric regressed from its baseline"
 
 
 class MetricRecorder:
     """The ``metric`` fixture's value: records metrics for one test."""
 
-    def __init__(self, item: pytest.Item) -> None:
+    def __init__(self, item: pytest.Item, plugin: "ReportPlugin | None" = None) -> None:
         self.item = item
+        self.plugin = plugin
 
     def __call__(self, name: str, value: float, unit: str = "", threshold: float | None = None,
                  op: str = ">=", node: str | None = None) -> Metric:
         m = evaluate(name, value, unit, threshold, op, node, nodeid=self.item.nodeid)
+        if self.plugin is not None:
+            m = self.plugin.judge(m)
         self.item.stash.setdefault(METRICS, []).append(m)
-        attach_to_allure(m)
+        if self.plugin is not None and self.plugin.evidence.active:
+            self.plugin.evidence.add_metric(m)  # a step in time order with the commands
+        else:
+            evidence.write_metric(m)
         return m
 
     @property
@@ -57,6 +70,16 @@ class ReportPlugin:
         self.signoff: signoff.SignOff | None = None
         self._ran = False
         self._node_names: frozenset[str] | None = None
+        self.evidence = evidence.EvidenceLog()
+        cluster_module.COMMAND_OBSERVERS.append(self.evidence.observe)
+        self.baseline: baseline.Baseline | None = None
+        #: software versions read from the cluster's nodes (gathered once per process)
+        self.cluster_facts: dict[str, str] = {}
+        self._facts_state = "none"  # none -> unsent -> sent
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self.evidence.observe in cluster_module.COMMAND_OBSERVERS:
+            cluster_module.COMMAND_OBSERVERS.remove(self.evidence.observe)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -79,6 +102,10 @@ class ReportPlugin:
         opt = getattr(self.config.option, "allure_report_dir", None)
         return Path(self.config.invocation_params.dir) / opt if opt else None
 
+    @property
+    def attach_output(self) -> bool:
+        return bool(self.config.getoption("hpc_attach_output", False))
+
     def _place(self, nodeid: str):
         placements = getattr(self.state, "placements", None) or {}
         return placements.get(nodeid)
@@ -86,9 +113,23 @@ class ReportPlugin:
     def record_metric(self, name, value, unit="", threshold=None, op=">=", node=None) -> Metric:
         """A metric of the run itself (no test): in metrics.json and the sign-off, and it
         fails the sign-off when it misses its threshold. Record on the controller."""
-        m = evaluate(name, value, unit, threshold, op, node)
+        m = self.judge(evaluate(name, value, unit, threshold, op, node))
         self.run_metrics.append(m)
         return m
+
+    def judge(self, m: Metric) -> Metric:
+        """``m`` compared with the ``--hpc-baseline`` run (unchanged without one)."""
+        if self.baseline is None or not self.active:
+            return m
+        return baseline.compare(m, self.baseline, self.state.model.thresholds.regression_tolerance_pct)
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        path = self.config.getoption("hpc_baseline", None)
+        if path and self.active:
+            try:
+                self.baseline = baseline.load(Path(self.config.invocation_params.dir) / path)
+            except baseline.BaselineError as exc:
+                raise pytest.UsageError(str(exc)) from None
 
     # ------------------------------------------------------------------ fixtures
     @pytest.fixture
@@ -97,7 +138,7 @@ class ReportPlugin:
         record a measured number for this test and get its verdict (``.passed``,
         ``.message``). ``op`` ``>=`` makes ``threshold`` a minimum, ``<=`` a maximum.
         A metric that misses its threshold fails the test."""
-        return MetricRecorder(request.node)
+        return MetricRecorder(request.node, self)
 
     # ------------------------------------------------------------------ per test
     @pytest.hookimpl(wrapper=True)
@@ -108,15 +149,57 @@ class ReportPlugin:
             if self._node_names is None:
                 self._node_names = frozenset(n.name for n in self.state.model.resolved_nodes())
             labels.apply(item, place.layer, place.area, self.state.model, self._node_names)
-        return (yield)
+        self.evidence.begin()
+        try:
+            return (yield)
+        except BaseException as exc:
+            self._write_evidence("setup", exc)
+            raise
+        finally:
+            self._write_evidence("setup", None)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
         __tracebackhide__ = True
-        result = yield  # re-raises what the test raised
+        self.evidence.begin()
+        try:
+            result = yield  # re-raises what the test raised
+        except BaseException as exc:
+            self._write_evidence("call", exc)
+            raise
         missed = [m for m in item.stash.get(METRICS, []) if not m.passed]
-        if missed:  # the test recorded a metric that missed its threshold but did not assert it
-            pytest.fail(f"{MISSED}: " + "; ".join(m.message for m in missed), pytrace=False)
+        self._write_evidence("call", AssertionError() if missed else None)
+        if missed:  # the test recorded a metric that missed its threshold (or regressed) but did not assert it
+            prefix = REGRESSED if all(m.regressed for m in missed) else MISSED
+            pytest.fail(f"{prefix}: " + "; ".join(m.message for m in missed), pytrace=False)
+        return result
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item):
+        self.evidence.begin()
+        try:
+            return (yield)
+        except BaseException as exc:
+            self._write_evidence("teardown", exc)
+            raise
+        finally:
+            self._write_evidence("teardown", None)
+
+    def _write_evidence(self, phase: str, exc: BaseException | None) -> None:
+        """The phase's commands and metrics as Allure steps (once: a second call finds none);
+        outputs attached when the phase failed or with --hpc-attach-output."""
+        if not self.evidence.active:
+            return
+        events = self.evidence.end()
+        evidence.write_steps(events, self.attach_output or evidence.phase_failed(exc), phase)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request: pytest.FixtureRequest):
+        result = yield
+        if fixturedef.argname == "cluster" and self.active and self._facts_state == "none" and hasattr(result, "run_all"):
+            with self.evidence.paused():  # the run's bookkeeping, not the test's evidence
+                self.cluster_facts = cluster_facts.gather(result)
+            self._facts_state = "unsent"
         return result
 
     @pytest.hookimpl(wrapper=True, trylast=True)
@@ -129,6 +212,9 @@ class ReportPlugin:
         place = self._place(item.nodeid)
         if place is not None:
             report.hpc_place = {"layer": place.layer, "area": place.area}
+        if self._facts_state == "unsent":  # an xdist worker hands them to the controller with a report
+            report.hpc_cluster_facts = dict(self.cluster_facts)
+            self._facts_state = "sent"
         metrics = item.stash.get(METRICS, [])
         sent = item.stash.get(_SENT, 0)
         if len(metrics) > sent:  # each metric travels once, with the phase that recorded it
@@ -138,6 +224,9 @@ class ReportPlugin:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.outcomes.add(report)
+        facts = getattr(report, "hpc_cluster_facts", None)
+        if facts:
+            self.cluster_facts.update(facts)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -160,7 +249,7 @@ class ReportPlugin:
         seconds = getattr(self.state, "provision_seconds", None)
         if seconds is not None and not any(m.name == "provision_s" for m in self.run_metrics):
             self.record_metric("provision_s", seconds, "s", model.thresholds.provision_s_max, "<=")
-        facts = fingerprint(self.state)
+        facts = fingerprint(self.state, self.cluster_facts)
         result = signoff.compute(
             self.outcomes.tests.values(),
             model,
@@ -177,13 +266,17 @@ class ReportPlugin:
         write_metrics(out / "metrics.json", [*tests_metrics, *self.run_metrics], cluster=model.name)
         signoff.write_json(result, out / "signoff.json")
         signoff.write_markdown(result, out / "signoff.md")
+        signoff_html.write_html(result, out / "signoff.html")
         self._write_allure_files(facts)
+        results = self.allure_dir()
+        if results is not None:
+            allure_files.write_signoff_result(results, result, signoff_html.fragment(result), signoff.markdown(result))
 
     def _write_allure_files(self, facts: dict | None = None) -> None:
         results = self.allure_dir()
         if results is None:
             return
-        allure_files.write_environment(results, facts if facts is not None else fingerprint(self.state))
+        allure_files.write_environment(results, facts if facts is not None else fingerprint(self.state, self.cluster_facts))
         allure_files.write_categories(results)
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config: pytest.Config) -> None:
@@ -197,6 +290,8 @@ class ReportPlugin:
             terminalreporter.write_line(line)
         where = self.report_dir()
         terminalreporter.write_line(f"sign-off: {where / 'signoff.md'}  metrics: {where / 'metrics.json'}")
+        if self.allure_dir() is not None:
+            terminalreporter.write_line(f"HTML report: python -m pytest_hpcvalidate report {where}")
         if not s.passed:
             why = [f"{a.area} {a.verdict}" for a in s.areas if a.required and a.verdict != "PASS"]
             why += [m.message for m in s.run_metrics if not m.passed]

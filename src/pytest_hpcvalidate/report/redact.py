@@ -63,28 +63,29 @@ _SAME_LINE_BLOB = re.compile(r"(?P<head>munge\.key\S*[ \t:=]+)(?P<blob>[A-Za-z0-
 _ENV_SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD", re.IGNORECASE)
 
 
-def redact(text: str | bytes, environ: Mapping[str, str] | None = None) -> str:
+def redact(text: str | bytes, environ: Mapping[str, str] | None = None, context: str = "") -> str:
     """``text`` with every secret masked. Bytes are decoded as UTF-8 (undecodable bytes
-    count as binary data and are masked). ``environ`` defaults to ``os.environ``."""
+    count as binary data and are masked). ``environ`` defaults to ``os.environ``.
+    ``context``: the command that printed ``text``; one that names the munge key makes the
+    output's leading key-like lines key material (``base64 /etc/munge/munge.key``)."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
     if not text:
         return text
     text = _PRIVATE_KEY.sub(lambda m: f"-----BEGIN {m['kind']}----- {MASK} -----END {m['kind']}-----", text)
-    text = _redact_munge(text)
+    text = _redact_munge(text, after_mention=bool(_MUNGE_MENTION.search(context)))
     text = _redact_binary(text)
     text = _SECRET_ASSIGNMENT.sub(lambda m: f"{m['name']}{m['sep']}{MASK}", text)
     text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
     return _redact_env_values(text, os.environ if environ is None else environ)
 
 
-def _redact_munge(text: str) -> str:
-    if not _MUNGE_MENTION.search(text):
+def _redact_munge(text: str, after_mention: bool = False) -> str:
+    if not after_mention and not _MUNGE_MENTION.search(text):
         return text
     text = _SAME_LINE_BLOB.sub(lambda m: f"{m['head']}{MASK}", text)
     lines = text.split("\n")
     out: list[str] = []
-    after_mention = False
     for line in lines:
         if after_mention and line.strip() and _KEY_LINE.match(line) and not _MUNGE_MENTION.search(line):
             if not out or out[-1] != f"{MASK} (munge key material)":

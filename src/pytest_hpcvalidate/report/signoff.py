@@ -29,6 +29,7 @@ from typing import Iterable
 from ..config.areas import AREA_LAYER, AREAS, LAYER_TITLES
 from ..layering import _PATH_LAYER, short_id
 from .metrics import Metric
+from .redact import redact
 
 PASS, FAIL, BLOCKED, NOT_RUN = "PASS", "FAIL", "BLOCKED", "NOT-RUN"
 #: outcomes of one test
@@ -63,21 +64,21 @@ def _first_line(text: str) -> str:
 
 
 def failure_message(report) -> str:
-    """The first line of a failed report's message (what an operator reads first)."""
+    """The first line of a failed report's message (what an operator reads first), secrets masked."""
     longrepr = report.longrepr
     crash = getattr(longrepr, "reprcrash", None)
     if crash is not None and getattr(crash, "message", None):
-        return _first_line(crash.message)
+        return redact(_first_line(crash.message))
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
-        return _first_line(longrepr[2])
-    return _first_line(getattr(report, "longreprtext", "") or str(longrepr))
+        return redact(_first_line(longrepr[2]))
+    return redact(_first_line(getattr(report, "longreprtext", "") or str(longrepr)))
 
 
 def skip_reason(report) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
-        return _first_line(longrepr[2])
-    return _first_line(str(longrepr))
+        return redact(_first_line(longrepr[2]))
+    return redact(_first_line(str(longrepr)))
 
 
 class OutcomeCollector:
@@ -272,8 +273,54 @@ def write_json(signoff: SignOff, path: Path) -> Path:
     return path
 
 
+AREA_COLUMNS = ["Area", "Layer", "Required", "Verdict", "Passed", "Failed", "Blocked", "Skipped", "Evidence"]
+METRIC_COLUMNS = ["Area", "Check", "Metric", "Node", "Value", "Threshold", "Baseline", "Verdict"]
+LEGEND = (
+    "PASS: a check of the area passed and none failed or was blocked. FAIL: a check failed. "
+    "BLOCKED: checks were skipped because a lower layer failed. NOT-RUN: no check of the area ran "
+    "(also when deselected with -k/-m: a partial run never signs off). "
+    "The run signs off only when every required area is PASS; otherwise pytest exits non-zero."
+)
+
+
+def area_rows(s: SignOff) -> list[list[str]]:
+    """One row per area (then one per run-level metric), as :data:`AREA_COLUMNS`; the verdict
+    is the 4th cell (the markdown and HTML renderers style it)."""
+    rows = []
+    for a in s.areas:
+        c = a.counts
+        rows.append([a.area, a.title, "yes" if a.required else "no", a.verdict, str(c[PASSED]),
+                     str(c[FAILED] + c[ERROR]), str(c[BLOCKED_SKIP]), str(c[SKIPPED] + c[XFAILED]), a.evidence()])
+    for m in s.run_metrics:
+        rows.append(["run", "", "yes", PASS if m.passed else FAIL, "", "", "", "", m.message])
+    return rows
+
+
+def failure_rows(s: SignOff) -> list[list[str]]:
+    """[area, test id, outcome, message] per failed test."""
+    return [[a.area, f["nodeid"], f["outcome"], f["message"]] for a in s.areas for f in a.failures]
+
+
+def metric_rows(s: SignOff) -> list[list[str]]:
+    """One row per metric, as :data:`METRIC_COLUMNS` (the verdict: ``ok``/``FAILED``)."""
+    from .metrics import num
+
+    rows = []
+    for area, m in [(a.area, m) for a in s.areas for m in a.metrics] + [("run", m) for m in s.run_metrics]:
+        threshold = "" if m.threshold is None else f"{m.op} {num(m.threshold)} {m.unit}".rstrip()
+        baseline = "" if m.baseline is None else f"{num(m.baseline)} {m.unit}".rstrip() + (
+            "" if m.change_pct is None else f" ({m.change_pct:+.1f}%)")
+        rows.append([area, _short(m.nodeid) if m.nodeid else "(run)", m.name, m.node or "",
+                     f"{num(m.value)} {m.unit}".rstrip(), threshold, baseline, "ok" if m.passed else "FAILED"])
+    return rows
+
+
 def _md(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list[str]], align: list[str]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"] + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def markdown(signoff: SignOff) -> str:
@@ -283,41 +330,22 @@ def markdown(signoff: SignOff) -> str:
         "",
         f"{s.timestamp} · exit code {s.exit_code} · `{_md(s.invocation)}`" if s.invocation else f"{s.timestamp} · exit code {s.exit_code}",
         "",
-        "| Area | Layer | Required | Verdict | Passed | Failed | Blocked | Skipped | Evidence |",
-        "|---|---|---|---|---:|---:|---:|---:|---|",
     ]
-    for a in s.areas:
-        c = a.counts
-        lines.append(
-            f"| {a.area} | {_md(a.title)} | {'yes' if a.required else 'no'} | **{a.verdict}** | {c[PASSED]} "
-            f"| {c[FAILED] + c[ERROR]} | {c[BLOCKED_SKIP]} | {c[SKIPPED] + c[XFAILED]} | {_md(a.evidence())} |"
-        )
-    failures = [(a.area, f) for a in s.areas for f in a.failures]
+    rows = [[_md(c) if i != 3 else f"**{c}**" for i, c in enumerate(r)] for r in area_rows(s)]
+    lines += _md_table(AREA_COLUMNS, rows, ["---"] * 4 + ["---:"] * 4 + ["---"])
+    failures = failure_rows(s)
     if failures:
         lines += ["", "## Failures", ""]
-        lines += [f"- **{area}** `{_md(f['nodeid'])}` ({f['outcome']}): {_md(f['message'])}" for area, f in failures]
-    metrics = [(a.area, m) for a in s.areas for m in a.metrics] + [("run", m) for m in s.run_metrics]
+        lines += [f"- **{area}** `{_md(nodeid)}` ({outcome}): {_md(message)}" for area, nodeid, outcome, message in failures]
+    metrics = metric_rows(s)
     if metrics:
-        lines += ["", "## Metrics", "", "| Area | Check | Metric | Node | Value | Threshold | Verdict |", "|---|---|---|---|---:|---|---|"]
-        for area, m in metrics:
-            threshold = "" if m.threshold is None else f"{m.op} {m.threshold:g} {m.unit}"
-            check = _short(m.nodeid) if m.nodeid else "(run)"
-            value = f"{m.value:.6g} {m.unit}"
-            lines.append(
-                f"| {area} | `{_md(check)}` | {_md(m.name)} | {_md(m.node or '')} | {_md(value)} | {_md(threshold)} "
-                f"| {'ok' if m.passed else '**FAILED**'} |"
-            )
+        rows = [[_md(c) for c in r[:1]] + [f"`{_md(r[1])}`"] + [_md(c) for c in r[2:7]]
+                + ["ok" if r[7] == "ok" else "**FAILED**"] for r in metrics]
+        lines += ["", "## Metrics", ""] + _md_table(METRIC_COLUMNS, rows, ["---"] * 4 + ["---:"] + ["---"] * 3)
     if s.fingerprint:
-        lines += ["", "## Cluster fingerprint", "", "| Fact | Value |", "|---|---|"]
-        lines += [f"| {_md(k)} | {_md(v)} |" for k, v in s.fingerprint.items()]
-    lines += [
-        "",
-        "PASS: a check of the area passed and none failed or was blocked. FAIL: a check failed. "
-        "BLOCKED: checks were skipped because a lower layer failed. NOT-RUN: no check of the area ran "
-        "(also when deselected with -k/-m: a partial run never signs off). "
-        "The run signs off only when every required area is PASS; otherwise pytest exits non-zero.",
-        "",
-    ]
+        lines += ["", "## Cluster fingerprint", ""]
+        lines += _md_table(["Fact", "Value"], [[_md(k), _md(v)] for k, v in s.fingerprint.items()], ["---"] * 2)
+    lines += ["", LEGEND, ""]
     return "\n".join(lines)
 
 

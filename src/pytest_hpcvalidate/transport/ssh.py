@@ -7,13 +7,15 @@ Nagle + delayed ACK (~46 ms instead of ~2.5 ms on loopback).
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Union
+from typing import Iterable, Union
 
 import paramiko
 from paramiko.common import cMSG_CHANNEL_REQUEST
@@ -32,7 +34,13 @@ NO_EXIT_STATUS_CODE = 255
 DEFAULT_MAX_SESSIONS = 10
 #: a ProxyJump chain deeper than this is taken for a loop in the ssh config
 MAX_JUMP_HOPS = 8
+#: connections opened at once by :func:`connect_all` (each costs a handshake of CPU here)
+DEFAULT_CONNECT_PARALLEL = 32
 _READ_CHUNK = 1 << 16
+
+# paramiko logs every failed handshake with a traceback at ERROR; each failure reaches the
+# caller as a one-line TransportError instead, so that log is noise on an operator's terminal
+logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -94,6 +102,8 @@ class SSHTransport(Transport):
     - Host keys are checked against ``known_hosts`` (default ``~/.ssh/known_hosts`` plus
       ``/etc/ssh/ssh_known_hosts``). ``host_key_policy="strict"`` refuses unknown hosts,
       ``"accept-new"`` records them in ``known_hosts``; a changed key is always refused.
+    - ``command_timeout`` bounds a command run with ``timeout=None`` (no bound by default).
+    - ``agent``: offer the keys of a running ssh-agent (``SSH_AUTH_SOCK``) too, as ``ssh`` does.
     - ``jump`` is a bastion: an :class:`SSHTransport` (shared, not closed by us) or a
       ``[user@]host[:port][,…]`` ProxyJump spec; the target is reached through a
       ``direct-tcpip`` channel of the jump connection.
@@ -120,6 +130,8 @@ class SSHTransport(Transport):
         jump: SSHTransport | str | None = None,
         ssh_config: PathLike | None = None,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
+        agent: bool = True,
+        command_timeout: float | None = None,
         _hops: int = 0,
     ):
         if host_key_policy not in ("strict", "accept-new"):
@@ -142,6 +154,8 @@ class SSHTransport(Transport):
         self.host_key_policy = host_key_policy
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
+        self.agent = agent
+        self.command_timeout = command_timeout
 
         proxyjump = cfg.get("proxyjump", "none") if jump is None else jump
         self._owns_jump = isinstance(proxyjump, str)
@@ -189,6 +203,7 @@ class SSHTransport(Transport):
                 jump=previous,
                 ssh_config=self.ssh_config,
                 max_sessions=max_sessions,
+                agent=self.agent,
                 _hops=hops + 1,
             )
             if not previous.key_files:
@@ -233,6 +248,7 @@ class SSHTransport(Transport):
     def _connect(self) -> paramiko.SSHClient:
         sock = self._open_socket()
         client = self._new_client()
+        start = time.monotonic()
         try:
             client.connect(
                 self.host,
@@ -240,6 +256,7 @@ class SSHTransport(Transport):
                 username=self.user,
                 key_filename=self.key_files or None,  # type: ignore[arg-type]  # a list works
                 look_for_keys=not self.key_files,
+                allow_agent=self.agent,
                 timeout=self.connect_timeout,
                 banner_timeout=self.connect_timeout,
                 auth_timeout=self.connect_timeout,
@@ -249,7 +266,7 @@ class SSHTransport(Transport):
         except BaseException as exc:
             client.close()
             sock.close()
-            error = self._connect_error(exc)
+            error = self._connect_error(exc, time.monotonic() - start)
             if error is exc:
                 raise
             raise error from exc
@@ -259,7 +276,7 @@ class SSHTransport(Transport):
             transport.set_keepalive(self.keepalive)
         return client
 
-    def _connect_error(self, exc: BaseException) -> BaseException:
+    def _connect_error(self, exc: BaseException, elapsed: float = 0.0) -> BaseException:
         """The TransportError that explains a failed connect (other errors pass through)."""
         if isinstance(exc, TransportError):
             return exc
@@ -275,8 +292,14 @@ class SSHTransport(Transport):
         if isinstance(exc, paramiko.AuthenticationException):
             keys = ", ".join(self.key_files) or "default keys/agent"
             return TransportError(self.node, f"authentication as {self.user}@{self.address} failed ({keys}): {exc}")
+        if isinstance(exc, paramiko.SSHException) and "No authentication methods available" in str(exc):
+            return TransportError(self.node, f"authentication as {self.user}@{self.address} failed: no key to offer "
+                                             "(no key_file, no ~/.ssh/id_* key, no ssh-agent)")
         if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
-            return TransportError(self.node, f"SSH handshake with {self.address} failed: {exc or type(exc).__name__}")
+            why = exc or type(exc).__name__
+            if elapsed >= self.connect_timeout * 0.9:  # paramiko's own message then names a symptom
+                why = f"no complete SSH handshake within {self.connect_timeout:g}s (sshd hung or overloaded?): {why}"
+            return TransportError(self.node, f"SSH handshake with {self.address} failed: {why}")
         return exc
 
     def _ensure_connected(self) -> paramiko.Transport:
@@ -291,6 +314,10 @@ class SSHTransport(Transport):
                 transport = client.get_transport()
             assert transport is not None
             return transport
+
+    def connect(self) -> None:
+        """Open the connection now (run() would open it on first use); raises TransportError."""
+        self._ensure_connected()
 
     def _discard(self, dead: paramiko.Transport) -> None:
         """Forget ``dead`` unless another thread already replaced it."""
@@ -324,6 +351,7 @@ class SSHTransport(Transport):
     # -- commands -----------------------------------------------------------------------
 
     def run(self, command: str, timeout: float | None = 60.0) -> CommandResult:
+        timeout = self.command_timeout if timeout is None else timeout
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         with self._sessions:
@@ -360,6 +388,31 @@ class SSHTransport(Transport):
     def __repr__(self) -> str:
         via = f" via {self.jump.address}" if self.jump is not None else ""
         return f"SSHTransport({self.node!r}, {self.user}@{self.address}{via})"
+
+
+def connect_all(
+    transports: Iterable[SSHTransport], parallel: int = DEFAULT_CONNECT_PARALLEL
+) -> dict[str, TransportError]:
+    """Open every transport's connection, at most ``parallel`` handshakes at once.
+
+    Returns ``{node: error}`` for the nodes that could not be reached (connection refused,
+    timeout, host key mismatch, authentication); the others are connected. Never raises for
+    one bad node: the caller decides what an unreachable node means.
+    """
+    targets = list(transports)
+    if not targets:
+        return {}
+
+    def one(t: SSHTransport) -> TransportError | None:
+        try:
+            t.connect()
+        except TransportError as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(targets)))) as pool:
+        errors = list(pool.map(one, targets))
+    return {t.node: e for t, e in zip(targets, errors) if e is not None}
 
 
 def _remaining(deadline: float | None) -> float | None:

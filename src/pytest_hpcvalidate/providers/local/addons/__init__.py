@@ -22,7 +22,7 @@ import importlib
 import time
 
 #: "module:attribute" of every addon, in build order
-ADDONS: list[str] = []
+ADDONS: list[str] = ["glusterfs:ADDON", "container_image:ADDON"]
 
 
 def load() -> list:

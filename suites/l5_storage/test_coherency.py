@@ -1,0 +1,63 @@
+"""Layer 5, coherency: what one node writes, renames and deletes, another node sees - with the
+same content, within ``coherency_s_max`` (node pairs of a ring, sampled on large clusters);
+one Slurm job writing from every node into one directory leaves every file complete."""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+
+import pytest
+
+from pytest_hpcvalidate.probes import slurm, storage
+
+pytestmark = pytest.mark.requires("storage")
+
+#: files each node of the many-writers job writes at once, and their size
+WRITES_PER_NODE = 2
+WRITE_KIB = 1024
+
+
+def test_write_rename_delete_visible_on_other_node(pair_case, cluster, scratch, metric):
+    target, a_name, b_name = pair_case
+    a, b = cluster.node(a_name), cluster.node(b_name)
+    limit = target.thresholds.coherency_s_max
+    base = f"{scratch(target)}/coherency-{a_name}-{b_name}"
+    token = secrets.token_hex(8)
+    steps = [
+        ("a new file", f"printf %s {token} > {shlex.quote(base)}", base, token),
+        ("the file renamed", f"mv {shlex.quote(base)} {shlex.quote(base)}.renamed", f"{base}.renamed", token),
+        ("the old name gone after the rename", "true", base, storage.ABSENT),
+        ("the file deleted", f"rm {shlex.quote(base)}.renamed", f"{base}.renamed", storage.ABSENT),
+    ]
+    slowest = 0.0
+    for what, change, path, want in steps:
+        a.run(change, timeout=30).check()
+        seen, r = storage.wait_for(b, path, want, limit)
+        assert seen is not None, f"{b_name}: could not watch {path}: {r.describe()}"
+        shown = "nothing (missing)" if seen.last == storage.ABSENT else repr(seen.last)
+        expected = "it gone" if want == storage.ABSENT else f"content {want!r}"
+        assert seen.seen, (f"{b_name} does not see {what} written on {a_name} ({path}) within {limit:g} s: "
+                           f"it sees {shown}, expected {expected}")
+        slowest = max(slowest, seen.seconds)
+    m = metric("storage_coherency_s", round(slowest, 4), "s", limit, "<=", node=f"{a_name}->{b_name}:{target.id}")
+    assert m.passed, m.message
+
+
+def test_one_job_writing_from_every_node_leaves_every_file_complete(target, cluster, controller, scratch,
+                                                                   partition_of, compute_names, thresholds):
+    writers = target.compute_nodes(compute_names)
+    if not writers:
+        pytest.skip(f"no compute node mounts {target.mount_point}: no Slurm job can write to it")
+    directory = f"{scratch(target)}/many-writers"
+    cluster.node(writers[0]).run(f"mkdir -p {shlex.quote(directory)}", timeout=30).check()
+    r = slurm.srun(controller, f"{partition_of(writers)} -w {','.join(writers)} -N{len(writers)} --ntasks-per-node=1",
+                   storage.parallel_write_command(directory, WRITE_KIB, WRITES_PER_NODE),
+                   timeout=thresholds.job_start_s_max + 60)
+    reported = storage.parse_written(r.stdout)
+    checker = cluster.node(writers[-1])
+    found = storage.parse_sha256sum(checker.run(f"cd {shlex.quote(directory)} && sha256sum -- *.dat", timeout=60).stdout)
+    problems = storage.written_problems(reported, found, writers, WRITES_PER_NODE, checker.name)
+    if not r.ok:
+        problems.append(f"the job failed: {r.describe(800)}")
+    assert not problems, f"{len(writers)} nodes writing into {directory}: " + "; ".join(problems)

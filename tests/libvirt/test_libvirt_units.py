@@ -1,0 +1,144 @@
+"""The libvirt provider's pure parts: the initramfs archive, module order, libvirt XML, the
+guest's per-node files, the image key, the KVM decision. No VM, no libvirtd needed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from pytest_hpcvalidate.config.model import ClusterConfig
+from pytest_hpcvalidate.providers.libvirt import guest, host, image, initramfs, xmldefs
+from pytest_hpcvalidate.providers.local.provider import spec_from_config
+
+DEP = """kernel/drivers/virtio/virtio.ko:
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/net/core/failover.ko:
+kernel/fs/fuse/virtiofs.ko.xz: kernel/fs/fuse/fuse.ko.xz kernel/drivers/virtio/virtio.ko
+kernel/fs/fuse/fuse.ko.xz:
+"""
+
+
+def test_modules_load_dependencies_first_each_once_and_skip_builtins():
+    order = initramfs.load_order(initramfs.parse_modules_dep(DEP), ("virtio_pci", "virtio_net", "virtiofs", "virtio_blk"))
+    names = [initramfs.module_name(p) for p in order]
+    assert len(names) == len(set(names))
+    for before, after in (("virtio", "virtio_pci"), ("failover", "net_failover"), ("net_failover", "virtio_net"),
+                          ("fuse", "virtiofs")):
+        assert names.index(before) < names.index(after), names
+    assert "virtio_blk" not in names  # not in modules.dep: built in
+
+
+@pytest.mark.skipif(not shutil.which("busybox") and not Path("/bin/busybox").exists(), reason="busybox-static not installed")
+def test_newc_archive_lists_as_cpio_with_parents_and_modes(tmp_path):
+    data = initramfs.newc_archive({"hpcv-node/etc/munge/munge.key": (b"k" * 1024, 0o400), "init": (b"#!/bin/sh\n", 0o755)},
+                                  symlinks={"bin/sh": "busybox"})
+    assert len(data) % 4 == 0
+    listing = subprocess.run(["/bin/busybox", "cpio", "-tv"], input=data, capture_output=True).stdout.decode()
+    lines = {line.split()[-1] if "->" not in line else line.split()[-3]: line for line in listing.splitlines()}
+    assert lines["hpcv-node"].startswith("drwxr-xr-x") and lines["hpcv-node/etc/munge"].startswith("d")
+    assert lines["hpcv-node/etc/munge/munge.key"].startswith("-r--------") and " 1024 " in lines["hpcv-node/etc/munge/munge.key"]
+    assert lines["init"].startswith("-rwxr-xr-x") and lines["bin/sh"].startswith("l")
+    joined = initramfs.append_archive(b"\x1f\x8b123", data)
+    assert joined[:5] == b"\x1f\x8b123" and joined.index(b"070701") % 4 == 0
+
+
+def test_init_loads_modules_then_hands_over_to_tini_and_the_guest_init():
+    text = initramfs.render_init(["virtio.ko", "virtio_blk.ko"])
+    assert text.index("insmod /lib/modules/virtio.ko") < text.index("insmod /lib/modules/virtio_blk.ko")
+    assert text.rstrip().endswith(f"exec switch_root /newroot /usr/bin/tini -s -g -- {initramfs.GUEST_INIT}")
+    assert f"cp -a /{initramfs.NODE_DIR}/. /newroot/" in text
+
+
+def _domain(**kw) -> xmldefs.DomainSpec:
+    base = dict(name="hpcv-x-c1", domain_type="qemu", vcpus=1, memory_mib=384, kernel="/i/vmlinuz", initrd="/w/initrd.img",
+                cmdline="console=ttyS0", disk="/w/overlay.qcow2", network="hpcv-x", mac=xmldefs.mac_for("x", "c1"),
+                console_log="/w/console.log")
+    base.update(kw)
+    return xmldefs.DomainSpec(**base)
+
+
+def test_domain_xml_for_tcg_with_virtio_fs_and_hostdev():
+    d = _domain(shares=(xmldefs.FsShare("data", "/srv/data", xmldefs.CACHE_MODES["auto"]),),
+                hostdevs=(xmldefs.PciHostdev("0000:01:00.1"),))
+    root = ET.fromstring(xmldefs.domain_xml(d))
+    assert root.get("type") == "qemu" and root.find("cpu") is None
+    assert root.find("memoryBacking/source").get("type") == "memfd"
+    assert root.find("memoryBacking/access").get("mode") == "shared"
+    fs = root.find("devices/filesystem")
+    assert fs.find("binary").get("path") == "/usr/lib/qemu/virtiofsd"
+    assert fs.find("binary/cache").get("mode") == "none"  # libvirt 9.0 takes none|always only
+    assert (fs.find("source").get("dir"), fs.find("target").get("dir")) == ("/srv/data", "data")
+    assert root.find("seclabel").get("relabel") == "no"
+    assert xmldefs.hostdev_addresses(xmldefs.domain_xml(d)) == ["0000:01:00.1"]
+
+
+def test_domain_without_shares_has_no_shared_memory_and_kvm_gets_host_cpu():
+    root = ET.fromstring(xmldefs.domain_xml(_domain(domain_type="kvm")))
+    assert root.find("memoryBacking") is None and root.find("cpu").get("mode") == "host-passthrough"
+
+
+def test_network_is_isolated_without_dnsmasq():
+    root = ET.fromstring(xmldefs.network_xml("hpcv-x", "hpcv-x", "10.234.5.1", "10.234.5.0/24", 1500))
+    assert root.find("forward") is None and root.find("dns").get("enable") == "no"
+    assert (root.find("ip").get("address"), root.find("ip").get("prefix")) == ("10.234.5.1", "24")
+    assert xmldefs.mac_for("x", "c1") != xmldefs.mac_for("x", "c2") and xmldefs.mac_for("x", "c1").startswith("52:54:00:")
+
+
+def test_node_files_carry_identity_keys_and_the_local_providers_slurm_conf():
+    model = ClusterConfig.model_validate({"name": "x", "network": {"subnet": "10.234.5.0/24", "bridge": "hpcv-x"},
+                                          "compute": [{"names": "c[1-2]", "cpus": 2, "memory_mb": 900}]})
+    spec = spec_from_config(model)
+    import dataclasses
+
+    spec = dataclasses.replace(spec, work_dir=guest.GUEST_WORK_DIR)
+    secrets = guest.ClusterSecrets(b"m" * 1024, b"HOSTKEY", "ssh-ed25519 AAAAhost h\n", b"CLIENT", "ssh-ed25519 AAAAc c\n")
+    mounts = [guest.GuestMount("data", "/mnt/data", guest.mount_options("defaults,rw,_netdev,relatime"))]
+    files = guest.node_files(spec, spec.compute[1], secrets, mounts, 24)
+    env = files["etc/hpcv/node.env"][0].decode()
+    assert "HPCV_HOSTNAME=c2" in env and "HPCV_ADDRESS=10.234.5.12" in env and "HPCV_ROLE=compute" in env
+    assert files["etc/hpcv/mounts"][0] == b"data /mnt/data rw,relatime\n"
+    assert files["etc/munge/munge.key"] == (b"m" * 1024, 0o400)
+    assert files["etc/ssh/ssh_known_hosts"][0].decode().splitlines()[1] == "c1,10.234.5.11 ssh-ed25519 AAAAhost"
+    conf = files["etc/slurm/slurm.conf"][0].decode()
+    assert "NodeName=c2 NodeAddr=10.234.5.12" in conf and "SlurmdSpoolDir=/var/lib/hpcv/nodes/%n/spool" in conf
+    assert "CgroupPlugin=cgroup/v2" in files["etc/slurm/cgroup.conf"][0].decode()
+    with pytest.raises(ValueError, match="whitespace"):
+        guest.render_mounts([guest.GuestMount("a b", "/x")])
+
+
+def test_image_key_follows_packages_and_kernel_only():
+    spec = image.ImageSpec()
+    key = image.image_key(spec, "linux-image-6.1.0-56-cloud-amd64", "6.1.192-2")
+    assert key == image.image_key(image.ImageSpec(mirror="http://other/debian"), "linux-image-6.1.0-56-cloud-amd64", "6.1.192-2")
+    assert key != image.image_key(spec.with_extra(["gcc"]), "linux-image-6.1.0-56-cloud-amd64", "6.1.192-2")
+    assert key != image.image_key(spec, "linux-image-6.1.0-56-cloud-amd64", "6.1.192-3")
+    assert spec.with_extra(["fio", "gcc"]).packages.count("fio") == 1
+
+
+def test_host_mirror_from_deb822_and_one_line_sources(tmp_path):
+    deb822 = tmp_path / "debian.sources"
+    deb822.write_text("Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n")
+    assert image.host_mirror((tmp_path / "missing", deb822)) == "http://mirror.example/debian"
+    oneline = tmp_path / "sources.list"
+    oneline.write_text("deb [arch=amd64] http://m2.example/debian bookworm main\n")
+    assert image.host_mirror((oneline,)) == "http://m2.example/debian"
+    assert image.host_mirror(()) == image.FALLBACK_MIRROR
+
+
+def test_kvm_is_not_trusted_inside_a_vm(tmp_path):
+    dev = tmp_path / "kvm"
+    dev.write_text("")
+    bare = "flags\t\t: fpu vme vmx sse2\n"
+    assert host.kvm_verdict(bare, dev)[0] is True
+    ok, why = host.kvm_verdict("flags\t\t: fpu vmx hypervisor\n", dev)
+    assert not ok and "nested KVM" in why
+    assert host.kvm_verdict("flags\t\t: fpu sse2\n", dev) == (False, "the CPU shows no VT-x/AMD-V flags")
+    assert host.kvm_verdict(bare, tmp_path / "none")[0] is False
