@@ -35,6 +35,11 @@ def render_sshd_config(host_key: Path, authorized_keys: Path) -> str:
             "MaxStartups 200:30:400",
             "MaxSessions 100",
             "AcceptEnv LANG LC_*",
+            # a node's commands run in root's login shell, which is the host's: bash started by
+            # sshd sources ~/.bashrc unless SHLVL says it is nested. A developer's .bashrc (pyenv
+            # init here: ~100 ms per command, and a lock file that a killed shell leaves behind,
+            # after which every command waits 60 s) is not part of the simulated node
+            "SetEnv SHLVL=1",
             "Subsystem sftp internal-sftp",
             "LogLevel INFO",
             "",
