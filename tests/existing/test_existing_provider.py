@@ -258,7 +258,10 @@ def test_on_node_mode_runs_the_nodes_checks_without_ssh(made, config_of):
     made.stop_daemon(c1.name, "sshd")
     try:
         proc = subprocess.run(
-            ["nsenter", "-t", str(made.anchors[c1.name].pid), "-n", "-m", "-u", "--",
+            # the node's network and hostname; the host's filesystem, so this checkout's
+            # interpreter is there wherever it lives (a node's /tmp is its own: a clone under
+            # /tmp is invisible inside the node's mount namespace)
+            ["nsenter", "-t", str(made.anchors[c1.name].pid), "-n", "-u", "--",
              sys.executable, "-m", "pytest", "-q",
              "-p", "no:cacheprovider", "--hpc-config", str(config), "--hpc-report-dir", str(work / "reports"),
              "-o", "addopts=", str(SUITES / "l1_network/test_reachability.py::test_hostname_and_address_match_config")],

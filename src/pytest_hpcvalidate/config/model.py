@@ -251,7 +251,7 @@ class Thresholds(Strict):
     latency_p50_ms_max: float = Field(1.0, gt=0, description="Node-to-node ping round trip, median, ms (default 1).")
     latency_p99_ms_max: float = Field(5.0, gt=0, description="Node-to-node ping round trip, p99, ms (default 5).")
     bandwidth_gbps_min: float = Field(1.0, ge=0, description="iperf3 TCP between a node pair, Gbit/s (default 1).")
-    bandwidth_seconds: float = Field(1.0, gt=0, le=60, description="How long each iperf3 measurement runs, s (default 1).")
+    bandwidth_seconds: int = Field(1, ge=1, le=60, description="How long each iperf3 measurement runs, whole s (default 1).")
     bandwidth_pairs_max: int = Field(16, ge=1, description="Node pairs sampled for bandwidth on large clusters (default 16).")
     ssh_connect_s_max: float = Field(5.0, gt=0, description="Opening an SSH session to a node, s (default 5).")
     node_register_s_max: float = Field(60.0, gt=0, description="Waiting for every node to register in Slurm, s (default 60).")
