@@ -46,6 +46,40 @@ class Provider(abc.ABC):
         return {}
 
 
+class EngineProvider(Provider):
+    """A provider that builds clusters with an *engine* object (``LocalCluster``,
+    ``LibvirtCluster``): ``engine.up(progress)``, ``.down()``, ``.attach()``, ``.spec.cluster``,
+    ``.work_dir``. Subclasses say how to make an engine for a config."""
+
+    def __init__(self, state_root=None):
+        self.state_root = state_root or self.default_state_root()
+        self._engine = None
+
+    @abc.abstractmethod
+    def make_engine(self, model: "ClusterConfig"):
+        """A fresh engine for ``model`` under ``self.state_root``."""
+
+    def default_state_root(self):
+        raise NotImplementedError
+
+    def provision(self, model, progress: ProgressFn = no_progress):
+        self._engine = self.make_engine(model)
+        return self._engine.up(progress)
+
+    def destroy(self) -> None:
+        if self._engine is not None:
+            self._engine.down()
+
+    def attach_handle(self) -> dict:
+        if self._engine is None:
+            raise RuntimeError("attach_handle() before provision()")
+        return {"cluster": self._engine.spec.cluster, "work_dir": str(self._engine.work_dir)}
+
+    def attach(self, model, handle):
+        """Rebuild the Cluster of a running cluster from its state file (xdist workers, --hpc-reuse)."""
+        return self.make_engine(model).attach()
+
+
 _PROVIDERS = {
     "local": "pytest_hpcvalidate.providers.local.provider:LocalProvider",
     "libvirt": "pytest_hpcvalidate.providers.libvirt:LibvirtProvider",

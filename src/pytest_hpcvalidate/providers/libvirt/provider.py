@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ...config.model import Libvirt
-from ..base import ProgressFn, Provider, ProvisioningError, no_progress
+from ..base import EngineProvider, ProgressFn, ProvisioningError, no_progress
 from ..local import keys, netns, sshconf
 from ..local.engine import _signals_deferred
 from ..local.keys import SshPaths
@@ -476,28 +476,14 @@ def _banner(address: str, port: int, connect_timeout: float = 0.5, banner_timeou
         return False
 
 
-class LibvirtProvider(Provider):
+class LibvirtProvider(EngineProvider):
     kind = "libvirt"
 
-    def __init__(self, state_root: Path | None = None):
-        self.state_root = state_root or STATE_ROOT
-        self._engine: LibvirtCluster | None = None
+    def default_state_root(self) -> Path:
+        return STATE_ROOT
 
-    def provision(self, model, progress: ProgressFn = no_progress):
-        self._engine = LibvirtCluster(model, self.state_root)
-        return self._engine.up(progress)
-
-    def destroy(self) -> None:
-        if self._engine is not None:
-            self._engine.down()
-
-    def attach_handle(self) -> dict:
-        if self._engine is None:
-            raise RuntimeError("attach_handle() before provision()")
-        return {"cluster": self._engine.spec.cluster, "work_dir": str(self._engine.work_dir)}
-
-    def attach(self, model, handle):
-        return LibvirtCluster(model, self.state_root).attach()
+    def make_engine(self, model) -> LibvirtCluster:
+        return LibvirtCluster(model, self.state_root)
 
 
 __all__ = ["LibvirtCluster", "LibvirtProvider"]

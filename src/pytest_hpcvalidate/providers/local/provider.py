@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from ...hostlist import expand
-from ..base import ProgressFn, Provider, no_progress
+from ..base import EngineProvider
 from .spec import LocalSpec, NodeSpec, PartitionSpec
 
 #: every local cluster lives under here (state file, configs, keys, logs, shared dir)
@@ -65,32 +65,13 @@ def prefix_len(subnet: str) -> int:
     return ipaddress.ip_network(subnet).prefixlen
 
 
-class LocalProvider(Provider):
+class LocalProvider(EngineProvider):
     kind = "local"
 
-    def __init__(self, state_root: Path | None = None):
-        self.state_root = state_root or STATE_ROOT
-        self._engine = None
+    def default_state_root(self) -> Path:
+        return STATE_ROOT
 
-    def provision(self, model, progress: ProgressFn = no_progress):
+    def make_engine(self, model):
         from .engine import LocalCluster
 
-        self._engine = LocalCluster(spec_from_config(model, self.state_root))
-        return self._engine.up(progress)
-
-    def destroy(self) -> None:
-        if self._engine is not None:
-            self._engine.down()
-
-    def attach_handle(self) -> dict:
-        """What an xdist worker needs to attach to the cluster this provider made (JSON-able)."""
-        if self._engine is None:
-            raise RuntimeError("attach_handle() before provision()")
-        return {"cluster": self._engine.spec.cluster, "work_dir": str(self._engine.work_dir)}
-
-    def attach(self, model, handle):
-        """Rebuild the Cluster of a running local cluster from its state file (xdist workers)."""
-        from .engine import LocalCluster
-
-        engine = LocalCluster(spec_from_config(model, self.state_root))
-        return engine.attach()
+        return LocalCluster(spec_from_config(model, self.state_root))
