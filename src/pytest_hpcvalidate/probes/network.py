@@ -67,11 +67,15 @@ def ping_many(node, targets: list[str], count: int = 20, interval_s: float = 0.0
     if not targets:
         return {}
     marker = "@@HPCV-PING@@"
-    # one line per background job: "( … ) &" cannot be followed by ";" in POSIX sh
-    script = "\n".join(
-        f"(out=$({ping_command(t, count, interval_s)} 2>&1); printf '%s %s\\n%s\\n' {marker} {shlex.quote(t)} \"$out\") &"
-        for t in targets
-    ) + "\nwait"
+    # every ping writes to its own file (background jobs writing to one pipe interleave their
+    # lines, which once cost a target its marker line); printed one after another once all end
+    jobs = "\n".join(
+        f"{ping_command(t, count, interval_s)} > \"$d/{i}\" 2>&1 &" for i, t in enumerate(targets)
+    )
+    show = "\n".join(
+        f"printf '%s %s\\n' {marker} {shlex.quote(t)}; cat \"$d/{i}\"" for i, t in enumerate(targets)
+    )
+    script = f'd=$(mktemp -d) || exit 1\ntrap \'rm -rf "$d"\' EXIT\n{jobs}\nwait\n{show}'
     result = node.run(script, timeout=count * interval_s + 30)
     chunks: dict[str, str] = {}
     current = None
