@@ -100,3 +100,20 @@ def running_cluster(tag: str, body: dict, directory: Path):
         left = leftovers(name)
         remove(name)
     assert left == [], f"tearing down {name} left {left}"
+
+
+def run_checks(pytester, path: Path, suite_dir: Path, *selection: str, args: tuple[str, ...] = ()) -> dict:
+    """Run shipped suite checks (``file.py[::test]`` relative to ``suite_dir``; all of it when
+    none) against the running cluster of config ``path`` through the plugin (``--hpc-reuse``):
+    {test id: (outcome, message)} for every test that ran."""
+    targets = [str(Path(suite_dir) / s) for s in selection] or [str(suite_dir)]
+    result = pytester.runpytest("--hpc-config", str(path), "--hpc-reuse", "-p", "no:cacheprovider",
+                                "--hpc-report-dir", str(pytester.path / "reports"), *args, *targets)
+    return {rep.nodeid.split("::", 1)[1]: (rep.outcome, rep.longreprtext if rep.outcome != "passed" else "")
+            for rep in result.reprec.getreports("pytest_runtest_logreport")
+            if rep.when == "call" or rep.outcome != "passed"}
+
+
+def failures(results: dict) -> dict[str, str]:
+    """{test id: message} of the failed ones in :func:`run_checks`' result."""
+    return {k: msg for k, (outcome, msg) in results.items() if outcome == "failed"}

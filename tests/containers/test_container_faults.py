@@ -47,18 +47,10 @@ def running(tmp_path_factory):
 
 def run_checks(pytester, path: Path, *selection: str) -> dict[str, tuple[str, str]]:
     """{test id: (outcome, message)} of the container checks run against the running cluster."""
-    args = [str(SUITE / s) for s in selection] or [str(SUITE)]
-    result = pytester.runpytest("--hpc-config", str(path), "--hpc-reuse", "-p", "no:cacheprovider", "-p", "no:randomly",
-                                "--hpc-report-dir", str(pytester.path / "reports"), *args)
-    out = {}
-    for rep in result.reprec.getreports("pytest_runtest_logreport"):
-        if rep.when == "call" or rep.outcome != "passed":
-            out[rep.nodeid.split("::", 1)[1]] = (rep.outcome, rep.longreprtext if rep.outcome != "passed" else "")
-    return out
+    return clusterkit.run_checks(pytester, path, SUITE, *selection, args=("-p", "no:randomly"))
 
 
-def failures(results: dict) -> dict[str, str]:
-    return {k: msg for k, (outcome, msg) in results.items() if outcome == "failed"}
+failures = clusterkit.failures
 
 
 def variant(path: Path, tmp_path: Path, **containers) -> Path:

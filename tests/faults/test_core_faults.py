@@ -44,21 +44,10 @@ def broken(tmp_path_factory):
 
 
 def run_checks(pytester, path: Path, *selection: str):
-    """Run suite checks (``file.py::test`` relative to suites/) against the running cluster;
-    {test id: (outcome, message)} for every test that ran."""
-    args = [str(SUITES / s) for s in selection] or [str(SUITES)]
-    result = pytester.runpytest("--hpc-config", str(path), "--hpc-reuse", "-p", "no:cacheprovider",
-                                "--hpc-report-dir", str(pytester.path / "reports"), *args)
-    out = {}
-    for rep in result.reprec.getreports("pytest_runtest_logreport"):
-        if rep.when == "call" or rep.outcome != "passed":
-            test_id = rep.nodeid.split("::", 1)[1]
-            out[test_id] = (rep.outcome, rep.longreprtext if rep.outcome != "passed" else "")
-    return out
+    return clusterkit.run_checks(pytester, path, SUITES, *selection)
 
 
-def failures(results: dict) -> dict[str, str]:
-    return {k: msg for k, (outcome, msg) in results.items() if outcome == "failed"}
+failures = clusterkit.failures
 
 
 def test_healthy_cluster_passes_every_core_check(broken, pytester):

@@ -53,18 +53,11 @@ def gluster_cluster(tmp_path_factory):
 
 
 def run_suite(pytester, path: Path, *selection: str) -> dict[str, tuple[str, str]]:
-    """Run l5_storage checks (``file.py[::test]``, all when none) against the running cluster:
-    {test id: (outcome, message)} of every test that ran."""
-    args = [str(SUITE / s) for s in selection] or [str(SUITE)]
-    result = pytester.runpytest("--hpc-config", str(path), "--hpc-reuse", "-p", "no:cacheprovider",
-                                "--hpc-report-dir", str(pytester.path / "reports"), *args)
-    return {rep.nodeid.split("::", 1)[1]: (rep.outcome, rep.longreprtext if rep.outcome != "passed" else "")
-            for rep in result.reprec.getreports("pytest_runtest_logreport")
-            if rep.when == "call" or rep.outcome != "passed"}
+    """Run l5_storage checks (``file.py[::test]``, all when none) against the running cluster."""
+    return clusterkit.run_checks(pytester, path, SUITE, *selection)
 
 
-def failed(results: dict[str, tuple[str, str]]) -> dict[str, str]:
-    return {k: msg for k, (outcome, msg) in results.items() if outcome == "failed"}
+failed = clusterkit.failures
 
 
 HEALTH = "test_glusterfs_peers_connected_and_every_brick_online_with_room"
