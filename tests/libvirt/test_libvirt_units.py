@@ -142,3 +142,17 @@ def test_kvm_is_not_trusted_inside_a_vm(tmp_path):
     assert not ok and "nested KVM" in why
     assert host.kvm_verdict("flags\t\t: fpu sse2\n", dev) == (False, "the CPU shows no VT-x/AMD-V flags")
     assert host.kvm_verdict(bare, tmp_path / "none")[0] is False
+
+
+def test_a_socket_left_by_a_dead_daemon_is_not_taken_for_a_running_one(tmp_path):
+    """CI ran on an image whose /run kept libvirtd's socket without the daemon: every connection
+    was refused. ``_listening`` must tell the two apart so the daemon is started again."""
+    import socket
+
+    path = tmp_path / "daemon.sock"
+    assert host._listening(path) is False  # missing
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as live:
+        live.bind(str(path))
+        live.listen(1)
+        assert host._listening(path) is True
+    assert path.exists() and host._listening(path) is False  # the daemon is gone, its file stays

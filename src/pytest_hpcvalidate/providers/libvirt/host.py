@@ -1,6 +1,6 @@
 """The host side: libvirtd up and reachable, and which acceleration can be trusted.
 
-No systemd here: when libvirtd's socket is missing, ``virtlogd -d`` then ``libvirtd -d`` are
+No systemd here: when nothing listens on libvirtd's socket (missing, or left by a dead daemon), ``virtlogd -d`` then ``libvirtd -d`` are
 started (no ``--listen``; the first connection takes seconds while QEMU's capabilities are
 probed). They are host services, like sshd: they stay after a run, as ``setup.sh`` leaves them.
 """
@@ -20,9 +20,30 @@ VIRTLOGD_SOCKET = Path("/run/libvirt/virtlogd-sock")
 START_TIMEOUT_S = 20.0
 
 
+def _listening(socket: Path) -> bool:
+    """Whether a daemon accepts connections on ``socket``. A socket file alone is not enough: a
+    daemon that died (or a machine image taken while it ran) leaves it behind, and clients then
+    get "Connection refused" (seen in CI)."""
+    import socket as sockmod
+
+    if not socket.exists():
+        return False
+    with sockmod.socket(sockmod.AF_UNIX, sockmod.SOCK_STREAM) as s:
+        s.settimeout(2.0)
+        try:
+            s.connect(str(socket))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return True  # e.g. a timeout: something holds it; let the client report what
+    return True
+
+
 def _start(binary: str, socket: Path) -> None:
-    if socket.exists():
+    if _listening(socket):
         return
+    if socket.exists():
+        socket.unlink()  # stale: nobody listens
     path = shutil.which(binary) or f"/usr/sbin/{binary}"
     if not os.access(path, os.X_OK):
         raise ProvisioningError(
@@ -33,9 +54,9 @@ def _start(binary: str, socket: Path) -> None:
     if proc.returncode != 0:
         raise ProvisioningError(f"starting {binary} failed: {proc.stderr.strip()[-300:]}")
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not socket.exists():
+    while not _listening(socket):
         if time.monotonic() > deadline:
-            raise ProvisioningError(f"{binary} started but {socket} did not appear within {START_TIMEOUT_S:.0f}s")
+            raise ProvisioningError(f"{binary} started but nothing listens on {socket} after {START_TIMEOUT_S:.0f}s")
         time.sleep(0.05)
 
 
