@@ -50,6 +50,16 @@ def test_existing_config_needs_no_bridge_and_merges_node_overrides():
     assert (n02["port"], n02["jump"], n02["transport"], n02["user"]) == (2222, "none", "local", "hpc")
 
 
+def test_an_existing_node_may_hold_the_subnets_first_address():
+    """The local and libvirt providers give the subnet's first address to their bridge; an
+    existing cluster has no such bridge, and its head node often is .1."""
+    cfg = load_text(EXPLICIT.replace("address: 10.1.0.2}", "address: 10.1.0.1}"))
+    assert cfg.resolved_nodes()[0].address == "10.1.0.1"
+    local = (EXPLICIT.replace("provider: existing", "provider: local").replace("address: 10.1.0.2}", "address: 10.1.0.1}")
+             .replace("subnet: 10.1.0.0/24}", "subnet: 10.1.0.0/24, bridge: hpcv-prod}"))
+    assert any("10.1.0.1 of node head is the host side of the bridge" in line for line in errors_of(local))
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [

@@ -55,7 +55,9 @@ def _node_problems(cfg: ClusterConfig) -> list[Problem]:
 def _network_problems(cfg: ClusterConfig, other_networks: Iterable[tuple[str, Any]]) -> list[Problem]:
     out: list[Problem] = []
     net = cfg.network.subnet
-    reserved = {net.network_address, net.broadcast_address, cfg.network.host_address}
+    reserved = {net.network_address, net.broadcast_address}
+    if cfg.provider != "existing":  # the run builds the network: its bridge takes the host address
+        reserved.add(cfg.network.host_address)
     if cfg.network.gateway is not None and cfg.network.gateway not in net:
         out.append(Problem("network.gateway", f"{cfg.network.gateway} is outside network.subnet {net}"))
     seen_origin: set[str] = set()
