@@ -1,4 +1,4 @@
-"""``python -m pytest_hpcvalidate {schema,validate,cleanup,report}``: the plugin's helpers outside pytest."""
+"""``python -m pytest_hpcvalidate {schema,validate,destroy,cleanup,report}``: the plugin's helpers outside pytest."""
 
 from __future__ import annotations
 
@@ -54,6 +54,35 @@ def _cleanup(args) -> int:
     return 1 if problems else 0
 
 
+def _kept_clusters() -> dict[str, list]:
+    """{cluster name: [its provider's cleanup function, ...]} of the clusters recorded on this
+    machine (kept by --hpc-keep, or left by a crash), local and libvirt."""
+    from .providers.libvirt import cleanup as libvirt_cleanup
+    from .providers.local import cleanup as local_cleanup
+    from .providers.local.state import state_files
+
+    found: dict[str, list] = {}
+    for module, root in ((local_cleanup, local_cleanup._default_root()), (libvirt_cleanup, libvirt_cleanup.STATE_ROOT)):
+        for path in state_files(root):
+            found.setdefault(path.parent.name, []).append(module.cleanup_stale)
+    return found
+
+
+def _destroy(args) -> int:
+    kept = _kept_clusters()
+    if args.cluster not in kept:
+        known = ", ".join(sorted(kept)) or "none"
+        print(f"hpcvalidate destroy: no cluster named {args.cluster!r} is recorded on this machine "
+              f"(recorded: {known}); `cleanup` sweeps what a crashed run left unrecorded", file=sys.stderr)
+        return 1
+    problems = [p for clean in kept[args.cluster] for p in clean(cluster=args.cluster)]
+    for p in problems:
+        print(p, file=sys.stderr)
+    if not problems:
+        print(f"destroyed cluster {args.cluster!r}")
+    return 1 if problems else 0
+
+
 def _report(args) -> int:
     from pathlib import Path
 
@@ -82,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate", help="validate config files and show the resolved nodes")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=_validate)
+    p = sub.add_parser("destroy", help="remove a cluster a --hpc-keep run left running (local or libvirt)")
+    p.add_argument("cluster", help="the cluster's name (the config's name:)")
+    p.set_defaults(func=_destroy)
     p = sub.add_parser("cleanup", help="remove what a crashed or --hpc-keep run of the local provider left")
     p.add_argument("--cluster", help="only this cluster (default: every recorded cluster)")
     p.set_defaults(func=_cleanup)

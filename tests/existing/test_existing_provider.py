@@ -149,7 +149,8 @@ def test_suites_pass_over_ssh_and_leave_the_cluster_as_it_was(made, config_of, p
     before = snapshot(made)
     assert before["jobs"] == [] and set(before["states"].values()) == {"IDLE"}
     probes = pytester.makepyfile(test_operator_probes=PROBES)
-    results = run_checks(pytester, config_of(pytester.path), "l1_network", "l2_slurm", str(probes))
+    results = run_checks(pytester, config_of(pytester.path), "l1_network", "l2_slurm", "l3_gres", "l3_cgroup", "l4_mpi",
+                         str(probes))
     assert outcomes(results, "failed") == {}
     assert len(outcomes(results, "passed")) >= 30
     skipped = outcomes(results, "skipped")

@@ -4,8 +4,8 @@ A real plugin run of the local provider keeps its cluster up and writes
 ``reports/kept-cluster.yaml``; a second, separate pytest process runs the same suites
 against that file through ``provider: existing`` (over SSH, nothing provisioned, nothing
 changed). Every test must end the same way in both runs: passed, skipped, or failed. The
-config promises a bandwidth no link here has, so the comparison includes real failures
-(one per sampled node pair), not only passes. ``python -m pytest_hpcvalidate destroy``
+config promises an MPI bandwidth no link here has, so the comparison includes a real failure,
+not only passes. ``python -m pytest_hpcvalidate destroy``
 then removes the kept cluster, leaving nothing.
 """
 
@@ -31,8 +31,9 @@ BODY = {
     "controller": {"name": "ctl", "cpus": 1, "memory_mb": 512},
     "compute": [{"names": "g[1-2]", "cpus": 2, "memory_mb": 1024, "gpus": {"count": 2, "type": "sim"}}],
     "slurm": {"gres_types": ["gpu"], "partitions": [{"name": "all", "nodes": "ALL", "default": True}]},
-    # 10 Tbit/s: no link has it, so every sampled pair's bandwidth check fails in both runs
-    "thresholds": {**RELAXED_THRESHOLDS, "bandwidth_gbps_min": 10000.0},
+    # 10 TiB/s: no MPI link has it, so the top layer's bandwidth check fails in both runs (a
+    # failure in a lower layer would block everything above it and leave little to compare)
+    "thresholds": {**RELAXED_THRESHOLDS, "mpi_bandwidth_mibps_min": 10485760.0},
 }
 
 
@@ -73,17 +74,21 @@ def test_kept_cluster_gives_the_existing_provider_the_same_verdicts(tmp_path):
         out += existing.stdout[-4000:] + existing.stderr[-2000:]
 
         failed = {t: d for t, (v, d) in local_verdicts.items() if v == "failure"}
-        assert failed and all("test_bandwidth" in t for t in failed), out  # only the impossible promise fails
-        assert all("10000" in d or "10 000" in d or "Gbit/s" in d for d in failed.values()), failed
+        assert failed and all("l4_mpi" in t and "bandwidth" in t for t in failed), out  # only the impossible promise
+        assert all("MiB/s" in d for d in failed.values()), failed
         assert not any(v == "error" for v, _ in local_verdicts.values()), out
         passed = [t for t, (v, _) in local_verdicts.items() if v == "passed"]
         assert len(passed) >= 40, out
         assert {t: v for t, (v, _) in existing_verdicts.items()} == {t: v for t, (v, _) in local_verdicts.items()}, out
-        assert local.returncode == existing.returncode == 1, out  # the bandwidth failures, nothing else
+        assert local.returncode == existing.returncode == 1, out  # the MPI bandwidth failure, nothing else
     finally:
         destroy = subprocess.run([sys.executable, "-m", "pytest_hpcvalidate", "destroy", name],
                                  capture_output=True, text=True, timeout=120)
         left = leftovers(name)
         clusterkit.remove(name)
-    assert destroy.returncode == 0, destroy.stdout + destroy.stderr
+    assert destroy.returncode == 0 and f"destroyed cluster {name!r}" in destroy.stdout, destroy.stdout + destroy.stderr
     assert left == [], f"destroy {name} left {left}"
+    again = subprocess.run([sys.executable, "-m", "pytest_hpcvalidate", "destroy", name],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and again.stderr.count("\n") == 1, again.stderr
+    assert f"no cluster named {name!r} is recorded on this machine" in again.stderr

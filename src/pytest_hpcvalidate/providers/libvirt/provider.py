@@ -169,7 +169,7 @@ class LibvirtCluster:
 
     def _clear_previous(self, progress: ProgressFn) -> None:
         name = self.spec.cluster
-        fix = f"destroy it first: python -m pytest_hpcvalidate cleanup --cluster {name}"
+        fix = f"destroy it first: python -m pytest_hpcvalidate destroy {name}"
         path = self.work_dir / STATE_FILE
         if path.exists():
             try:
@@ -414,7 +414,7 @@ class LibvirtCluster:
         for n in self.spec.nodes:
             ssh = f"ssh -i {sshp.client_key} -o UserKnownHostsFile={sshp.known_hosts} root@{n.address}"
             lines.append(f"  {n.name:<10} {n.role:<10} {ssh}   |   virsh console {domain_name(self.spec.cluster, n.name)}")
-        lines.append(f"  destroy it: python -m pytest_hpcvalidate cleanup --cluster {self.spec.cluster}")
+        lines.append(f"  destroy it: python -m pytest_hpcvalidate destroy {self.spec.cluster}")
         return "\n".join(lines)
 
     def attach(self):

@@ -306,7 +306,7 @@ class LocalCluster:
         """A state file from an earlier run: refuse if that cluster lives, else clean it up."""
         path = self.work_dir / STATE_FILE
         name = self.spec.cluster
-        fix = f"destroy it first: python -m pytest_hpcvalidate cleanup --cluster {name}"
+        fix = f"destroy it first: python -m pytest_hpcvalidate destroy {name}"
         if path.exists():
             try:
                 old = State.load(path)
@@ -493,7 +493,7 @@ class LocalCluster:
                 f"  {n.name:<10} {n.role:<10} nsenter -t {anchors.get(n.name, '?')} -n -m -u bash   |   "
                 f"ssh -i {sshp.client_key} -o UserKnownHostsFile={sshp.known_hosts} root@{n.address}"
             )
-        lines.append(f"  destroy it: python -m pytest_hpcvalidate cleanup --cluster {self.spec.cluster}")
+        lines.append(f"  destroy it: python -m pytest_hpcvalidate destroy {self.spec.cluster}")
         return "\n".join(lines)
 
     def attach(self):
