@@ -15,7 +15,7 @@ PACKAGES=(
   python3 python3-venv python3-dev gcc make
   slurmctld slurmd slurm-client munge slurmdbd mariadb-server
   openmpi-bin libopenmpi-dev libpmix-dev
-  openssh-server openssh-client
+  openssh-server openssh-client sudo
   fio iperf3 iputils-ping iproute2 bridge-utils iptables hwloc procps psmisc util-linux
   glusterfs-server glusterfs-client
   chromium openjdk-17-jre-headless nodejs

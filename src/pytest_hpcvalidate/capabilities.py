@@ -59,6 +59,22 @@ def _fault_injection(state) -> str | None:
     return None if state.model.provider == "local" else "fault injection exists only on the local provider"
 
 
+def _root(state) -> str | None:
+    """Root on every node: clusters the run made are reached as root; on an existing cluster the
+    login user must be root, or existing.sudo allows ``sudo -n`` (``Node.run(..., root=True)``)."""
+    model = state.model
+    if model.provider != "existing" or (model.existing is not None and model.existing.sudo):
+        return None
+    from .providers.existing import login_user, node_access, without_root
+
+    plain = without_root(model)
+    if not plain:
+        return None
+    users = sorted({login_user(node_access(model, n)) for n in plain})
+    return (f"the run is not root on {', '.join(plain[:8])}{' ...' if len(plain) > 8 else ''} (user "
+            f"{', '.join(users)}); set existing.sudo: true to let checks that need root use sudo -n")
+
+
 CHECKS: dict[str, Callable] = {
     "gpu": _gpu,
     "nvml": _nvml,
@@ -70,6 +86,7 @@ CHECKS: dict[str, Callable] = {
     "accounting": _accounting,
     "mutation": _mutation,
     "fault-injection": _fault_injection,
+    "root": _root,
 }
 
 

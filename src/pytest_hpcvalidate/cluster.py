@@ -7,6 +7,7 @@ VMs or an existing cluster.
 from __future__ import annotations
 
 import functools
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +40,15 @@ class Node:
     transport: Transport
     ssh: Transport | None = None
     facts: dict = field(default_factory=dict)
+    #: the login user is not root and the config allows ``sudo -n`` for commands that need root
+    sudo: bool = False
 
-    def run(self, command: str, timeout: float | None = 60.0) -> CommandResult:
+    def run(self, command: str, timeout: float | None = 60.0, root: bool = False) -> CommandResult:
+        """Run ``command`` on the node. ``root``: it needs root; through ``sudo -n`` where the
+        node's login user is not root (checks that need root require the ``root`` capability,
+        so they never run where neither is possible)."""
+        if root and self.sudo:
+            command = f"sudo -n sh -c {shlex.quote(command)}"
         result = self.transport.run(command, timeout=timeout)
         for observe in COMMAND_OBSERVERS:
             observe(result)

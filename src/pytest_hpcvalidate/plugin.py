@@ -255,11 +255,12 @@ def cluster(request: pytest.FixtureRequest, hpc_config):
     yield from session_cluster(request.config, hpc_config)
 
 
-#: fixture name -> which configured nodes it is parametrized over (one test per node)
+#: fixture name -> which configured nodes it is parametrized over (one test per node), and
+#: the skip reason when the config has none of them
 NODE_PARAMS = {
-    "node_name": lambda nodes: [n.name for n in nodes],
-    "compute_name": lambda nodes: [n.name for n in nodes if n.role == "compute"],
-    "gpu_node_name": lambda nodes: [n.name for n in nodes if n.gpus],
+    "node_name": (lambda nodes: [n.name for n in nodes], "the config declares no nodes"),
+    "compute_name": (lambda nodes: [n.name for n in nodes if n.role == "compute"], "requires compute nodes: the config declares none"),
+    "gpu_node_name": (lambda nodes: [n.name for n in nodes if n.gpus], "requires gpu: the config gives no node GPUs"),
 }
 
 
@@ -268,10 +269,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     configured node, so a report names the node that is wrong."""
     state = metafunc.config.stash.get(HPC, None)
     model = state.model if state is not None else None
-    for fixture, pick in NODE_PARAMS.items():
+    for fixture, (pick, none_reason) in NODE_PARAMS.items():
         if fixture in metafunc.fixturenames:
             names = pick(model.resolved_nodes()) if model is not None else []
-            metafunc.parametrize(fixture, names, ids=names, scope="session")
+            if names:
+                metafunc.parametrize(fixture, names, ids=names, scope="session")
+            else:  # pytest's own "got empty parameter set" would tell an operator nothing
+                reason = none_reason if model is not None else "no --hpc-config given"
+                metafunc.parametrize(fixture, [pytest.param(None, marks=pytest.mark.skip(reason=reason))],
+                                     ids=["none"], scope="session")
     if "pair_names" in metafunc.fixturenames:
         pairs = []
         if model is not None:

@@ -63,6 +63,7 @@ def test_partitions_match_config(controller, hpc_config):
     assert actual_default == [default], f"default partition is {actual_default or 'none'}, config says {default}"
 
 
+@pytest.mark.requires("root")
 def test_munge_key_is_private_to_munged(node):
     """The key munged uses is mode 0400/0600 and owned by the user munged runs as."""
     facts = munge.key_facts(node)

@@ -24,6 +24,7 @@ def _with_tool(cluster, candidates: list[str], tool: str):
     pytest.skip(f"no node of {', '.join(candidates) or 'the cluster'} has {tool}: server health cannot be read here")
 
 
+@pytest.mark.requires("root")
 def test_glusterfs_peers_connected_and_every_brick_online_with_room(target, cluster):
     if target.kind != "glusterfs":
         pytest.skip(f"{target.mount_point} is {target.kind}, not glusterfs")
@@ -35,6 +36,7 @@ def test_glusterfs_peers_connected_and_every_brick_online_with_room(target, clus
     assert not problems, f"GlusterFS behind {target.mount_point} (as {node.name} sees it): " + "; ".join(problems)
 
 
+@pytest.mark.requires("root")
 def test_beegfs_services_reachable_and_targets_online_good(target, cluster):
     if target.kind != "beegfs" or target.beegfs is None:
         pytest.skip(f"{target.mount_point} is {target.kind}, not beegfs")

@@ -11,7 +11,9 @@ infrastructure errors naming the node, that mutating checks are refused unless a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
 import shutil
 import socket
 import subprocess
@@ -272,3 +274,58 @@ def test_on_node_mode_runs_the_nodes_checks_without_ssh(made, config_of):
         _wait_port(c1.address)
         shutil.rmtree(work)
     assert "3 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+PLAIN_USER = "hpcv-probe"
+MUNGE_CHECK = "l2_slurm/test_registration.py::test_munge_key_is_private_to_munged"
+CTLD_CHECK = "l2_slurm/test_registration.py::test_slurmctld_answers"
+
+
+@contextlib.contextmanager
+def plain_login_user(engine, sudo_rule: bool = False):
+    """A non-root user on this machine (the nodes share its /etc), able to log in with the
+    cluster's key (the nodes' sshd reads one AuthorizedKeysFile for every user, as that user:
+    its directory is opened for traversal meanwhile); with ``sudo_rule`` it may run anything
+    through ``sudo -n``. Removed afterwards."""
+    rule = Path("/etc/sudoers.d") / PLAIN_USER
+    ssh_dir = engine.ssh_paths.authorized_keys.parent
+    mode = ssh_dir.stat().st_mode & 0o7777
+    ssh_dir.chmod(mode | 0o011)
+    subprocess.run(["userdel", PLAIN_USER], capture_output=True)
+    # password "*": no password login, but not locked ("!"), which sshd without PAM refuses
+    subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh",
+                    "--password", "*", PLAIN_USER], check=True, capture_output=True)
+    try:
+        if sudo_rule:
+            rule.write_text(f"{PLAIN_USER} ALL=(ALL) NOPASSWD: ALL\n")
+            rule.chmod(0o440)
+        yield PLAIN_USER
+    finally:
+        rule.unlink(missing_ok=True)
+        subprocess.run(["userdel", PLAIN_USER], capture_output=True)
+        ssh_dir.chmod(mode)
+
+
+@pytest.mark.skipif(shutil.which("sudo") is None, reason="needs sudo (setup.sh installs it)")
+def test_checks_that_need_root_skip_for_a_plain_user_and_use_sudo_only_when_allowed(made, config_of, pytester):
+    plain = {"scratch_dir": "/tmp", "scratch_shared": False}
+    with plain_login_user(made) as user:
+        config = config_of(pytester.path, ssh={"user": user}, existing=plain)
+        results = run_checks(pytester, config, MUNGE_CHECK, CTLD_CHECK)
+        assert outcomes(results, "passed").keys() == {"test_slurmctld_answers"}, results  # jobs/queries as the user
+        skipped = outcomes(results, "skipped")
+        assert set(skipped) == {f"test_munge_key_is_private_to_munged[{n}]" for n in ("ctl", "c1", "c2")}, results
+        assert all(f"requires root: the run is not root on ctl, c1, c2 (user {user}); set existing.sudo: true"
+                   in why for why in skipped.values()), skipped
+        strict = run_checks(pytester, config, MUNGE_CHECK, args=("--hpc-strict",))
+        assert set(outcomes(strict, "failed")) == set(skipped), strict
+
+        # sudo allowed by the config, but the node's sudoers does not allow the user: the check fails, saying so
+        config = config_of(pytester.path, ssh={"user": user}, existing={**plain, "sudo": True})
+        refused = outcomes(run_checks(pytester, config, MUNGE_CHECK), "failed")
+        assert set(refused) == set(skipped), refused
+        assert all(re.search(r"munge on \w+: cannot stat key file \S+munge.key: sudo: a password is required", m)
+                   for m in refused.values()), refused
+    with plain_login_user(made, sudo_rule=True):
+        results = run_checks(pytester, config, MUNGE_CHECK, CTLD_CHECK)
+        assert set(outcomes(results, "passed")) == {*skipped, "test_slurmctld_answers"}, results

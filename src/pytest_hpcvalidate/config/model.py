@@ -321,6 +321,10 @@ class Existing(Strict):
     scratch_shared: bool = Field(
         False, description="scratch_dir is one filesystem every node sees at the same path (MPI programs are built there).")
     nodes: dict[NodeName, ExistingNode] = Field(default_factory=dict, description="Per-node access overrides.")
+    sudo: bool = Field(
+        False, description="Checks that need root (munge key owner and mode, GlusterFS/BeeGFS health) may use "
+        "`sudo -n` where the login user is not root. Off: those checks are skipped naming the missing privilege "
+        "(failed under --hpc-strict).")
 
 
 class Libvirt(Strict):

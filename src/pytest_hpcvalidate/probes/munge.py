@@ -39,12 +39,15 @@ class FileFacts:
     mode: int
     owner: str
     size: int
+    #: why it could not be read, when the command failed (stderr, e.g. sudo refusing)
+    error: str = ""
 
 
 def stat_file(node, path: str) -> FileFacts:
-    r = node.run(f"stat -c '%a %U %s' {shlex.quote(path)}", timeout=15)
+    """Mode, owner and size of ``path`` (munge's directory is closed to other users: needs root)."""
+    r = node.run(f"stat -c '%a %U %s' {shlex.quote(path)}", timeout=15, root=True)
     if not r.ok:
-        return FileFacts(path, False, 0, "", 0)
+        return FileFacts(path, False, 0, "", 0, (r.stderr or r.stdout).strip()[-300:])
     mode, owner, size = r.stdout.split()
     return FileFacts(path, True, int(mode, 8), owner, int(size))
 
@@ -61,6 +64,8 @@ class KeyFacts:
         if not self.daemon_user:
             return ["munged is not running (no /run/munge/munged.pid or the process is gone)"]
         if not self.file.exists:
+            if self.file.error and "No such file" not in self.file.error:
+                return [f"cannot stat key file {self.path}: {self.file.error}"]
             return [f"key file {self.path} does not exist"]
         out = []
         if self.file.mode not in (0o400, 0o600):

@@ -358,7 +358,7 @@ def gluster_problems(asked: str, peers: list[GlusterPeer], bricks: list[GlusterB
 
 
 def gluster(node, args: str, timeout: float = 30.0) -> CommandResult:
-    return node.run(f"gluster --mode=script {args}", timeout=timeout)
+    return node.run(f"gluster --mode=script {args}", timeout=timeout, root=True)  # glusterd answers root only
 
 
 def gluster_health(node, volume: str | None = None, expected_hosts: list[str] | None = None,
@@ -526,27 +526,28 @@ def beegfs_problems(report: BeegfsReport, management: str, metadata: list[str], 
 
 
 def beegfs_report(node, mount_point: str | None = None) -> BeegfsReport:
-    """Run BeeGFS's own tools on ``node`` (a client or server with beegfs-ctl) and parse them."""
+    """Run BeeGFS's own tools on ``node`` (a client or server with beegfs-ctl) and parse them
+    (as root: they read the client config and connAuthFile, which are root's)."""
     mount = f" --mount={shlex.quote(mount_point)}" if mount_point else ""
     rep = BeegfsReport()
     for kind in BEEGFS_TYPES:
-        r = node.run(f"beegfs-ctl --listnodes --nodetype={kind} --reachable{mount}", timeout=60)
+        r = node.run(f"beegfs-ctl --listnodes --nodetype={kind} --reachable{mount}", timeout=60, root=True)
         if r.ok:
             rep.nodes[kind] = parse_listnodes(r.stdout)
         else:
             rep.missing.append(f"{kind} nodes ({r.describe()})")
     for kind in ("meta", "storage"):
-        r = node.run(f"beegfs-ctl --listtargets --nodetype={kind} --state --longnodes{mount}", timeout=60)
+        r = node.run(f"beegfs-ctl --listtargets --nodetype={kind} --state --longnodes{mount}", timeout=60, root=True)
         if r.ok:
             rep.targets[kind] = parse_listtargets(r.stdout)
         else:
             rep.missing.append(f"{kind} targets ({r.describe()})")
-    r = node.run("beegfs-df" + (f" -p {shlex.quote(mount_point)}" if mount_point else ""), timeout=60)
+    r = node.run("beegfs-df" + (f" -p {shlex.quote(mount_point)}" if mount_point else ""), timeout=60, root=True)
     if r.ok:
         rep.space = parse_beegfs_df(r.stdout)
     else:
         rep.missing.append(f"beegfs-df ({r.describe()})")
-    r = node.run("beegfs-check-servers" + (f" -p {shlex.quote(mount_point)}" if mount_point else ""), timeout=60)
+    r = node.run("beegfs-check-servers" + (f" -p {shlex.quote(mount_point)}" if mount_point else ""), timeout=60, root=True)
     if r.ok:
         rep.servers = parse_check_servers(r.stdout)
     else:

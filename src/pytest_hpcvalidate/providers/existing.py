@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import shlex
@@ -63,6 +64,22 @@ def node_access(model, name: str) -> dict:
     if override is not None:
         out.update({k: v for k, v in override.model_dump().items() if v is not None})
     return out
+
+
+def login_user(access: dict) -> str:
+    """Who a node's commands run as: the SSH login user, or this process's user on-node."""
+    return getpass.getuser() if access["transport"] == "local" else access["user"]
+
+
+def runs_as_root(access: dict) -> bool:
+    if access["transport"] == "local":
+        return os.geteuid() == 0
+    return access["user"] == "root"
+
+
+def without_root(model) -> list[str]:
+    """The nodes whose commands would not run as root (and so need existing.sudo)."""
+    return [n.name for n in model.resolved_nodes() if not runs_as_root(node_access(model, n.name))]
 
 
 def ssh_transport(model, name: str, address: str, access: dict) -> SSHTransport:
@@ -124,8 +141,9 @@ def build_cluster(
             out.append(Node(n.name, n.role, n.address, transport=down, ssh=down,
                             facts={"unreachable": errors[n.name].message}))
             continue
+        sudo = bool(model.existing and model.existing.sudo) and not runs_as_root(node_access(model, n.name))
         out.append(Node(n.name, n.role, n.address, transport=JobPolicyTransport(primary[n.name], policy),
-                        ssh=ssh[n.name], facts={"run_id": policy.run_id}))
+                        ssh=ssh[n.name], facts={"run_id": policy.run_id}, sudo=sudo))
     shared = model.existing is not None and model.existing.scratch_shared
     cluster = Cluster(name=model.name, provider="existing", nodes=out,
                       shared_dir=Path(run_dir(model, policy)) if shared else None,
