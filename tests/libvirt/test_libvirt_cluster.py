@@ -11,6 +11,7 @@ under /var/cache/hpcvalidate/libvirt; every test here shares it.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -61,13 +62,17 @@ def _remove(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def suite_run(tmp_path_factory):
-    """One plugin run on a fresh 1+1 VM cluster: L1 network + L2 Slurm + the virtio-fs check."""
+    """One plugin run on a fresh 1+1 VM cluster: L1 network, L2 Slurm, the L5 storage suite on a
+    virtio-fs share both VMs mount, and the host<->guest check."""
     tmp = tmp_path_factory.mktemp("lvrun")
     share = tmp / "share"
     share.mkdir()
     name, doc = libvirtkit.config("lv")
-    doc["compute"][0]["virtio_fs_mounts"] = [{"tag": "data", "host_path": str(share), "mount_point": "/mnt/data",
-                                              "cache": "none"}]
+    mount = [{"tag": "data", "host_path": str(share), "mount_point": "/mnt/data", "cache": "none"}]
+    doc["compute"][0]["virtio_fs_mounts"] = mount
+    doc["controller"]["virtio_fs_mounts"] = mount  # two nodes: coherency between them
+    doc["storage"] = [{"kind": "virtiofs", "mount_point": "/mnt/data", "source": "data", "nodes": "ctl,c1",
+                       "test_size_mib": 16, "thresholds": libvirtkit.TCG_STORAGE_THRESHOLDS}]
     path = libvirtkit.write_config(tmp / "cluster.yaml", doc)
     check = tmp / "test_virtiofs_share.py"
     check.write_text(VIRTIOFS_CHECK)
@@ -76,7 +81,7 @@ def suite_run(tmp_path_factory):
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", "--hpc-config", str(path), "-p", "no:cacheprovider", "-p", "no:randomly",
              "-v", "--hpc-report-dir", str(tmp / "reports"),
-             str(SUITES / "l1_network"), str(SUITES / "l2_slurm"), str(check)],
+             str(SUITES / "l1_network"), str(SUITES / "l2_slurm"), str(SUITES / "l5_storage"), str(check)],
             cwd=tmp, capture_output=True, text=True, timeout=600,
         )
         left = _leftovers(name)
@@ -96,6 +101,17 @@ def test_l1_network_and_l2_slurm_suites_pass_over_ssh(suite_run):
                   "test_munge_credential_from_node_decodes_on_controller[c1]"):
         assert f"{check}" in out and out.split(check, 1)[1].split("\n", 1)[0].count("PASSED"), f"{check}:\n{out[-3000:]}"
     assert f"provisioned '{suite_run['name']}'" in out
+
+
+def test_storage_suite_passes_on_the_virtio_fs_share(suite_run):
+    out = suite_run["proc"].stdout
+    for check in ("test_mounted_with_type_source_read_write[c1:/mnt/data]",
+                  "test_mounted_with_type_source_read_write[ctl:/mnt/data]", "test_free_space_above_threshold",
+                  "test_write_rename_delete_visible_on_other_node", "test_fio_sequential_and_random_read",
+                  "test_small_file_metadata_rate", "test_one_job_writing_from_every_node_leaves_every_file_complete"):
+        lines = [line for line in out.splitlines() if check in line]
+        assert lines and all("PASSED" in line for line in lines), f"{check}:\n{out[-3000:]}"
+    assert re.search(r"^L5 storage\s+PASS", out, re.M), out[-3000:]
 
 
 def test_virtio_fs_share_carries_host_writes_into_the_guest(suite_run):
