@@ -38,6 +38,9 @@ def expectation(gpu_node, node_spec) -> gpu_health.GpuExpectation:
     spec = node_spec[gpu_node.name]
     if spec.gpu_simulated:
         pytest.skip(f"{gpu_node.name}: its GPUs are simulated (no hardware): NVML and PCIe health do not apply")
+    left_out = gpu_node.facts.get("passthrough_left_out")
+    if left_out:  # the provider could not give the VM its devices (and said so when it booted it)
+        pytest.skip(f"{gpu_node.name}: its GPUs were not passed through to the VM: {left_out}")
     return gpu_health.expectation_for(spec)
 
 

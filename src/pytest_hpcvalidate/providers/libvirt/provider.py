@@ -404,6 +404,9 @@ class LibvirtCluster:
                 "gpu_type": n.gpu_type,
                 "console_log": str(self.console_log(n.name)),
             }
+            _, left_out = passthrough.planned_hostdevs(self._resolved(n.name).pcie)
+            if left_out:  # the guest-side GPU checks skip with this reason instead of failing
+                facts["passthrough_left_out"] = left_out
             nodes.append(Node(n.name, n.role, n.address, transport=t, ssh=t, facts=facts))
         return Cluster(name=self.spec.cluster, provider="libvirt", nodes=nodes,
                        shared_dir=Path(self.spec.shared_dir), access_hint=self.access_hint())
