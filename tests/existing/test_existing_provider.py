@@ -281,6 +281,15 @@ MUNGE_CHECK = "l2_slurm/test_registration.py::test_munge_key_is_private_to_munge
 CTLD_CHECK = "l2_slurm/test_registration.py::test_slurmctld_answers"
 
 
+def _drop_user() -> None:
+    """Remove the test user, ending its sessions first (sshd's per-session processes outlive
+    the client's disconnect by a moment, and userdel refuses a user with processes)."""
+    subprocess.run(["pkill", "-KILL", "-u", PLAIN_USER], capture_output=True)
+    subprocess.run(["userdel", "--force", PLAIN_USER], capture_output=True)
+    probe = subprocess.run(["id", PLAIN_USER], capture_output=True)
+    assert probe.returncode != 0, f"user {PLAIN_USER} could not be removed"
+
+
 @contextlib.contextmanager
 def plain_login_user(engine, sudo_rule: bool = False):
     """A non-root user on this machine (the nodes share its /etc), able to log in with the
@@ -291,7 +300,7 @@ def plain_login_user(engine, sudo_rule: bool = False):
     ssh_dir = engine.ssh_paths.authorized_keys.parent
     mode = ssh_dir.stat().st_mode & 0o7777
     ssh_dir.chmod(mode | 0o011)
-    subprocess.run(["userdel", PLAIN_USER], capture_output=True)
+    _drop_user()
     # password "*": no password login, but not locked ("!"), which sshd without PAM refuses
     subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh",
                     "--password", "*", PLAIN_USER], check=True, capture_output=True)
@@ -302,7 +311,7 @@ def plain_login_user(engine, sudo_rule: bool = False):
         yield PLAIN_USER
     finally:
         rule.unlink(missing_ok=True)
-        subprocess.run(["userdel", PLAIN_USER], capture_output=True)
+        _drop_user()
         ssh_dir.chmod(mode)
 
 

@@ -89,6 +89,19 @@ def _gres_problems(cfg: ClusterConfig) -> list[Problem]:
             out.append(
                 Problem(f"{where}.gpus", f"{g.gpus.count} GPUs declared but slurm.gres_types does not include 'gpu'; add gres_types: [gpu]")
             )
+    owner: dict[int, str] = {}
+    for i, g in enumerate(cfg.compute):
+        if g.gpus and g.gpus.host_devices is not None:
+            want = g.gpus.count * len(g.node_names())
+            if len(g.gpus.host_devices) != want:
+                out.append(Problem(f"compute[{i}].gpus.host_devices", f"{len(g.gpus.host_devices)} devices for "
+                                   f"{len(g.node_names())} node(s) x {g.gpus.count} GPUs; give {want}, or leave it out"))
+    for name, devices in cfg.gpu_host_devices().items():
+        for d in devices:
+            if d in owner:
+                out.append(Problem("compute.gpus.host_devices", f"/dev/nvidia{d} is given to both {owner[d]} and {name}; "
+                                   "each host GPU can go to one node"))
+            owner.setdefault(d, name)
     if "gpu" in cfg.slurm.gres_types and not any(g.gpus and g.gpus.count for _, g in groups):
         out.append(Problem("slurm.gres_types", "'gpu' is listed but no node declares gpus; add gpus to a compute group or drop it"))
     return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -82,6 +82,9 @@ class Gpus(Strict):
     pcie_width: Literal[1, 2, 4, 8, 16, 32] | None = Field(
         None, description="Expected PCIe link width (lanes). Default: the model's.")
     driver: str = Field("nvidia", description="Kernel driver the GPUs must be bound to on the node.")
+    host_devices: list[Annotated[int, Field(ge=0, le=255)]] | None = Field(
+        None, description="Local provider, real GPUs: the host's /dev/nvidia<N> handed to this group's nodes, "
+        "count per node, in node order. Default: the next unused indices from 0.")
 
 
 class PciDevice(Strict):
@@ -451,6 +454,31 @@ class ClusterConfig(Strict):
             origin=origin,
             gpu_config=g,
         )
+
+    def gpu_host_devices(self) -> dict[str, tuple[int, ...]]:
+        """Local provider, real GPUs: {node: host /dev/nvidia<N> indices it gets}. Each compute
+        group's ``gpus.host_devices`` is dealt out ``count`` per node in node order; groups
+        without it take the next indices no earlier node took."""
+        out: dict[str, tuple[int, ...]] = {}
+        taken: set[int] = set()
+        for group in self.compute:
+            g = group.gpus
+            if not g or not g.count or (g.simulated if g.simulated is not None else g.type == "sim"):
+                continue
+            explicit = list(g.host_devices or [])
+            for name in group.node_names():
+                if explicit:
+                    mine, explicit = explicit[:g.count], explicit[g.count:]
+                else:
+                    mine = []
+                    i = 0
+                    while len(mine) < g.count:
+                        if i not in taken:
+                            mine.append(i)
+                        i += 1
+                taken.update(mine)
+                out[name] = tuple(mine)
+        return out
 
     def declared_areas(self) -> list[str]:
         """The areas this config gives something to check in, in layer order."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..local import procs
 from ..local.naming import PREFIX
-from ..local.state import STATE_FILE, State, state_files
+from ..local.state import STATE_FILE, State, sweep_recorded
 from .host import open_connection
 
 STATE_ROOT = Path(os.environ.get("HPCV_LIBVIRT_STATE_ROOT", "/var/lib/hpcvalidate/libvirt"))
@@ -176,30 +176,4 @@ def _swept(cluster: str, root: Path) -> State:
 def cleanup_stale(state_root: Path | None = None, cluster: str | None = None) -> list[str]:
     """Tear down every libvirt cluster recorded under ``state_root`` (or only ``cluster``),
     skipping runs still in progress unless named. Returns the problems."""
-    root = Path(state_root) if state_root is not None else STATE_ROOT
-    if cluster:
-        names = [cluster]
-    else:
-        names = sorted({p.parent.name for p in state_files(root)})
-    errors: list[str] = []
-    for name in names:
-        problems: list[str] = []
-        for path in state_files(root, name):
-            try:
-                state = State.load(path)
-            except (OSError, ValueError) as exc:
-                problems.append(f"{path}: unreadable state file ({exc})")
-                continue
-            owner = (state.data.get("owner") or {}).get("pid")
-            if cluster is None and state.owner_alive() and owner != os.getpid():
-                errors.append(f"{name}: in use by the run in process {owner}; left alone "
-                              f"(end it with: python -m pytest_hpcvalidate cleanup --cluster {name})")
-                break
-            problems += teardown(state)
-        else:
-            swept = _swept(name, root)
-            if swept.resources:
-                problems = teardown(swept)
-        errors += [f"{name}: {p}" for p in problems]
-    return errors
-
+    return sweep_recorded(Path(state_root) if state_root is not None else STATE_ROOT, cluster, teardown, _swept)

@@ -22,7 +22,7 @@ from pathlib import Path
 from . import cgroups, netns, procs
 from .naming import PREFIX, link_alias, netns_name
 from .sshconf import hosts_marker
-from .state import STATE_FILE, State, state_files
+from .state import STATE_FILE, State, state_files, sweep_recorded
 
 #: how long teardown keeps killing what reappears (forks racing the first SIGKILL)
 KILL_TIMEOUT_S = 8.0
@@ -224,35 +224,8 @@ def cleanup_stale(state_root: Path | None = None, cluster: str | None = None) ->
     Returns the problems; an empty list means the machine holds nothing of those clusters.
     """
     root = Path(state_root) if state_root is not None else _default_root()
-    errors: list[str] = []
-    if cluster:
-        names = [cluster]
-    else:
-        dirs = {d.name for d in root.iterdir() if d.is_dir()} if root.is_dir() else set()
-        names = sorted({p.parent.name for p in state_files(root)} | dirs)
-    for name in names:
-        problems: list[str] = []
-        for path in state_files(root, name):
-            try:
-                state = State.load(path)
-            except (OSError, ValueError) as exc:  # the sweep by name below still runs
-                problems.append(f"{path}: unreadable state file ({exc})")
-                continue
-            owner = (state.data.get("owner") or {}).get("pid")
-            if cluster is None and state.owner_alive() and owner != os.getpid():
-                # a run in progress (not crashed, not kept): only an explicit --cluster ends it
-                errors.append(f"{name}: in use by the run in process {owner}; left alone "
-                              f"(end it with: python -m pytest_hpcvalidate cleanup --cluster {name})")
-                break
-            problems += teardown(state)
-        if any(e.startswith(f"{name}: in use by") for e in errors):
-            continue
-        if not any("still alive" in p for p in problems):
-            swept = swept_state(name, root)
-            if swept.resources:
-                problems = teardown(swept)  # what is still there, found by name: the final word
-        errors += [f"{name}: {p}" for p in problems]
-    return errors
+    dirs = {d.name for d in root.iterdir() if d.is_dir()} if root.is_dir() and not cluster else set()
+    return sweep_recorded(root, cluster, teardown, swept_state, names=dirs)
 
 
 def leftovers(cluster: str, state_root: Path | None = None, work_dir: Path | None = None) -> list[str]:
@@ -286,19 +259,8 @@ def leftovers(cluster: str, state_root: Path | None = None, work_dir: Path | Non
 
 
 def _in_cgroup_prefix(prefix: str, others: set[str], pids: Iterable[int]) -> set[int]:
-    found = set()
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/cgroup") as fh:
-                text = fh.read()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            parts = line.split(":", 2)[-1].split("/")
-            if any(p.startswith(prefix) and p not in others for p in parts):
-                found.add(pid)
-                break
-    return found
+    """Pids in a cgroup named ``prefix``… (any path component), except the subtrees ``others``."""
+    return procs.in_cgroup_where(lambda path: any(p.startswith(prefix) and p not in others for p in path.split("/")), pids)
 
 
 __all__ = ["cleanup_stale", "leftovers", "teardown", "PREFIX"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -114,6 +115,23 @@ class LocalCluster:
     def _mark(self, name: str) -> None:
         self.timings[name] = round(time.monotonic() - self._t0, 4)
 
+    def _make_gpu_devices(self, n) -> None:
+        """The node's GPUs in the upper layer of its /dev overlay: simulated ones as char 195:i;
+        real ones with the host device's numbers, every other host GPU hidden (a whiteout), so
+        the node sees exactly the GPUs it was given, under the host's names."""
+        upper = self.node_paths(n.name).dev_upper
+        if n.gpu_host_devices:
+            host = preflight.host_dev()
+            devices = {f"nvidia{i}": os.stat(host / f"nvidia{i}").st_rdev for i in n.gpu_host_devices}
+            for other in sorted(p.name for p in Path("/dev").glob("nvidia*") if re.fullmatch(r"nvidia\d+", p.name)):
+                if other not in devices:
+                    os.mknod(upper / other, stat.S_IFCHR, os.makedev(0, 0))  # overlayfs whiteout
+        else:
+            devices = {f"nvidia{i}": os.makedev(GPU_MAJOR, i) for i in range(n.gpus)}
+        for name, rdev in devices.items():
+            os.mknod(upper / name, stat.S_IFCHR | 0o666, rdev)
+            os.chmod(upper / name, 0o666)  # as NVIDIA's nodes; the devices cgroup is what restricts jobs
+
     def _up(self, progress: ProgressFn):
         spec = self.spec
         self._t0 = time.monotonic()
@@ -121,6 +139,7 @@ class LocalCluster:
         preflight.check_root()
         preflight.check_binaries(spec.accounting)
         preflight.check_paths(spec)
+        preflight.check_real_gpus(spec)
         self.layout = cgroups.detect_layout()
         hierarchies = cgroups.v1_hierarchies() if self.layout == "v1" else []
         symlinks = cgroups.v1_symlinks() if self.layout == "v1" else {}
@@ -164,11 +183,7 @@ class LocalCluster:
             dbd_conf.touch(mode=0o600)
             dbd_conf.write_text(slurmconf.render_slurmdbd_conf(spec, self.work_dir))
         for n in spec.compute:
-            upper = self.node_paths(n.name).dev_upper
-            for i in range(n.gpus):
-                dev = upper / f"nvidia{i}"
-                os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(GPU_MAJOR, i))
-                os.chmod(dev, 0o666)  # as NVIDIA's nodes; the devices cgroup is what restricts jobs
+            self._make_gpu_devices(n)
         self._mark("files")
 
         # network

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from ..base import ProvisioningError
@@ -100,6 +101,27 @@ def check_paths(spec: LocalSpec) -> None:
     shared = Path(spec.shared_dir).resolve()
     if Path("/tmp") in shared.parents or shared == Path("/tmp"):
         raise ProvisioningError(f"shared_dir {shared} is under /tmp, which each node makes private; move it")
+
+
+def host_dev() -> Path:
+    """Where the host's NVIDIA device nodes are: /dev (``HPCV_HOST_DEV`` for the tests, which
+    stand up fake ones on machines without a GPU)."""
+    return Path(os.environ.get("HPCV_HOST_DEV", "/dev"))
+
+
+def check_real_gpus(spec: LocalSpec) -> None:
+    """Every real GPU a node is given exists here as a character device, with nvidiactl."""
+    dev = host_dev()
+    for n in spec.compute:
+        if not n.gpu_host_devices:
+            continue
+        for name in [*(f"nvidia{i}" for i in n.gpu_host_devices), "nvidiactl"]:
+            path = dev / name
+            if not (path.exists() and stat.S_ISCHR(path.stat().st_mode)):
+                raise ProvisioningError(
+                    f"{n.name}: its real GPUs (gpus.type {n.gpu_type}) need {path}, and this machine has no such "
+                    "device; use gpus.type: sim (or simulated: true) for simulated GPUs"
+                )
 
 
 def warnings(spec: LocalSpec) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .state import proc_start_time, same_process
@@ -51,11 +51,8 @@ def in_netns(inodes: set[int], pids: Iterable[int] | None = None) -> set[int]:
     return found
 
 
-def in_cgroup_named(names: Iterable[str], pids: Iterable[int] | None = None) -> set[int]:
-    """Pids whose /proc/<pid>/cgroup mentions one of the subtree ``names`` as a path component."""
-    needles = tuple(f"/{n}" for n in names)
-    if not needles:
-        return set()
+def in_cgroup_where(match: Callable[[str], bool], pids: Iterable[int] | None = None) -> set[int]:
+    """Pids with a cgroup path (any hierarchy's, from /proc/<pid>/cgroup) for which ``match`` holds."""
     found = set()
     for pid in pids if pids is not None else all_pids():
         try:
@@ -63,12 +60,17 @@ def in_cgroup_named(names: Iterable[str], pids: Iterable[int] | None = None) -> 
                 text = fh.read()
         except OSError:
             continue
-        for line in text.splitlines():
-            path = line.split(":", 2)[-1]
-            if any(path == n or path.startswith(n + "/") for n in needles):
-                found.add(pid)
-                break
+        if any(match(line.split(":", 2)[-1]) for line in text.splitlines()):
+            found.add(pid)
     return found
+
+
+def in_cgroup_named(names: Iterable[str], pids: Iterable[int] | None = None) -> set[int]:
+    """Pids whose /proc/<pid>/cgroup mentions one of the subtree ``names`` as a path component."""
+    needles = tuple(f"/{n}" for n in names)
+    if not needles:
+        return set()
+    return in_cgroup_where(lambda path: any(path == n or path.startswith(n + "/") for n in needles), pids)
 
 
 def in_mount_ns_marked(marker: str, pids: Iterable[int] | None = None) -> set[int]:

@@ -34,6 +34,7 @@ def spec_from_config(model, state_root: Path = STATE_ROOT) -> LocalSpec:
         partitions[0] = PartitionSpec(partitions[0].name, partitions[0].nodes, True, partitions[0].max_time)
     work_dir = state_root / model.name
     net = model.network
+    real_gpus = model.gpu_host_devices()
     return LocalSpec(
         cluster=model.name,
         subnet=str(net.subnet),
@@ -42,7 +43,7 @@ def spec_from_config(model, state_root: Path = STATE_ROOT) -> LocalSpec:
         mtu=net.mtu,
         nodes=[
             NodeSpec(name=n.name, role=n.role, address=n.address, cpus=n.cpus, memory_mb=n.memory_mb,
-                     gpus=n.gpus, gpu_type=n.gpu_type or "sim")
+                     gpus=n.gpus, gpu_type=n.gpu_type or "sim", gpu_host_devices=real_gpus.get(n.name, ()))
             for n in nodes
         ],
         partitions=partitions,

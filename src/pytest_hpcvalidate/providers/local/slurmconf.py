@@ -20,14 +20,26 @@ NODE_CONF_DIR = "/etc/slurm"
 
 
 def gpu_devices(node: NodeSpec) -> list[str]:
-    """The device paths a node's simulated GPUs have inside the node (``/dev/nvidia<i>``)."""
-    return [f"/dev/nvidia{i}" for i in range(node.gpus)]
+    """The device paths a node's GPUs have inside the node: the host's own names for real GPUs,
+    ``/dev/nvidia0..`` for simulated ones."""
+    return [f"/dev/nvidia{i}" for i in (node.gpu_host_devices or range(node.gpus))]
 
 
 def _hostrange(paths: list[str]) -> str:
+    """``/dev/nvidia[0-1,3]`` for gres.conf's File= (one path as is)."""
     if len(paths) == 1:
         return paths[0]
-    return f"/dev/nvidia[0-{len(paths) - 1}]"
+    nums = sorted(int(p.rsplit("nvidia", 1)[1]) for p in paths)
+    ranges: list[str] = []
+    start = prev = nums[0]
+    for n in nums[1:] + [None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        ranges.append(str(start) if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return f"/dev/nvidia[{','.join(ranges)}]"
 
 
 def _yes(flag: bool) -> str:

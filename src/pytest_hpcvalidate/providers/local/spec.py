@@ -19,8 +19,9 @@ class NodeSpec:
     address: str                   # IPv4 on the cluster bridge, e.g. "10.77.0.11"
     cpus: int = 1                  # Slurm CPUs= (may exceed real cores; slurm.conf allows it)
     memory_mb: int = 1024          # Slurm RealMemory=
-    gpus: int = 0                  # simulated GPUs: char devices major 195, minors 0..gpus-1
+    gpus: int = 0                  # GPUs (simulated: char devices major 195, minors 0..gpus-1)
     gpu_type: str = "sim"          # GRES type (gres.conf Type=, slurm.conf Gres=gpu:<type>:<n>)
+    gpu_host_devices: tuple[int, ...] = ()  # real GPUs: the host's /dev/nvidia<N> this node gets
 
 
 @dataclass(frozen=True)

@@ -187,3 +187,39 @@ def state_files(state_root: Path, cluster: str | None = None) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.glob(f"*/{STATE_FILE}") if p.is_file())
+
+
+def sweep_recorded(state_root: Path, cluster: str | None, teardown, swept, names: set[str] = frozenset()) -> list[str]:
+    """Tear down every cluster recorded under ``state_root`` (or only ``cluster``), for any
+    provider: ``teardown(state)`` undoes a state's resources and returns its problems;
+    ``swept(name, root)`` is a :class:`State` of what is still there found by name (a run may
+    have made something before it could record it), torn down last. A run still in progress
+    (its owner process alive) is left alone unless named. ``names``: more clusters to sweep
+    besides those with a state file. Returns the problems, one line each, prefixed by cluster."""
+    root = Path(state_root)
+    todo = [cluster] if cluster else sorted({p.parent.name for p in state_files(root)} | set(names))
+    errors: list[str] = []
+    for name in todo:
+        problems: list[str] = []
+        in_use = False
+        for path in state_files(root, name):
+            try:
+                state = State.load(path)
+            except (OSError, ValueError) as exc:  # the sweep by name below still runs
+                problems.append(f"{path}: unreadable state file ({exc})")
+                continue
+            owner = (state.data.get("owner") or {}).get("pid")
+            if cluster is None and state.owner_alive() and owner != os.getpid():
+                errors.append(f"{name}: in use by the run in process {owner}; left alone "
+                              f"(end it with: python -m pytest_hpcvalidate cleanup --cluster {name})")
+                in_use = True
+                break
+            problems += teardown(state)
+        if in_use:
+            continue
+        if not any("still alive" in p for p in problems):
+            left = swept(name, root)
+            if left.resources:
+                problems = teardown(left)  # what is still there, found by name: the final word
+        errors += [f"{name}: {p}" for p in problems]
+    return errors
