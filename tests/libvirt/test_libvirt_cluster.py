@@ -78,16 +78,27 @@ def suite_run(tmp_path_factory):
     check.write_text(VIRTIOFS_CHECK)
     start = time.monotonic()
     try:
+        # kept (--hpc-keep), then attached to as an existing cluster through its kept-cluster.yaml,
+        # then removed with `destroy`
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", "--hpc-config", str(path), "-p", "no:cacheprovider", "-p", "no:randomly",
-             "-v", "--hpc-report-dir", str(tmp / "reports"),
+             "-v", "--hpc-keep", "--hpc-report-dir", str(tmp / "reports"),
              str(SUITES / "l1_network"), str(SUITES / "l2_slurm"), str(SUITES / "l5_storage"), str(check)],
             cwd=tmp, capture_output=True, text=True, timeout=600,
         )
+        seconds = time.monotonic() - start
+        kept = tmp / "reports" / "kept-cluster.yaml"
+        attached = subprocess.run(
+            [sys.executable, "-m", "pytest", "--hpc-config", str(kept), "-p", "no:cacheprovider", "-p", "no:randomly",
+             "-v", "--hpc-report-dir", str(tmp / "reports-existing"), str(SUITES / "l2_slurm")],
+            cwd=tmp, capture_output=True, text=True, timeout=600,
+        ) if kept.is_file() else None
+        destroy = subprocess.run([sys.executable, "-m", "pytest_hpcvalidate", "destroy", name],
+                                 capture_output=True, text=True, timeout=120)
         left = _leftovers(name)
     finally:
         _remove(name)
-    return {"name": name, "proc": proc, "left": left, "seconds": time.monotonic() - start}
+    return {"name": name, "proc": proc, "left": left, "seconds": seconds, "attached": attached, "destroy": destroy}
 
 
 def test_l1_network_and_l2_slurm_suites_pass_over_ssh(suite_run):
@@ -117,6 +128,20 @@ def test_storage_suite_passes_on_the_virtio_fs_share(suite_run):
 def test_virtio_fs_share_carries_host_writes_into_the_guest(suite_run):
     out = suite_run["proc"].stdout
     assert "test_host_write_is_seen_in_guest_and_back PASSED" in out, out[-3000:]
+
+
+def test_kept_vms_answer_the_existing_provider_and_destroy_removes_them(suite_run):
+    """--hpc-keep leaves the VMs up with a kept-cluster.yaml; a separate run through the existing
+    provider (SSH, nothing provisioned) passes L2 on them; `destroy` removes them."""
+    out = suite_run["proc"].stdout
+    assert "cluster left running (--hpc-keep)" in out, out[-3000:]
+    attached = suite_run["attached"]
+    assert attached is not None, "no kept-cluster.yaml was written"
+    text = attached.stdout
+    assert " FAILED" not in text and " ERROR" not in text, text[-4000:] + attached.stderr[-2000:]
+    assert "test_node_registered_and_usable[c1] PASSED" in text and "test_batch_job_completes PASSED" in text, text[-3000:]
+    destroy = suite_run["destroy"]
+    assert destroy.returncode == 0 and f"destroyed cluster {suite_run['name']!r}" in destroy.stdout, destroy.stderr
 
 
 def test_nothing_of_the_cluster_is_left(suite_run):

@@ -246,12 +246,12 @@ class LocalCluster:
         progress("daemons", "", "munged, sshd")
         for n in spec.nodes:
             paths = self.node_paths(n.name)
-            self._launch(n, "munged", daemons.munged_argv(paths), [])
+            self.launch_daemon(n, "munged", daemons.munged_argv(paths), [])
         for n in spec.nodes:
             paths = self.node_paths(n.name)
-            self._launch(n, "sshd", daemons.sshd_argv(sshp, n.address, paths), [paths.log / "sshd.log"])
-        self._record_launched()
-        self._wait(lambda: all(daemons.unix_listening(self.anchors[n.name].pid, daemons.MUNGE_SOCKET)
+            self.launch_daemon(n, "sshd", daemons.sshd_argv(sshp, n.address, paths), [paths.log / "sshd.log"])
+        self.record_launched()
+        self.wait_until(lambda: all(daemons.unix_listening(self.anchors[n.name].pid, daemons.MUNGE_SOCKET)
                                for n in spec.nodes),
                    "munged to create its socket", 10.0, [d for d in self.daemons if d.what == "munged"])
         self._mark("munge")
@@ -265,23 +265,23 @@ class LocalCluster:
         if spec.accounting:
             self._start_accounting(progress, timeout)
         progress("daemons", "", "slurmctld")
-        self._launch(ctl, "slurmctld", daemons.slurmctld_argv(self.slurm_conf), [ctl_paths.log / "slurmctld.log"])
-        self._record_launched()
+        self.launch_daemon(ctl, "slurmctld", daemons.slurmctld_argv(self.slurm_conf), [ctl_paths.log / "slurmctld.log"])
+        self.record_launched()
         watch = [d for d in self.daemons if d.what in ("slurmctld", "munged", "sshd", "slurmdbd", "mariadbd")]
-        self._wait(lambda: daemons.listening(ctl_pid, slurmconf.SLURMCTLD_PORT), "slurmctld to listen", timeout, watch)
+        self.wait_until(lambda: daemons.listening(ctl_pid, slurmconf.SLURMCTLD_PORT), "slurmctld to listen", timeout, watch)
         self._mark("slurmctld")
         progress("daemons", "", "slurmd")
         for n in spec.compute:
             paths = self.node_paths(n.name)
-            self._launch(n, "slurmd", daemons.slurmd_argv(self.slurm_conf, n.name), [paths.log / "slurmd.log"])
-        self._record_launched()
+            self.launch_daemon(n, "slurmd", daemons.slurmd_argv(self.slurm_conf, n.name), [paths.log / "slurmd.log"])
+        self.record_launched()
         self._mark("launched")
         progress("waiting", "", "compute nodes idle in sinfo, sshd listening")
         slurm = [d for d in self.daemons if d.what in ("slurmctld", "slurmd", "munged")]
         self._wait_idle(progress, timeout, slurm)
         self._mark("idle")
         sshds = [d for d in self.daemons if d.what == "sshd"]
-        self._wait(lambda: all(daemons.listening(self.anchors[n.name].pid, sshconf.SSH_PORT) for n in spec.nodes),
+        self.wait_until(lambda: all(daemons.listening(self.anchors[n.name].pid, sshconf.SSH_PORT) for n in spec.nodes),
                    "sshd to listen", timeout, sshds)
         self._mark("ready")
 
@@ -309,12 +309,12 @@ class LocalCluster:
             raise ProvisioningError(f"mariadb-install-db failed for the accounting database: "
                                     f"{(init.stderr or init.stdout).strip()[-500:]}")
         (paths.run / "mysqld").mkdir(exist_ok=True)
-        db = self._launch(ctl, "mariadbd", self.daemon_argv(ctl.name, "mariadbd"), [paths.log / "mariadb.log"])
-        self._record_launched()
-        self._wait(lambda: daemons.unix_listening(pid, slurmconf.MARIADB_SOCKET), "MariaDB to listen", timeout, [db])
-        dbd = self._launch(ctl, "slurmdbd", self.daemon_argv(ctl.name, "slurmdbd"), [paths.log / "slurmdbd.log"])
-        self._record_launched()
-        self._wait(lambda: daemons.listening(pid, slurmconf.SLURMDBD_PORT), "slurmdbd to listen", timeout, [db, dbd])
+        db = self.launch_daemon(ctl, "mariadbd", self.daemon_argv(ctl.name, "mariadbd"), [paths.log / "mariadb.log"])
+        self.record_launched()
+        self.wait_until(lambda: daemons.unix_listening(pid, slurmconf.MARIADB_SOCKET), "MariaDB to listen", timeout, [db])
+        dbd = self.launch_daemon(ctl, "slurmdbd", self.daemon_argv(ctl.name, "slurmdbd"), [paths.log / "slurmdbd.log"])
+        self.record_launched()
+        self.wait_until(lambda: daemons.listening(pid, slurmconf.SLURMDBD_PORT), "slurmdbd to listen", timeout, [db, dbd])
         self._mark("accounting")
 
     def _clear_previous(self, progress: ProgressFn) -> None:
@@ -355,19 +355,19 @@ class LocalCluster:
                 raise ProvisioningError(f"something is mounted under {self.work_dir}; {fix}")
             shutil.rmtree(self.work_dir)
 
-    def _anchor_pid(self, node: str) -> int:
+    def anchor_pid(self, node: str) -> int:
         if node in self.anchors:
             return self.anchors[node].pid
         assert self.state is not None
         return int(self.state.data["anchors"][node])
 
-    def _launch(self, node: NodeSpec, what: str, argv: list[str], logs: list[Path]) -> Daemon:
-        d = daemons.launch(node.name, what, self._anchor_pid(node.name), self._cg[node.name],
+    def launch_daemon(self, node: NodeSpec, what: str, argv: list[str], logs: list[Path]) -> Daemon:
+        d = daemons.launch(node.name, what, self.anchor_pid(node.name), self._cg[node.name],
                            self.node_paths(node.name), argv, logs)
         self.daemons.append(d)
         return d
 
-    def _record_launched(self) -> None:
+    def record_launched(self) -> None:
         assert self.state is not None
         recorded = {r["pid"] for r in self.state.of_kind("process")}
         self.state.add_processes([(d.pid, d.node, d.what) for d in self.daemons if d.pid not in recorded])
@@ -414,7 +414,7 @@ class LocalCluster:
                     f"{d.what} on node {d.node} exited with status {code} while starting: {d.log_tail() or 'no log'}"
                 )
 
-    def _wait(self, cond, what: str, timeout: float, watch: list[Daemon]) -> None:
+    def wait_until(self, cond, what: str, timeout: float, watch: list[Daemon]) -> None:
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive(watch)
@@ -536,7 +536,7 @@ class LocalCluster:
     DAEMONS = ("munged", "sshd", "slurmctld", "slurmd", "mariadbd", "slurmdbd")
 
     def daemon_argv(self, node: str, what: str) -> list[str]:
-        n = self._node_spec(node)
+        n = self.node_spec_of(node)
         paths = self.node_paths(node)
         if what == "munged":
             return daemons.munged_argv(paths)
@@ -552,7 +552,7 @@ class LocalCluster:
             return daemons.slurmdbd_argv()
         raise ValueError(f"node {node} ({n.role}) runs no {what!r}; daemons: {', '.join(self.DAEMONS)}")
 
-    def _node_spec(self, node: str) -> NodeSpec:
+    def node_spec_of(self, node: str) -> NodeSpec:
         for n in self.spec.nodes:
             if n.name == node:
                 return n
@@ -583,10 +583,10 @@ class LocalCluster:
 
         Launched exactly as during ``up()``: the node's cgroups and namespaces, foreground, recorded.
         """
-        n = self._node_spec(node)
+        n = self.node_spec_of(node)
         paths = self.node_paths(node)
-        d = self._launch(n, what, self.daemon_argv(node, what), [paths.log / f"{what}.log"])
-        self._record_launched()
+        d = self.launch_daemon(n, what, self.daemon_argv(node, what), [paths.log / f"{what}.log"])
+        self.record_launched()
         return d.pid
 
     # -- down ----------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def spec_from_config(model, state_root: Path = STATE_ROOT) -> LocalSpec:
         partitions[0] = PartitionSpec(partitions[0].name, partitions[0].nodes, True, partitions[0].max_time)
     work_dir = state_root / model.name
     net = model.network
-    real_gpus = model.gpu_host_devices()
+    real_gpus = model.gpu_host_devices() if model.provider == "local" else {}  # VMs number their own
     return LocalSpec(
         cluster=model.name,
         subnet=str(net.subnet),

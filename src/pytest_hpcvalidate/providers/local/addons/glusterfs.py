@@ -155,7 +155,7 @@ def _run_all(engine, nodes, command, what: str, timeout: float = 60.0) -> None:
 def node_pids(engine, node: str, comm: str, needle: str = "") -> list[int]:
     """Pids of ``comm`` processes in ``node``'s network namespace whose command line holds ``needle``."""
     try:
-        inode = os.stat(f"/proc/{engine._anchor_pid(node)}/ns/net").st_ino
+        inode = os.stat(f"/proc/{engine.anchor_pid(node)}/ns/net").st_ino
     except (OSError, KeyError):
         return []
     found = []
@@ -180,7 +180,7 @@ def _record(engine, items: list[tuple[int, str, str]]) -> None:
 
 def _wait(engine, cond, what: str, timeout: float = START_TIMEOUT_S) -> None:
     """The engine's wait (polls; times out with the daemons' log tails), watching glusterd."""
-    engine._wait(cond, what, timeout, [d for d in engine.daemons if d.what == "glusterd"])
+    engine.wait_until(cond, what, timeout, [d for d in engine.daemons if d.what == "glusterd"])
 
 
 # -- glusterd -------------------------------------------------------------------------------------
@@ -210,11 +210,11 @@ def _start_glusterd(engine, servers: list[str], progress) -> None:
         progress(NAME, n, "glusterd")
         log = engine.node_paths(n).log / "glusterd.log"
         # the engine's own launcher: the node's cgroups and namespaces, foreground, recorded
-        engine._launch(engine._node_spec(n), "glusterd", ["glusterd", "-N", f"--log-file={log}"], [log])
-    engine._record_launched()
+        engine.launch_daemon(engine.node_spec_of(n), "glusterd", ["glusterd", "-N", f"--log-file={log}"], [log])
+    engine.record_launched()
     # the CLI talks to the unix socket; one started before it exists waits seconds to retry
-    _wait(engine, lambda: all(daemons.listening(engine._anchor_pid(n), GLUSTERD_PORT)
-                              and daemons.unix_listening(engine._anchor_pid(n), CLI_SOCKET) for n in servers),
+    _wait(engine, lambda: all(daemons.listening(engine.anchor_pid(n), GLUSTERD_PORT)
+                              and daemons.unix_listening(engine.anchor_pid(n), CLI_SOCKET) for n in servers),
           f"glusterd to listen on {', '.join(servers)}")
 
 
@@ -277,7 +277,7 @@ def start_volume(engine, vol: Volume, force: bool = False) -> list[probe.Gluster
 def _mount_point_plan(engine, node: str, mount_points: list[str]) -> tuple[list[str], list[str]]:
     """(directories to overlay inside the node, directories to create on the host) so that
     every mount point exists in ``node``."""
-    root = f"/proc/{engine._anchor_pid(node)}/root"
+    root = f"/proc/{engine.anchor_pid(node)}/root"
     overlays: list[str] = []
     on_host: list[str] = []
     for mp in mount_points:
