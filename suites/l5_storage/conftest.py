@@ -93,7 +93,9 @@ def scratch(cluster):
     """``scratch(target)`` → a directory on the target's filesystem for this run (created on
     first use from the target's first node; removed at the end)."""
     made: dict[str, tuple[str, str]] = {}
-    run_id = f".hpcv-{os.getpid()}-{int(time.time())}"
+    # on an existing cluster the run's own id (its jobs are named hpcv-<run id> too)
+    run_id = cluster.controller.facts.get("run_id") or f"{os.getpid()}-{int(time.time())}"
+    run_id = f".hpcv-{run_id}"
 
     def get(target: Target) -> str:
         if target.mount_point not in made:
