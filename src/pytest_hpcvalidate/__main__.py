@@ -59,10 +59,11 @@ def _kept_clusters() -> dict[str, list]:
     machine (kept by --hpc-keep, or left by a crash), local and libvirt."""
     from .providers.libvirt import cleanup as libvirt_cleanup
     from .providers.local import cleanup as local_cleanup
+    from .providers.local.provider import STATE_ROOT as LOCAL_ROOT
     from .providers.local.state import state_files
 
     found: dict[str, list] = {}
-    for module, root in ((local_cleanup, local_cleanup._default_root()), (libvirt_cleanup, libvirt_cleanup.STATE_ROOT)):
+    for module, root in ((local_cleanup, LOCAL_ROOT), (libvirt_cleanup, libvirt_cleanup.STATE_ROOT)):
         for path in state_files(root):
             found.setdefault(path.parent.name, []).append(module.cleanup_stale)
     return found

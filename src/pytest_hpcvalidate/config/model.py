@@ -86,6 +86,11 @@ class Gpus(Strict):
         None, description="Local provider, real GPUs: the host's /dev/nvidia<N> handed to this group's nodes, "
         "count per node, in node order. Default: the next unused indices from 0.")
 
+    @property
+    def is_simulated(self) -> bool:
+        """``simulated`` as written, else whether the GRES type is ``sim``."""
+        return self.simulated if self.simulated is not None else self.type == "sim"
+
 
 class PciDevice(Strict):
     pci_address: PciAddress
@@ -448,7 +453,7 @@ class ClusterConfig(Strict):
             gpus=g.count if g else 0,
             gpu_type=g.type if g else "",
             gpu_model=g.model if g else None,
-            gpu_simulated=bool(g and (g.simulated if g.simulated is not None else g.type == "sim")),
+            gpu_simulated=bool(g and g.is_simulated),
             pcie=tuple(res.pcie_passthrough),
             virtio_fs=tuple(res.virtio_fs_mounts),
             origin=origin,
@@ -463,7 +468,7 @@ class ClusterConfig(Strict):
         taken: set[int] = set()
         for group in self.compute:
             g = group.gpus
-            if not g or not g.count or (g.simulated if g.simulated is not None else g.type == "sim"):
+            if not g or not g.count or g.is_simulated:
                 continue
             explicit = list(g.host_devices or [])
             for name in group.node_names():

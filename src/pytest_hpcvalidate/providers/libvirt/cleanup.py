@@ -14,11 +14,11 @@ fails; problems come back as one-line strings.
 from __future__ import annotations
 
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..local import procs
+from ..local.cleanup import finish_teardown
 from ..local.naming import PREFIX
 from ..local.state import STATE_FILE, State, sweep_recorded
 from .host import open_connection
@@ -109,20 +109,7 @@ def teardown(state: State, uri: str | None = None) -> list[str]:
     work_dir = state.work_dir
     left = procs.wait_gone(set(_processes_naming(work_dir)), GONE_TIMEOUT_S)
     errors += [f"process still alive: {procs.describe(p)}" for p in sorted(left)]
-    if errors:
-        try:
-            state.set("teardown_errors", errors)
-        except OSError:
-            pass
-        return errors
-    for r in [*state.of_kind("dir"), *state.of_kind("workdir")]:
-        path = Path(r["path"])
-        try:
-            if path.exists():
-                shutil.rmtree(path)
-        except OSError as exc:
-            errors.append(f"removing {path}: {exc}")
-    return errors
+    return finish_teardown(state, errors)
 
 
 def leftovers(cluster: str, uri: str = "qemu:///system", state_root: Path | None = None) -> list[str]:

@@ -163,6 +163,13 @@ def teardown(state: State) -> list[str]:
             errors += step(state)
         except Exception as exc:  # keep going: every later step still has work to do
             errors.append(f"{step.__name__}: {exc!r}")
+    return finish_teardown(state, errors)
+
+
+def finish_teardown(state: State, errors: list[str]) -> list[str]:
+    """The last step of any provider's teardown: with problems, record them in the state and
+    keep the work directory (its state file is what a retry needs); without, remove the
+    recorded directories and the work directory."""
     if errors:
         try:
             state.set("teardown_errors", errors)
@@ -170,10 +177,9 @@ def teardown(state: State) -> list[str]:
             pass
         return errors
     try:
-        errors += remove_work_dir(state)
+        return remove_work_dir(state)
     except Exception as exc:
-        errors.append(f"remove_work_dir: {exc!r}")
-    return errors
+        return [f"remove_work_dir: {exc!r}"]
 
 
 # -- crashed runs ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...hostlist import compress
 from .spec import LocalSpec, NodeSpec
 
 SLURMCTLD_PORT = 6817
@@ -26,20 +27,8 @@ def gpu_devices(node: NodeSpec) -> list[str]:
 
 
 def _hostrange(paths: list[str]) -> str:
-    """``/dev/nvidia[0-1,3]`` for gres.conf's File= (one path as is)."""
-    if len(paths) == 1:
-        return paths[0]
-    nums = sorted(int(p.rsplit("nvidia", 1)[1]) for p in paths)
-    ranges: list[str] = []
-    start = prev = nums[0]
-    for n in nums[1:] + [None]:
-        if n is not None and n == prev + 1:
-            prev = n
-            continue
-        ranges.append(str(start) if start == prev else f"{start}-{prev}")
-        if n is not None:
-            start = prev = n
-    return f"/dev/nvidia[{','.join(ranges)}]"
+    """``/dev/nvidia[0-1,3]`` for gres.conf's File= (one path as is), in device order."""
+    return compress(sorted(paths, key=lambda p: int(p.rsplit("nvidia", 1)[1])))
 
 
 def _yes(flag: bool) -> str:
