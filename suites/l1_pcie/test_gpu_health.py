@@ -22,9 +22,9 @@ def real_gpu_nodes(cluster, node_spec):
 
 
 @pytest.fixture(scope="module")
-def gpu_facts(cluster, real_gpu_nodes):
+def gpu_facts(cluster, real_gpu_nodes, node_spec):
     """{node: NodeGpuFacts}, read on every real-GPU node at once."""
-    return gpu.gather_facts(cluster, real_gpu_nodes)
+    return gpu.gather_facts(cluster, real_gpu_nodes, pythons={n.name: node_spec[n.name].gpu_python for n in real_gpu_nodes})
 
 
 @pytest.fixture(scope="module")

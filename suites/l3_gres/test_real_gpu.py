@@ -27,13 +27,20 @@ def real_gpus(gpu_node, node_spec) -> int:
     return spec.gpus
 
 
-def _step_facts(controller, where: str, gres: str, timeout: float) -> tuple[gpu.NodeGpuFacts, str]:
-    r = slurm.srun(controller, f"{where} -n1 {gres}".strip(), gpu.facts_command(in_job=True), timeout=timeout)
+@pytest.fixture
+def python(gpu_node, node_spec) -> str:
+    """The node's Python with pynvml (``gpus.python``), in its jobs too."""
+    return node_spec[gpu_node.name].gpu_python
+
+
+def _step_facts(controller, where: str, gres: str, timeout: float, python: str) -> tuple[gpu.NodeGpuFacts, str]:
+    r = slurm.srun(controller, f"{where} -n1 {gres}".strip(), gpu.facts_command(in_job=True, python=python),
+                   timeout=timeout)
     return gpu.parse_facts(r.node, r.stdout, r.stderr), ("" if r.ok else r.describe())
 
 
-def test_gres_files_are_the_nodes_real_gpus(gpu_node, real_gpus, gres_files):
-    facts = gpu.node_facts(gpu_node)
+def test_gres_files_are_the_nodes_real_gpus(gpu_node, real_gpus, gres_files, python):
+    facts = gpu.node_facts(gpu_node, python=python)
     if not facts.available:
         pytest.skip(f"{gpu_node.name}: neither NVML nor nvidia-smi answered on the node ({facts.error})")
     files = gres_files[gpu_node.name]
@@ -42,28 +49,29 @@ def test_gres_files_are_the_nodes_real_gpus(gpu_node, real_gpus, gres_files):
     assert not problems, "; ".join(problems)
 
 
-def test_gres_step_sees_exactly_its_gpus(gpu_node, real_gpus, controller, place_on, thresholds):
+def test_gres_step_sees_exactly_its_gpus(gpu_node, real_gpus, controller, place_on, thresholds, python):
     """For every N up to the node's count: NVML, CUDA and CUDA_VISIBLE_DEVICES show N GPUs."""
     problems = []
     for n in range(1, real_gpus + 1):
-        facts, failed = _step_facts(controller, place_on(gpu_node), f"--gres=gpu:{n}", thresholds.job_start_s_max)
+        facts, failed = _step_facts(controller, place_on(gpu_node), f"--gres=gpu:{n}", thresholds.job_start_s_max,
+                                     python)
         problems += [failed] if failed else gpu_health.job_visibility_problems(gpu_node.name, n, facts)
     assert not problems, "; ".join(problems)
 
 
-def test_step_without_gres_sees_no_gpu(gpu_node, real_gpus, controller, place_on, thresholds):
-    facts, failed = _step_facts(controller, place_on(gpu_node), "", thresholds.job_start_s_max)
+def test_step_without_gres_sees_no_gpu(gpu_node, real_gpus, controller, place_on, thresholds, python):
+    facts, failed = _step_facts(controller, place_on(gpu_node), "", thresholds.job_start_s_max, python)
     assert not failed, f"a step without GRES failed on {gpu_node.name}: {failed}"
     problems = gpu_health.job_visibility_problems(gpu_node.name, 0, facts)
     assert not problems, "; ".join(problems)
 
 
-def test_concurrent_single_gpu_steps_get_different_gpus(gpu_node, real_gpus, controller, place_on, thresholds):
+def test_concurrent_single_gpu_steps_get_different_gpus(gpu_node, real_gpus, controller, place_on, thresholds, python):
     if real_gpus < 2:
         pytest.skip(f"{gpu_node.name} has one GPU: nothing to share")
     hold = 1.0
     outputs = gpu.steps_side_by_side(controller, f"{place_on(gpu_node)} -n1 --gres=gpu:1",
-                                     gpu.facts_command(in_job=True, hold_s=hold), 2,
+                                     gpu.facts_command(in_job=True, hold_s=hold, python=python), 2,
                                      timeout=thresholds.job_start_s_max + hold)
     a, b = (gpu.parse_facts(gpu_node.name, text) for text in outputs)
     problems = gpu_health.shared_gpu_problems(gpu_node.name, a, b)

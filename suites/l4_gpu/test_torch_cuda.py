@@ -37,14 +37,15 @@ def torch_steps(controller, real_gpu_nodes, node_spec, place_on, thresholds):
     for node in real_gpu_nodes:
         n = node_spec[node.name].gpus
         steps[node.name] = (f"{place_on(node)} -n{n} --gres=gpu:{n}",
-                            gpu_perf.torch_command(NODE_TESTS, master=node.address, port=PORT))
+                            gpu_perf.torch_command(NODE_TESTS, master=node.address, port=PORT,
+                                                   python=node_spec[node.name].gpu_python))
     results = gpu_perf.run_steps(controller, steps, timeout=thresholds.job_start_s_max + STEP_TIMEOUT_S)
     return {name: (gpu_perf.parse_torch(r.stdout), "" if r.ok else r.describe(limit=800)) for name, r in results.items()}
 
 
 @pytest.fixture(scope="module")
-def gpu_facts(cluster, real_gpu_nodes):
-    return gpu.gather_facts(cluster, real_gpu_nodes)
+def gpu_facts(cluster, real_gpu_nodes, node_spec):
+    return gpu.gather_facts(cluster, real_gpu_nodes, pythons={n.name: node_spec[n.name].gpu_python for n in real_gpu_nodes})
 
 
 @pytest.fixture
@@ -120,7 +121,8 @@ def test_nccl_allreduce_across_gpu_nodes(controller, real_gpu_nodes, node_spec, 
     partition = next((f"-p {p.name} " for p in hpc_config.slurm.partitions
                       if p.nodes == "ALL" or set(names.split(",")) <= set(expand(p.nodes))), "")
     args = f"{partition}-w {names} -N{len(real_gpu_nodes)} --ntasks-per-node={per_node} --gres=gpu:{per_node}"
-    command = gpu_perf.torch_command(["allreduce"], master=real_gpu_nodes[0].address, port=PORT + 1)
+    command = gpu_perf.torch_command(["allreduce"], master=real_gpu_nodes[0].address, port=PORT + 1,
+                                     python=node_spec[real_gpu_nodes[0].name].gpu_python)
     r = gpu_perf.run_steps(controller, {"all": (args, command)}, thresholds.job_start_s_max + STEP_TIMEOUT_S)["all"]
     ranks = gpu_perf.parse_torch(r.stdout)
     problems = gpu_perf.rank_problems(ranks, per_node * len(real_gpu_nodes), None)

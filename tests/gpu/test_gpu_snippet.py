@@ -157,3 +157,28 @@ def test_device_numbers_command(node, tmp_path):
     files = ["/dev/null", str(tmp_path / "missing"), str(tmp_path)]
     numbers = gpu.parse_device_numbers(node.run(gpu.device_numbers_command(files)).stdout)
     assert numbers == {"/dev/null": (1, 3), files[1]: None, files[2]: None}
+
+
+def test_the_configured_python_is_the_one_that_runs(node, tmp_path, monkeypatch):
+    """``gpus.python`` (a Python off the PATH, like the GPU machine's /opt/torch/.venv) runs the
+    snippet; the plain ``python3`` on the PATH (here one without pynvml) is not asked."""
+    venv = tmp_path / "opt venv" / "bin"
+    venv.mkdir(parents=True)
+    put(venv, "python3", f'exec {sys.executable} -S "$@"')
+    monkeypatch.setenv("PYTHONPATH", str(REPLAY))
+    recording = tmp_path / "recording.json"
+    recording.write_text((H100 / "nvml.json").read_text())
+    monkeypatch.setenv("HPCV_NVML_REPLAY", str(recording))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no python3 with the replay on it
+    facts = gpu.node_facts(node, python=str(venv / "python3"))
+    assert facts.source == "nvml" and len(facts.gpus) == 1, facts.error
+
+
+def test_a_step_whose_probe_did_not_run_does_not_count_as_seeing_no_gpu(node, tmp_path, monkeypatch):
+    """A wrong ``gpus.python`` prints nothing: "no GPU seen" would then prove nothing, so the
+    no-GRES check fails, naming the node and the setting."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    facts = gpu.from_result(node.run(gpu.facts_command(in_job=True, python=str(tmp_path / "no-such-python"))))
+    (problem,) = gpu_health.job_visibility_problems(NODE, 0, facts)
+    assert problem.startswith(f"{NODE}: a step without GRES: the GPU probe did not run in the step (")
+    assert "no-such-python" in problem and "gpus.python" in problem

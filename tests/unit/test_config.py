@@ -67,6 +67,16 @@ def test_gpu_sim_declares_gres():
     assert "gpu" in real.declared_areas()
 
 
+def test_gpu_python_is_per_group_and_checked():
+    doc = MINIMAL.replace("names: c[1-2]", "names: c[1-2]\n    gpus: {count: 1, type: h100, python: /opt/torch/.venv/bin/python3}")
+    doc += "  - names: d1\n    gpus: {count: 1, type: h100}\nslurm: {gres_types: [gpu]}\n"
+    nodes = {n.name: n for n in load_text(doc).resolved_nodes()}
+    assert nodes["c2"].gpu_python == "/opt/torch/.venv/bin/python3"
+    assert nodes["d1"].gpu_python == nodes["ctl"].gpu_python == "python3"
+    (line,) = errors_of(doc.replace("/opt/torch/.venv/bin/python3", "'python3; rm -rf /'"))
+    assert "compute[0].gpus.python" in line
+
+
 def test_seed_format_maps_onto_the_model():
     cfg = load_config(str(ROOT / "configs/examples/seed-multi-gpu.yaml"))
     assert cfg.provider == "libvirt" and cfg.name == "hpc-cluster"

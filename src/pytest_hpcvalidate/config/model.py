@@ -82,6 +82,10 @@ class Gpus(Strict):
     pcie_width: Literal[1, 2, 4, 8, 16, 32] | None = Field(
         None, description="Expected PCIe link width (lanes). Default: the model's.")
     driver: str = Field("nvidia", description="Kernel driver the GPUs must be bound to on the node.")
+    python: str = Field(
+        "python3", min_length=1, pattern=r"^[A-Za-z0-9_./+-]+$",
+        description="The Python on these nodes that has pynvml and torch, for the NVML and PyTorch checks "
+        "(on the node and inside its jobs), e.g. /opt/torch/.venv/bin/python3. Default: python3 from the PATH.")
     host_devices: list[Annotated[int, Field(ge=0, le=255)]] | None = Field(
         None, description="Local provider, real GPUs: the host's /dev/nvidia<N> handed to this group's nodes, "
         "count per node, in node order. Default: the next unused indices from 0.")
@@ -375,6 +379,11 @@ class ResolvedNode:
     origin: str
     #: the node's ``gpus`` section as written (health expectations of real GPUs), or None
     gpu_config: Gpus | None = None
+
+    @property
+    def gpu_python(self) -> str:
+        """The Python the GPU checks start on this node (``gpus.python``)."""
+        return self.gpu_config.python if self.gpu_config is not None else "python3"
 
 
 class ClusterConfig(Strict):

@@ -509,13 +509,14 @@ def parse_nvidia_smi_xml(node: str, text: str) -> NodeGpuFacts:
 
 
 # ----------------------------------------------------------------------------- on the node
-def facts_command(in_job: bool = False, hold_s: float = 0.0) -> str:
+def facts_command(in_job: bool = False, hold_s: float = 0.0, python: str = "python3") -> str:
     """The shell command printing the snippet's JSON, then ``nvidia-smi -q -x`` when NVML did
     not answer. ``in_job``: also count CUDA devices (inside a Slurm step); ``hold_s``: stay
-    that long before printing (to overlap concurrent steps)."""
+    that long before printing (to overlap concurrent steps); ``python``: the node's Python with
+    pynvml (the config's ``gpus.python``)."""
     env = ("HPCV_CUDA=1 " if in_job else "") + (f"HPCV_HOLD={hold_s:g} " if hold_s else "")
     return (
-        f"{env}python3 - <<'HPCV_NVML'\n{NVML_SNIPPET}\nHPCV_NVML\n"
+        f"{env}{shlex.quote(python)} - <<'HPCV_NVML'\n{NVML_SNIPPET}\nHPCV_NVML\n"
         "if [ $? -ne 0 ] && command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -q -x; fi; true"
     )
 
@@ -546,14 +547,18 @@ def from_result(result: CommandResult) -> NodeGpuFacts:
     return parse_facts(result.node, result.stdout, result.stderr)
 
 
-def node_facts(node, timeout: float = 60.0) -> NodeGpuFacts:
+def node_facts(node, timeout: float = 60.0, python: str = "python3") -> NodeGpuFacts:
     """The GPUs of ``node`` (NVML on the node, nvidia-smi as the fallback)."""
-    return from_result(node.run(facts_command(), timeout=timeout))
+    return from_result(node.run(facts_command(python=python), timeout=timeout))
 
 
-def gather_facts(cluster, nodes, timeout: float = 60.0) -> dict[str, NodeGpuFacts]:
-    """:func:`node_facts` for many nodes at once (wall time follows the slowest node)."""
-    return {name: from_result(r) for name, r in cluster.run_all(facts_command(), nodes=nodes, timeout=timeout).items()}
+def gather_facts(cluster, nodes, timeout: float = 60.0, pythons: dict[str, str] | None = None) -> dict[str, NodeGpuFacts]:
+    """:func:`node_facts` for many nodes at once (wall time follows the slowest node);
+    ``pythons``: {node: its Python with pynvml}, default python3."""
+    def command(n) -> str:
+        return facts_command(python=(pythons or {}).get(n.name, "python3"))
+
+    return {name: from_result(r) for name, r in cluster.run_all(command, nodes=nodes, timeout=timeout).items()}
 
 
 # ----------------------------------------------------------------------------- PCI bus (sysfs)

@@ -263,6 +263,9 @@ def job_visibility_problems(node: str, requested: int, facts: NodeGpuFacts) -> l
     cvd = facts.cuda_visible_devices
     cvd_text = "unset" if cvd is None else (",".join(cvd) or "empty")
     what = f"a step with --gres=gpu:{requested}" if requested else "a step without GRES"
+    if not facts.start:  # the probe printed nothing: seeing no GPU would prove nothing
+        return [f"{node}: {what}: the GPU probe did not run in the step ({facts.error or 'no output'}); "
+                "check the node's Python (gpus.python)"]
     out = []
     if nvml != requested:
         if facts.available:

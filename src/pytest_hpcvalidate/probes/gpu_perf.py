@@ -38,13 +38,14 @@ def link_rate_gbps(gen: int, width: int) -> float:
 
 
 def torch_command(tests: list[str], master: str | None = None, port: int | None = None,
-                  extra_env: dict[str, str] | None = None) -> str:
-    """Shell command (for ``srun ... /bin/sh -c``) running the script with ``tests``."""
+                  extra_env: dict[str, str] | None = None, python: str = "python3") -> str:
+    """Shell command (for ``srun ... /bin/sh -c``) running the script with ``tests`` under
+    ``python`` (the node's Python with torch: the config's ``gpus.python``)."""
     env = {"HPCV_TORCH_TESTS": ",".join(tests), **(extra_env or {})}
     if master:
         env |= {"HPCV_MASTER": master, "HPCV_PORT": str(port or 29500)}
     assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    return f"{assigns} python3 - <<'HPCV_TORCH_EOF'\n{SCRIPT.read_text()}\nHPCV_TORCH_EOF"
+    return f"{assigns} {shlex.quote(python)} - <<'HPCV_TORCH_EOF'\n{SCRIPT.read_text()}\nHPCV_TORCH_EOF"
 
 
 @dataclass(frozen=True)
