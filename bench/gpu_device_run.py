@@ -4,6 +4,7 @@ Run ON the GPU machine (bench/gpu_device_run.sh does, in its one batch):
 
     python3 bench/gpu_device_run.py record DIR     # raw outputs of every GPU probe -> DIR
     python3 bench/gpu_device_run.py evaluate DIR   # the suites' judgement over DIR; exit 1 on problems
+    python3 bench/gpu_device_run.py config SRC DST # SRC (configs/gpu-real.yaml) for this machine's GPU -> DST
 
 ``record`` writes what the probes' commands print on this node, unparsed, so the files can
 become fixtures (``fixtures/gpu/<model>/``) exactly like the shared H100 recording:
@@ -21,14 +22,22 @@ every health field, and runs every L1 judgement (probes.gpu_health) and L4 metri
 (probes.gpu_perf) against the model table's defaults for the GPU found, printing each
 verdict. It reads the recording, not the live node, so the same command re-judges any
 recording later (``python3 bench/gpu_device_run.py evaluate fixtures/gpu/<model>``).
+
+``config`` writes a copy of a real-GPU config whose GPU groups expect the model this machine
+has (nvidia-smi's name for GPU 0, its GRES type derived from it) and whose ``gpus.python`` is
+the interpreter running it (the one with torch and pynvml), and prints what it changed: the lent
+machine's GPU (H100 or H200) is not known before the call.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import socket
+import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -48,16 +57,17 @@ def record(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     node = Node(socket.gethostname(), "compute", "127.0.0.1", LocalTransport(socket.gethostname()))
     commands = {
-        "nvml-snippet.json": gpu.facts_command(),
+        "nvml-snippet.json": gpu.facts_command(python=sys.executable),
         "nvml-snippet-in-job.json": "CUDA_VISIBLE_DEVICES=0; export CUDA_VISIBLE_DEVICES; "
-                                    + gpu.facts_command(in_job=True),
+                                    + gpu.facts_command(in_job=True, python=sys.executable),
         "nvidia-smi-q.xml": "nvidia-smi -q -x",
         "nvidia-smi-q.txt": "nvidia-smi -q",
         "nvidia-smi-topo.txt": "nvidia-smi topo -m",
         "sysfs-pci-nvidia.txt": gpu.PCI_COMMAND,
         "dev-nvidia.txt": gpu.device_numbers_command([str(p) for p in sorted(Path("/dev").glob("nvidia*"))]),
         "driver-version.txt": "cat /proc/driver/nvidia/version",
-        "torch-check.txt": gpu_perf.torch_command(TORCH_TESTS, master="127.0.0.1", port=29555),
+        "torch-check.txt": gpu_perf.torch_command(TORCH_TESTS, master="127.0.0.1", port=29555,
+                                                  python=sys.executable),
     }
     for name, command in commands.items():
         r = node.run(command, timeout=600)
@@ -142,10 +152,37 @@ def evaluate(directory: Path) -> int:
     return 1 if problems else 0
 
 
+def for_this_machine(src: Path, dst: Path) -> int:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+                             capture_output=True, text=True)
+        model, why = out.stdout.strip(), (out.stderr or out.stdout).strip()[-200:]
+    except FileNotFoundError:
+        model, why = "", "nvidia-smi is not installed"
+    if not model or out.returncode != 0:
+        print(f"config: nvidia-smi names no GPU 0 here ({why})", file=sys.stderr)
+        return 1
+    doc = yaml.safe_load(src.read_text())
+    changed = []
+    for group in doc.get("compute", []):
+        gpus = group.get("gpus")
+        if not gpus or gpus.get("type", "sim") == "sim" or gpus.get("simulated"):
+            continue
+        new = {"model": model, "type": gpu_models.gres_type(model), "python": sys.executable}
+        changed += [f"{group.get('names')}: gpus.{k} {gpus.get(k)!r} -> {v!r}" for k, v in new.items() if gpus.get(k) != v]
+        gpus.update(new)
+    dst.write_text(yaml.safe_dump(doc, sort_keys=False))
+    print(f"config: {dst} for this machine's {model}" + "".join(f"\n  {c}" for c in changed or ["(no change)"]))
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[1] not in ("record", "evaluate"):
+    usage = (len(argv) == 3 and argv[1] in ("record", "evaluate")) or (len(argv) == 4 and argv[1] == "config")
+    if not usage:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
+    if argv[1] == "config":
+        return for_this_machine(Path(argv[2]), Path(argv[3]))
     if argv[1] == "record":
         record(Path(argv[2]))
         return 0

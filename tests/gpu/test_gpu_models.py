@@ -37,3 +37,16 @@ def test_the_recorded_h100_matches_its_row():
 def test_unknown_models_have_no_row():
     assert gpu_models.by_name("NVIDIA Future GPU") is None and gpu_models.by_name(None) is None
     assert gpu_models.by_device_id("ffff") is None and gpu_models.by_device_id("") is None
+
+
+@pytest.mark.parametrize("name, gres", [("NVIDIA H200", "h200"), ("NVIDIA H100 80GB HBM3", "h100"),
+                                        ("Tesla V100-SXM2-32GB", "v100"), ("NVIDIA GeForce RTX 4090", "rtx")])
+def test_gres_type_from_a_product_name(name, gres):
+    assert gpu_models.gres_type(name) == gres
+
+
+def test_every_rows_gres_type_is_a_valid_config_value():
+    from pytest_hpcvalidate.config.model import Gpus
+
+    for m in gpu_models.MODELS:
+        assert Gpus(count=1, type=gpu_models.gres_type(m.name)).type == gpu_models.gres_type(m.name)

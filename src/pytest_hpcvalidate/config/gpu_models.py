@@ -29,6 +29,7 @@ Sources, per column:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 #: NVIDIA's PCI vendor ID
@@ -108,3 +109,10 @@ def by_device_id(device_id: str | None) -> GpuModel | None:
 def same_name(a: str, b: str) -> bool:
     """Whether two product names are the same model (case and spacing ignored)."""
     return _key(a) == _key(b)
+
+
+def gres_type(name: str) -> str:
+    """A GRES type for a product name: ``NVIDIA H200`` → ``h200``, ``NVIDIA H100 80GB HBM3`` →
+    ``h100``, ``Tesla V100-SXM2-32GB`` → ``v100`` (the first word after the brand)."""
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w and w not in ("nvidia", "tesla", "geforce")]
+    return (words[0] if words else "gpu")[:16]

@@ -64,6 +64,11 @@ def check_binaries(accounting: bool = False) -> None:
             "/etc/slurm does not exist (each node binds the cluster's configs there); "
             "install it: apt-get install -y slurm-client"
         )
+    if not Path("/etc/hosts").is_file():
+        raise ProvisioningError(
+            "/etc/hosts does not exist (each node binds its own hosts file there); "
+            "create it: echo '127.0.0.1 localhost' > /etc/hosts"
+        )
 
 
 def check_network(spec: LocalSpec, recorded_bridge: bool) -> None:
