@@ -95,6 +95,22 @@ host_prereqs() {  # what the packages' maintainer scripts would have made
   [ -e /etc/hosts ] || echo "127.0.0.1 localhost" > /etc/hosts
   getent passwd sshd > /dev/null || useradd --system --no-create-home --home-dir /run/sshd --shell /usr/sbin/nologin sshd \
     || echo "sshd:x:109:65534::/run/sshd:/usr/sbin/nologin" >> /etc/passwd
+  # the nodes' sessions and jobs start from sshd's environment, not this shell's: the driver's
+  # libraries must be in the linker's cache and nvidia-smi on sshd's PATH, as on a real GPU node
+  if ! ldconfig -p | grep -q 'libnvidia-ml\.so\.1'; then
+    local d
+    for d in ${LD_LIBRARY_PATH//:/ } /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib64; do
+      if [ -e "$d/libnvidia-ml.so.1" ]; then
+        echo "$d" > /etc/ld.so.conf.d/hpcv-nvidia.conf && ldconfig && echo "driver libraries: $d added to the linker cache"
+        break
+      fi
+    done
+  fi
+  local smi
+  smi=$(command -v nvidia-smi) \
+    && ! env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin sh -c 'command -v nvidia-smi' > /dev/null \
+    && ln -sfn "$smi" /usr/local/bin/nvidia-smi && echo "nvidia-smi: linked into /usr/local/bin"
+  return 0
 }
 
 # "${WITH_PACKAGES[@]}" COMMAND...: COMMAND in a mount namespace whose /usr has the package root under it

@@ -63,13 +63,9 @@ def gpu_cluster(tmp_path_factory):
         yield made
 
 
-def run_checks(pytester, path: Path, *selection: str):
-    return clusterkit.run_checks(pytester, path, SUITES, *selection)
-
-
 def test_healthy_real_gpu_passes_every_gpu_check(gpu_cluster, pytester):
     _, path = gpu_cluster
-    results = run_checks(pytester, path, *GPU_CHECKS)
+    results = clusterkit.run_checks(pytester, path, SUITES, *GPU_CHECKS)
     assert clusterkit.failures(results) == {}
     passed = {k for k, (outcome, _) in results.items() if outcome == "passed"}
     # the real-GPU checks ran (a skip here would be a check that proved nothing)
@@ -87,8 +83,9 @@ def test_gres_conf_with_a_gpu_too_many_fails_naming_the_node(gpu_cluster, pytest
 
     engine, path = gpu_cluster
     with slurmfaults.gres_conf_extra_gpu(engine, "gpu1"):
-        results = run_checks(pytester, path, "l3_gres/test_gres.py::test_gres_conf_matches_devices_and_config",
-                             "l3_gres/test_real_gpu.py::test_gres_files_are_the_nodes_real_gpus")
+        results = clusterkit.run_checks(pytester, path, SUITES,
+                                        "l3_gres/test_gres.py::test_gres_conf_matches_devices_and_config",
+                                        "l3_gres/test_real_gpu.py::test_gres_files_are_the_nodes_real_gpus")
     failed = clusterkit.failures(results)
     assert set(failed) == {"test_gres_conf_matches_devices_and_config[gpu1]",
                            "test_gres_files_are_the_nodes_real_gpus[gpu1]"}
@@ -100,8 +97,9 @@ def test_device_constraint_off_lets_a_step_without_gres_reach_the_gpu(gpu_cluste
 
     engine, path = gpu_cluster
     with slurmfaults.cgroup_setting(engine, "ConstrainDevices", "no"):
-        results = run_checks(pytester, path, "l3_gres/test_real_gpu.py::test_step_without_gres_sees_no_gpu",
-                             "l3_cgroup/test_isolation.py::test_job_without_gres_cannot_open_any_gpu")
+        results = clusterkit.run_checks(pytester, path, SUITES,
+                                        "l3_gres/test_real_gpu.py::test_step_without_gres_sees_no_gpu",
+                                        "l3_cgroup/test_isolation.py::test_job_without_gres_cannot_open_any_gpu")
     failed = clusterkit.failures(results)
     assert set(failed) == {"test_step_without_gres_sees_no_gpu[gpu1]", "test_job_without_gres_cannot_open_any_gpu[gpu1]"}
     message = failed["test_step_without_gres_sees_no_gpu[gpu1]"]
