@@ -24,13 +24,14 @@ import clusterkit
 import pytest
 
 from pytest_hpcvalidate.config import gpu_models
+from pytest_hpcvalidate.providers.local import preflight
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
 
 
 def host_gpu_model() -> str | None:
     """The name nvidia-smi gives the host's first GPU, or None without a usable GPU."""
-    if not (os.path.exists("/dev/nvidia0") and shutil.which("nvidia-smi")):
+    if not ((preflight.host_dev() / "nvidia0").exists() and shutil.which("nvidia-smi")):
         return None
     out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
                          capture_output=True, text=True)
