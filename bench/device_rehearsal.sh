@@ -36,6 +36,7 @@ rm -rf "$OUTDIR" && mkdir -p "$OUTDIR"
 # the rehearsal cluster: configs/gpu-sim.yaml under a name, subnet and bridge of its own
 sed -e 's/^name: .*/name: rehearsal/' -e 's#subnet: .*#subnet: 10.231.77.0/24#' -e 's/bridge: .*/bridge: hpcv-rehearse/' \
   configs/gpu-sim.yaml > "$OUTDIR/rehearsal.yaml"
+echo "signoff: {required: [network, slurm, gres, cgroup]}  # no MPI compiler in the rehearsal root" >> "$OUTDIR/rehearsal.yaml"
 
 start=$SECONDS
 unshare --mount --propagation private -- /bin/bash -euc '

@@ -98,8 +98,8 @@ host_prereqs() {  # what the packages' maintainer scripts would have made
   # the nodes' sessions and jobs start from sshd's environment, not this shell's: the driver's
   # libraries must be in the linker's cache and nvidia-smi on sshd's PATH, as on a real GPU node
   if ! ldconfig -p | grep -q 'libnvidia-ml\.so\.1'; then
-    local d
-    for d in ${LD_LIBRARY_PATH//:/ } /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib64; do
+    local d llp=${LD_LIBRARY_PATH:-}
+    for d in ${llp//:/ } /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib64; do
       if [ -e "$d/libnvidia-ml.so.1" ]; then
         echo "$d" > /etc/ld.so.conf.d/hpcv-nvidia.conf && ldconfig && echo "driver libraries: $d added to the linker cache"
         break
