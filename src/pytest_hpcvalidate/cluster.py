@@ -49,7 +49,16 @@ class Node:
         so they never run where neither is possible)."""
         if root and self.sudo:
             command = f"sudo -n sh -c {shlex.quote(command)}"
-        result = self.transport.run(command, timeout=timeout)
+        return self._observed(self.transport.run(command, timeout=timeout))
+
+    def run_ssh(self, command: str, timeout: float | None = 60.0) -> CommandResult:
+        """Run ``command`` over the node's SSH transport (what an operator's ``ssh`` does),
+        recorded like :meth:`run`. The caller checks that ``ssh`` is not None."""
+        assert self.ssh is not None, f"{self.name}: no SSH transport"
+        return self._observed(self.ssh.run(command, timeout=timeout))
+
+    @staticmethod
+    def _observed(result: CommandResult) -> CommandResult:
         for observe in COMMAND_OBSERVERS:
             observe(result)
         return result

@@ -58,7 +58,7 @@ def test_mtu_matches_config_and_full_frames_pass(node, cluster, hpc_config):
 
 def test_ssh_reaches_node_with_cluster_key(node):
     assert node.ssh is not None, f"{node.name}: the provider gives no SSH access to this node"
-    result = node.ssh.run("hostname", timeout=30)
+    result = node.run_ssh("hostname", timeout=30)
     assert result.ok, f"SSH to {node.name} ({node.address}) failed: {result.describe()}"
     assert result.stdout.strip() == node.name, f"SSH to {node.address} reached {result.stdout.strip()!r}, not {node.name}"
 

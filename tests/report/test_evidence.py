@@ -75,6 +75,19 @@ def test_commands_become_steps_in_order_with_output_attached_only_when_the_check
     assert attachments(out, failed[4]) == {"stdout": "looked-at-c2\n"}
 
 
+def test_a_command_over_the_nodes_ssh_transport_is_a_step_too(pytester):
+    """The SSH check reaches the node over SSH rather than the provider's fast path: that
+    command is evidence like any other (here the "SSH transport" is the local one)."""
+    conftest = CONFTEST.replace('LocalTransport(n)) for n', 'LocalTransport(n), ssh=LocalTransport(n)) for n')
+    cfg = write_suites(pytester, {"suites/conftest.py": conftest, "suites/l1_network/test_ssh.py": (
+        "def test_over_ssh(cluster):\n    r = cluster.node('c2').run_ssh('echo over-ssh; exit 4')\n    assert r.ok\n")})
+    result, out = run(pytester, cfg)
+    result.assert_outcomes(failed=1)
+    (step,) = steps(results(out)["test_over_ssh"])
+    assert step["name"].startswith("c2: `echo over-ssh; exit 4` → exit 4 in ")
+    assert attachments(out, step) == {"stdout": "over-ssh\n"}
+
+
 def test_with_attach_output_passing_checks_carry_their_output_too(pytester):
     cfg = write_suites(pytester, {"suites/conftest.py": CONFTEST, "suites/l1_network/test_cmds.py": CHECKS})
     result, out = run(pytester, cfg, "out", "--hpc-attach-output", "-k", "passes")
