@@ -18,8 +18,16 @@ import io
 import lzma
 from pathlib import Path
 
-#: modules the guest needs at boot, by name; their dependencies come from modules.dep
-BOOT_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "virtiofs")
+#: modules the guest needs, by name; their dependencies come from modules.dep (the root
+#: filesystem has no /lib/modules, so whatever a guest uses later is loaded here, once)
+BOOT_MODULES = (
+    # the root disk, the NIC, entropy for sshd/munged, the virtio-fs shares
+    "virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "virtiofs",
+    # the local provider run inside a guest (a namespace cluster in a VM, e.g. on the guests'
+    # cgroup v2): its bridge (modules.dep adds stp and llc), one veth pair per node, and the
+    # overlay on /dev that gives a node its GPUs and hides the others
+    "bridge", "veth", "overlay",
+)
 #: the directory of the per-node archive inside the initramfs
 NODE_DIR = "hpcv-node"
 #: the program /init hands over to (in the root filesystem)
