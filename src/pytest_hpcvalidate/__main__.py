@@ -48,7 +48,11 @@ def _cleanup(args) -> int:
     if LIBVIRT_ROOT.is_dir() and any(LIBVIRT_ROOT.iterdir()):
         from .providers.libvirt.cleanup import cleanup_stale as cleanup_libvirt
 
-        problems += cleanup_libvirt(cluster=args.cluster)
+        try:
+            problems += cleanup_libvirt(cluster=args.cluster)
+        except ImportError as exc:  # libvirt-python, or the libvirt.so.0 it loads, is not on this machine
+            problems.append(f"cleanup: {LIBVIRT_ROOT} holds libvirt clusters' files, and libvirt cannot be used "
+                            f"here to remove their VMs ({exc}); install libvirt-daemon-system and libvirt-python")
     for p in problems:
         print(p, file=sys.stderr)
     return 1 if problems else 0

@@ -156,3 +156,19 @@ def test_a_socket_left_by_a_dead_daemon_is_not_taken_for_a_running_one(tmp_path)
         live.listen(1)
         assert host._listening(path) is True
     assert path.exists() and host._listening(path) is False  # the daemon is gone, its file stays
+
+
+def test_cleanup_without_a_usable_libvirt_says_so_in_one_line(tmp_path):
+    """A machine whose libvirt-python cannot load (no libvirt.so.0: the GPU machine, a guest) but
+    that holds libvirt clusters' files: ``cleanup`` names the problem, no traceback."""
+    import os
+    import sys
+
+    (tmp_path / "lv-old").mkdir()
+    code = ("import sys; sys.modules['libvirt'] = None; sys.argv = ['hpcv', 'cleanup', '--cluster', 'hpcvnosuch'];"
+            "from pytest_hpcvalidate.__main__ import main; sys.exit(main())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "HPCV_LIBVIRT_STATE_ROOT": str(tmp_path)})
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith(f"cleanup: {tmp_path} holds libvirt clusters' files, and libvirt cannot be used here")

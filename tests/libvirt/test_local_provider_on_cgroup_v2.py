@@ -52,12 +52,15 @@ ps -eo pid=,args= | awk -v me=$$ '$1 != me {$1 = ""; print "PROC=" substr($0, 2)
 
 def _shares() -> tuple[list[dict], list[str]]:
     """virtio-fs mounts (read-only, same path in the guest) for this checkout and, unless it is
-    the system's, the Python installation the venv was made from; guest packages otherwise."""
+    the system's, the Python installation the venv was made from; and the guest packages needed
+    beyond the base image (none so far)."""
     mounts = [{"tag": "hpcv-checkout", "host_path": str(ROOT), "mount_point": str(ROOT), "options": "ro",
                "cache": "always"}]
     base = Path(sys.base_prefix).resolve()
     if base == Path("/usr") or Path("/usr") in base.parents:
-        return mounts, ["python3"]  # Debian 12's python3 in the guest is the one the venv was made from
+        # Debian 12's python3 in the guest is the one the venv was made from; the base image has it
+        # (fio depends on python3), so asking for it would only build a second image variant
+        return mounts, []
     mounts.append({"tag": "hpcv-python", "host_path": str(base), "mount_point": str(base), "options": "ro",
                    "cache": "always"})
     return mounts, []
