@@ -18,6 +18,9 @@
 #        reports.tgz        that run's metrics.json, signoff.md, junit XML and the derived config
 #        faults.txt         STEP faults: tests/gpu/test_real_gpu_cluster.py: healthy GPU checks,
 #                           then gres.conf with a GPU too many and ConstrainDevices=no, each caught
+#        cgroup-v2.txt      STEP cgroup-v2: tests/libvirt/guest_cgroup_v2_checks.py (written for the
+#                           libvirt guests, runs on any cgroup-v2-only machine): the provider's v2
+#                           layout, L2/L3 through the plugin, ConstrainDevices=no caught
 #        gpu-recording.tgz  STEP record: raw outputs of every GPU probe (bench/gpu_device_run.py
 #                           record): unpack into fixtures/gpu/<model>/ to add them as fixtures
 #        evaluate.txt       STEP evaluate: the suites' judgement over that recording
@@ -31,6 +34,7 @@
 # launcher runs on a bare Debian root here: bench/device_rehearsal.sh.
 #
 # Steps are independent: one failing does not stop the others; summary.txt lists every exit code.
+# Their time limits add up to 560 s, inside one call's 600.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -141,7 +145,7 @@ run_gpu_real() {
   local work=$1 pytest
   pytest=$(pytest_cmd)
   python3 bench/gpu_device_run.py config configs/gpu-real.yaml "$work/gpu-real.yaml" >> "$OUT/summary.txt" 2>&1 || return 1
-  step gpu-real 270 "${WITH_PACKAGES[@]}" $pytest -p no:cacheprovider -rfEs --hpc-config "$work/gpu-real.yaml" \
+  step gpu-real 230 "${WITH_PACKAGES[@]}" $pytest -p no:cacheprovider -rfEs --hpc-config "$work/gpu-real.yaml" \
     --hpc-report-dir "$work/reports" --junitxml "$work/reports/gpu-real-junit.xml" suites > "$OUT/gpu-real.txt" 2>&1
   cp "$work/gpu-real.yaml" "$work/reports/" 2>/dev/null
   tar czf "$OUT/reports.tgz" -C "$work" reports
@@ -152,7 +156,7 @@ run() {
   : "${OUT:?run this through the device tool (it sets OUT)}"
   export PYTHONUNBUFFERED=1
   local work=/var/tmp/hpcv-gpu steps=("$@")
-  [ ${#steps[@]} -gt 0 ] || steps=(gpu-real faults record evaluate pytest-gpu)
+  [ ${#steps[@]} -gt 0 ] || steps=(gpu-real faults cgroup-v2 record evaluate pytest-gpu)
   rm -rf "$work" && mkdir -p "$work"
   {
     date -u; uname -a; python3 --version; command -v python3; nvidia-smi -L
@@ -177,24 +181,26 @@ run() {
   for s in "${steps[@]}"; do
     case "$s" in
       gpu-real) run_gpu_real "$work" ;;
-      faults) step faults 200 "${WITH_PACKAGES[@]}" $pytest -p no:cacheprovider -rfEs -v tests/gpu/test_real_gpu_cluster.py \
+      faults) step faults 170 "${WITH_PACKAGES[@]}" $pytest -p no:cacheprovider -rfEs -v tests/gpu/test_real_gpu_cluster.py \
                 > "$OUT/faults.txt" 2>&1
               "${WITH_PACKAGES[@]}" python3 -m pytest_hpcvalidate cleanup >> "$OUT/summary.txt" 2>&1 ;;
-      record) step record 60 python3 bench/gpu_device_run.py record "$work/rec" >> "$OUT/summary.txt" 2>&1
+      cgroup-v2) step cgroup-v2 60 "${WITH_PACKAGES[@]}" $pytest -p no:cacheprovider -rfEs -v \
+                   tests/libvirt/guest_cgroup_v2_checks.py > "$OUT/cgroup-v2.txt" 2>&1 ;;
+      record) step record 50 python3 bench/gpu_device_run.py record "$work/rec" >> "$OUT/summary.txt" 2>&1
               tar czf "$OUT/gpu-recording.tgz" -C "$work" rec ;;
-      evaluate) step evaluate 20 python3 bench/gpu_device_run.py evaluate "$work/rec" > "$OUT/evaluate.txt" 2>&1 ;;
-      pytest-gpu) step pytest-gpu 40 $pytest -p no:cacheprovider -m "not integration" -q -rs tests/gpu \
+      evaluate) step evaluate 15 python3 bench/gpu_device_run.py evaluate "$work/rec" > "$OUT/evaluate.txt" 2>&1 ;;
+      pytest-gpu) step pytest-gpu 35 $pytest -p no:cacheprovider -m "not integration" -q -rs tests/gpu \
                     > "$OUT/pytest-gpu.txt" 2>&1 ;;
       rehearse) # bench/device_rehearsal.sh: the same launcher on a machine without a GPU
         step rehearse 400 "${WITH_PACKAGES[@]}" $pytest -p no:cacheprovider -rfEs --hpc-config "${REHEARSAL_CONFIG:-configs/gpu-sim.yaml}" \
           --hpc-report-dir "$work/reports" suites/l1_network suites/l2_slurm suites/l3_gres suites/l3_cgroup \
           > "$OUT/rehearse.txt" 2>&1
         "${WITH_PACKAGES[@]}" python3 -m pytest_hpcvalidate cleanup >> "$OUT/summary.txt" 2>&1 ;;
-      *) echo "unknown step $s (gpu-real faults record evaluate pytest-gpu rehearse)" >> "$OUT/summary.txt" ;;
+      *) echo "unknown step $s (gpu-real faults cgroup-v2 record evaluate pytest-gpu rehearse)" >> "$OUT/summary.txt" ;;
     esac
   done
   cat "$OUT/summary.txt"
-  for f in gpu-real.txt faults.txt rehearse.txt evaluate.txt; do
+  for f in gpu-real.txt faults.txt cgroup-v2.txt rehearse.txt evaluate.txt; do
     [ -f "$OUT/$f" ] && { echo "== $f"; tail -25 "$OUT/$f"; }
   done
 }
@@ -202,5 +208,5 @@ run() {
 case "${1:-}" in
   prep) shift; prep "$@" ;;
   run) shift; run "$@" ;;
-  *) sed -n '2,35p' "$0"; exit 2 ;;
+  *) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 2 ;;
 esac
