@@ -95,7 +95,9 @@ def test_fixture_skips_with_reason_without_config(pytester):
 
 def test_markers_are_registered(pytester):
     result = pytester.runpytest("--markers")
+    assert result.ret == 0
     result.stdout.fnmatch_lines(["@pytest.mark.layer(n)*", "@pytest.mark.area(name)*", "@pytest.mark.requires(capability)*"])
+    assert any(line.startswith("@pytest.mark.mutates") for line in result.stdout.lines), "mutates is not registered"
 
 
 def make_dummy_suites(pytester, l1_fails: bool, l2_fails: bool = False):
