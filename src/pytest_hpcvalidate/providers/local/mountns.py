@@ -14,8 +14,11 @@ Before it sleeps it sets the node up:
 - binds from the work directory: /etc/hosts, /etc/slurm (the cluster's configs), /run
   (the node's munge socket, sshd's privsep dir), /tmp (private: PMIx needs that)
 
-Every daemon and every command of the node enters the anchor's namespaces with
-``nsenter -t <anchor pid> -n -m -u`` (``-C`` too on v2). The shared directory lives under
+Every daemon of the node enters the anchor's namespaces with ``nsenter -t <anchor pid> -n -m -u``
+(``-C`` too on v2, after joining the node's subtree). The checks' commands (the provider's
+``NsenterTransport``) enter the network, mount and UTS namespaces only: they stay in the
+caller's cgroup on either layout; what a check asks of cgroups it asks through Slurm jobs,
+which slurmd places in the node's tree. The shared directory lives under
 the work directory, so it is at the same path in every node and no private bind hides it.
 """
 
