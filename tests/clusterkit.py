@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,16 +103,42 @@ def running_cluster(tag: str, body: dict, directory: Path):
     assert left == [], f"tearing down {name} left {left}"
 
 
+#: Open MPI 4.1.4 with PMIx 4.2.2 on these machines: now and then (0 of 120 jobs in a loop, once in
+#: a CI run of ~25 multi-node MPI jobs) a rank segfaults while starting, and its peers then fail to
+#: reach it. That is this machine's MPI stack, not what a test here proves, so a shipped MPI check
+#: that failed with a rank's segfault is run once more, said on stderr, and its second verdict
+#: counts; any other failure, or the same one twice, stands.
+RANK_SEGFAULT = "Exited with exit code 139"
+
+
+def _mpi_rank_crashed(nodeid: str, outcome: str, message: str) -> bool:
+    return outcome == "failed" and "/l4_mpi/" in nodeid and RANK_SEGFAULT in message
+
+
 def run_checks(pytester, path: Path, suite_dir: Path, *selection: str, args: tuple[str, ...] = ()) -> dict:
     """Run shipped suite checks (``file.py[::test]`` relative to ``suite_dir``; all of it when
     none) against the running cluster of config ``path`` through the plugin (``--hpc-reuse``):
-    {test id: (outcome, message)} for every test that ran."""
+    {test id: (outcome, message)} for every test that ran (see :data:`RANK_SEGFAULT`)."""
     targets = [str(Path(suite_dir) / s) for s in selection] or [str(suite_dir)]
-    result = pytester.runpytest("--hpc-config", str(path), "--hpc-reuse", "-p", "no:cacheprovider",
-                                "--hpc-report-dir", str(pytester.path / "reports"), *args, *targets)
-    return {rep.nodeid.split("::", 1)[1]: (rep.outcome, rep.longreprtext if rep.outcome != "passed" else "")
-            for rep in result.reprec.getreports("pytest_runtest_logreport")
-            if rep.when == "call" or rep.outcome != "passed"}
+
+    def run(*chosen: str) -> dict[str, tuple[str, str, str]]:
+        result = pytester.runpytest("--hpc-config", str(path), "--hpc-reuse", "-p", "no:cacheprovider",
+                                    "--hpc-report-dir", str(pytester.path / "reports"), *args, *chosen)
+        return {rep.nodeid.split("::", 1)[1]: (rep.outcome, rep.longreprtext if rep.outcome != "passed" else "",
+                                               rep.nodeid)
+                for rep in result.reprec.getreports("pytest_runtest_logreport")
+                if rep.when == "call" or rep.outcome != "passed"}
+
+    found = run(*targets)
+    crashed = {k: v for k, v in found.items() if _mpi_rank_crashed(v[2], v[0], v[1])}
+    if crashed:
+        print(f"clusterkit: an MPI rank segfaulted while starting in {', '.join(crashed)}; running it once more",
+              file=sys.stderr)
+        # a node id is relative to pytester's directory: make it a path pytest takes from anywhere
+        again = run(*(str((pytester.path / nodeid.split("::", 1)[0]).resolve()) + "::" + nodeid.split("::", 1)[1]
+                      for _, _, nodeid in crashed.values()))
+        found.update({k: v for k, v in again.items() if k in crashed})
+    return {k: (outcome, message) for k, (outcome, message, _) in found.items()}
 
 
 def failures(results: dict) -> dict[str, str]:
