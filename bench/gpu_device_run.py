@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from pytest_hpcvalidate.cluster import Node
 from pytest_hpcvalidate.config import gpu_models
 from pytest_hpcvalidate.config.model import Thresholds
 from pytest_hpcvalidate.probes import gpu, gpu_health, gpu_perf
+from pytest_hpcvalidate.providers.local import preflight
 from pytest_hpcvalidate.transport.local import LocalTransport
 
 TORCH_TESTS = ["smoke", "matmul", "copy", "membw", "train", "allreduce"]
@@ -153,13 +153,8 @@ def evaluate(directory: Path) -> int:
 
 
 def for_this_machine(src: Path, dst: Path) -> int:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
-                             capture_output=True, text=True)
-        model, why = out.stdout.strip(), (out.stderr or out.stdout).strip()[-200:]
-    except FileNotFoundError:
-        model, why = "", "nvidia-smi is not installed"
-    if not model or out.returncode != 0:
+    model, why = preflight.host_gpu_name(0)
+    if model is None:
         print(f"config: nvidia-smi names no GPU 0 here ({why})", file=sys.stderr)
         return 1
     doc = yaml.safe_load(src.read_text())

@@ -14,9 +14,6 @@ the one running these tests (``gpus.python``: on the GPU machine torch and pynvm
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,11 +28,9 @@ SUITES = Path(__file__).resolve().parents[2] / "suites"
 
 def host_gpu_model() -> str | None:
     """The name nvidia-smi gives the host's first GPU, or None without a usable GPU."""
-    if not ((preflight.host_dev() / "nvidia0").exists() and shutil.which("nvidia-smi")):
+    if not (preflight.host_dev() / "nvidia0").exists():
         return None
-    out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
-                         capture_output=True, text=True)
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return preflight.host_gpu_name(0)[0]
 
 
 MODEL = host_gpu_model()

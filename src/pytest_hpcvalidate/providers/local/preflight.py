@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 from ..base import ProvisioningError
@@ -112,6 +113,19 @@ def host_dev() -> Path:
     """Where the host's NVIDIA device nodes are: /dev (``HPCV_HOST_DEV`` for the tests, which
     stand up fake ones on machines without a GPU)."""
     return Path(os.environ.get("HPCV_HOST_DEV", "/dev"))
+
+
+def host_gpu_name(index: int = 0) -> tuple[str | None, str]:
+    """(the product name nvidia-smi gives this machine's GPU ``index``, "") — or (None, why not)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", str(index)],
+                             capture_output=True, text=True)
+    except FileNotFoundError:
+        return None, "nvidia-smi is not installed"
+    name = out.stdout.strip()
+    if out.returncode != 0 or not name:
+        return None, (out.stderr or out.stdout).strip()[-200:] or f"exit {out.returncode}"
+    return name, ""
 
 
 def check_real_gpus(spec: LocalSpec) -> None:
