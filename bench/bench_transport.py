@@ -104,7 +104,7 @@ SSH_ROWS = {
 @contextmanager
 def sshd_transports(tmp: Path) -> Iterator[dict[str, _BenchSSHTransport]]:
     """One connected-on-first-use transport per SSH row, all to one throwaway sshd."""
-    with ThrowawaySshd(tmp / "sshd", extra_config=["AcceptEnv SHLVL"]) as sshd:
+    with ThrowawaySshd(tmp / "sshd", extra_config=["AcceptEnv SHLVL"], plain_shell=False) as sshd:
         known_hosts = tmp / "known_hosts"
         known_hosts.write_text(sshd.known_hosts_line)
         transports = {

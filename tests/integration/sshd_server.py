@@ -88,9 +88,14 @@ def is_running(pid: int) -> bool:
 class ThrowawaySshd:
     """``with ThrowawaySshd(tmpdir) as sshd: ...`` -> ``sshd.port``, ``sshd.client_key``, ..."""
 
-    def __init__(self, directory: Path, extra_config: Sequence[str] = ()):
+    def __init__(self, directory: Path, extra_config: Sequence[str] = (), plain_shell: bool = True):
+        """``plain_shell``: commands skip root's ~/.bashrc (sshd's bash sources it unless SHLVL
+        says it is nested). The development machines' .bashrc runs ``pyenv init``, whose rehash
+        lock a killed shell leaves behind; every later command then waits 60 s for it (a
+        transport test's ``echo`` timed out that way in CI). The local provider's nodes do the
+        same (providers/local/sshconf.py)."""
         self.dir = Path(directory)
-        self.extra_config = list(extra_config)
+        self.extra_config = (["SetEnv SHLVL=1"] if plain_shell else []) + list(extra_config)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.host_key = self.dir / "ssh_host_ed25519_key"
         self.client_key = self.dir / "id_ed25519"

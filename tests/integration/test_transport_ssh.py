@@ -13,7 +13,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import paramiko
 import pytest
+from paramiko.common import MSG_CHANNEL_EOF
 from sshd_server import SSHD, ThrowawaySshd, descendants, free_port, is_running, keygen
 
 from pytest_hpcvalidate.cluster import Node
@@ -131,6 +133,61 @@ def test_more_threads_than_max_sessions_queue_instead_of_failing(make) -> None:
     with ThreadPoolExecutor(12) as pool:
         results = list(pool.map(lambda i: t.run(f"sleep 0.2; echo {i}"), range(12)))
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def sshd_two_sessions(tmp_path_factory: pytest.TempPathFactory):
+    """A throwaway sshd allowing two sessions per connection (MaxSessions 2)."""
+    with ThrowawaySshd(tmp_path_factory.mktemp("sshd2"), extra_config=["MaxSessions 2"]) as server:
+        yield server
+
+
+def test_sessions_the_server_refuses_are_retried_then_named(sshd_two_sessions: ThrowawaySshd, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd_two_sessions.known_hosts_line)
+
+    def make2(**kw) -> SSHTransport:
+        return SSHTransport("m1", "127.0.0.1", port=sshd_two_sessions.port, key_file=sshd_two_sessions.client_key,
+                            known_hosts=known, **kw)
+
+    t = make2(max_sessions=6)
+    try:  # six at once against MaxSessions 2: the refused ones wait for a free session
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(lambda i: t.run(f"sleep 0.3; echo {i}"), range(6)))
+        assert [r.stdout for r in results] == [f"{i}\n" for i in range(6)]
+    finally:
+        t.close()
+    t = make2(max_sessions=3, connect_timeout=0.5)
+    try:  # two sessions held for longer than connect_timeout: the third is refused, said so
+        with ThreadPoolExecutor(2) as pool:
+            held = [pool.submit(t.run, "sleep 3") for _ in range(2)]
+            time.sleep(0.5)
+            with pytest.raises(TransportError, match=r"m1: cannot open a session on 127.0.0.1:[0-9]+: the server "
+                                                     r"refused new sessions for 0.5s .*MaxSessions.*max_sessions \(3\)"):
+                t.run("true")
+            assert [f.result().ok for f in held] == [True, True]
+    finally:
+        t.close()
+
+
+def test_a_thread_preempted_while_sending_eof_does_not_lose_the_connection(make, monkeypatch) -> None:
+    """The server closes a finished command's channel; paramiko's transport thread answers with
+    CLOSE at once. A command thread that built its EOF but is preempted before sending it
+    (``Channel.shutdown_write``) would send it after that CLOSE, and sshd drops the whole
+    connection. Here every such send from a command thread is delayed by 0.3 s."""
+    real = paramiko.Transport._send_user_message
+
+    def slow_eof(transport, message):
+        if message.asbytes()[:1] == bytes([MSG_CHANNEL_EOF]) and threading.current_thread() is not transport:
+            time.sleep(0.3)  # long enough for `true` to finish and its CLOSE to be answered
+        return real(transport, message)
+
+    monkeypatch.setattr(paramiko.Transport, "_send_user_message", slow_eof)
+    t = make()
+    results = [t.run("true") for _ in range(3)]
+    connection = t.connection
+    results += [t.run("true") for _ in range(2)]
+    assert [r.ok for r in results] == [True] * 5 and t.connection is connection
 
 
 def test_timeout_returns_124_and_keeps_partial_output(make) -> None:
@@ -366,10 +423,13 @@ def agent(tmp_path: Path, sshd: ThrowawaySshd, monkeypatch: pytest.MonkeyPatch):
     sock = tmp_path / "agent.sock"
     proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
         monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        # the socket file exists from bind(), before the agent listens: wait until ssh-add can
+        # talk to it (`ssh-add -l`: 1 = no keys yet, 2 = no agent)
+        deadline = time.monotonic() + 10
+        while subprocess.run(["ssh-add", "-l"], capture_output=True).returncode == 2:
+            assert time.monotonic() < deadline, "ssh-agent did not listen within 10s"
+            time.sleep(0.05)
         subprocess.run(["ssh-add", "-q", str(sshd.client_key)], check=True, capture_output=True)
         yield sock
     finally:
@@ -377,9 +437,10 @@ def agent(tmp_path: Path, sshd: ThrowawaySshd, monkeypatch: pytest.MonkeyPatch):
         proc.wait(timeout=10)
 
 
-def test_ssh_agent_keys_are_offered_unless_disabled(make, agent, tmp_path: Path, monkeypatch) -> None:
+def test_ssh_agent_keys_are_offered_unless_disabled(make, agent, sshd, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* keys to fall back on
-    assert make(node="a1", key_file=None).run("echo agent").stdout == "agent\n"
+    r = make(node="a1", key_file=None).run("echo agent")
+    assert (r.exit_code, r.stdout) == (0, "agent\n"), f"{r}; sshd log: {sshd.log.read_text()[-2000:]}"
     with pytest.raises(TransportError, match="authentication as root@127.0.0.1:[0-9]+ failed: no key to offer"):
         make(node="a2", key_file=None, agent=False).run("true")
 

@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Callable, Iterable, Union
 
 import paramiko
 from paramiko.common import cMSG_CHANNEL_REQUEST
@@ -165,6 +165,7 @@ class SSHTransport(Transport):
 
         self._lock = threading.Lock()
         self._sessions = threading.BoundedSemaphore(max_sessions)
+        self._max_sessions = max_sessions
         self._client: paramiko.SSHClient | None = None
 
     # -- connection ---------------------------------------------------------------------
@@ -327,17 +328,38 @@ class SSHTransport(Transport):
                 self._client = None
 
     def _open_session(self) -> paramiko.Channel:
-        """A new session channel; a connection that died since last use is reopened once."""
-        for attempt in (1, 2):
+        """A new session channel; a connection that died since last use is reopened once.
+
+        A channel the server refuses (sshd at its MaxSessions: sessions this client closed a
+        moment ago are freed on the server's side a little later, or another client shares the
+        connection's limit) is asked for again, backing off, for up to ``connect_timeout``.
+        """
+        deadline = time.monotonic() + self.connect_timeout
+        reconnected = False
+        delay = 0.005
+        while True:
             transport = self._ensure_connected()
             try:
                 return transport.open_session(timeout=self.connect_timeout)
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                if attempt == 1 and not transport.is_active():
+                if not transport.is_active():  # the connection died: reopen it, once
+                    if reconnected:
+                        raise TransportError(self.node, f"cannot open a session on {self.address}: {exc}") from exc
                     self._discard(transport)
+                    reconnected = True
                     continue
-                raise TransportError(self.node, f"cannot open a session on {self.address}: {exc}") from exc
-        raise AssertionError("unreachable")
+                # refused on a live connection (paramiko hands the ChannelException to one of
+                # the threads waiting; the others see "Unable to open channel.")
+                if time.monotonic() + delay < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.25)
+                    continue
+                raise TransportError(
+                    self.node,
+                    f"cannot open a session on {self.address}: the server refused new sessions for "
+                    f"{self.connect_timeout:g}s ({exc}); sshd's MaxSessions is lower than this "
+                    f"connection's max_sessions ({self._max_sessions}) or the sessions are held by others",
+                ) from exc
 
     def close(self) -> None:
         """Close the connection (and a jump host built from a spec); run() reconnects."""
@@ -359,7 +381,7 @@ class SSHTransport(Transport):
             try:
                 try:
                     chan.exec_command(command)
-                    chan.shutdown_write()  # no stdin: a command reading it sees EOF, not a hang
+                    _send_while_open(chan, chan._send_eof)  # no stdin: a command reading it sees EOF, not a hang
                     stdout, stderr, finished = _collect(chan, deadline)
                 except (paramiko.SSHException, EOFError, OSError) as exc:
                     raise TransportError(
@@ -441,18 +463,48 @@ def _collect(chan: paramiko.Channel, deadline: float | None) -> tuple[bytes, byt
     return bytes(out), bytes(err), finished
 
 
+def _send_while_open(chan: paramiko.Channel, build: Callable[[], Message | None]) -> None:
+    """Send the message ``build()`` makes on ``chan``, unless the channel is closed by then.
+
+    paramiko answers the server's CLOSE from its transport thread. A message that a command's
+    thread built before that answer but sent after it (``Channel.shutdown_write`` releases the
+    channel's lock between the two; a loaded machine preempts it there) reaches sshd for a
+    channel it has freed, and sshd drops the whole connection ("ieof packet referred to
+    nonexistent channel"), losing every command running on it. Building and sending under the
+    transport's send lock orders the two: the transport thread's CLOSE waits for that lock.
+    (Private paramiko attributes; the lock order, send lock then channel lock, is safe: no
+    paramiko path takes the send lock while holding a channel's.)
+    """
+    transport = chan.get_transport()
+    start = time.monotonic()
+    while True:
+        transport.clear_to_send.wait(0.1)  # type: ignore[attr-defined]  # set unless re-keying
+        if not transport.active:
+            return  # the connection is gone: the caller's read finds out
+        with transport.clear_to_send_lock:  # type: ignore[attr-defined]
+            if transport.clear_to_send.is_set():  # type: ignore[attr-defined]
+                with chan.lock:
+                    m = None if chan.closed else build()
+                if m is not None:
+                    transport._send_message(m)  # type: ignore[attr-defined]
+                return
+        if time.monotonic() - start > transport.clear_to_send_timeout:  # type: ignore[attr-defined]
+            raise paramiko.SSHException("key exchange did not finish")
+
+
 def _send_signal(chan: paramiko.Channel, name: str) -> None:
     """Best effort: ask sshd to signal the command's process group (RFC 4254 6.9)."""
-    if chan.closed:
-        return
-    m = Message()
-    m.add_byte(cMSG_CHANNEL_REQUEST)
-    m.add_int(chan.remote_chanid)
-    m.add_string("signal")
-    m.add_boolean(False)
-    m.add_string(name)
-    transport = chan.get_transport()
+
+    def build() -> Message:
+        m = Message()
+        m.add_byte(cMSG_CHANNEL_REQUEST)
+        m.add_int(chan.remote_chanid)
+        m.add_string("signal")
+        m.add_boolean(False)
+        m.add_string(name)
+        return m
+
     try:
-        transport._send_user_message(m)  # type: ignore[attr-defined]  # no public API for it
+        _send_while_open(chan, build)  # no public API for it
     except (paramiko.SSHException, EOFError, OSError):
         pass
