@@ -158,12 +158,19 @@ def remove_work_dir(state: State) -> list[str]:
 def teardown(state: State) -> list[str]:
     """Undo everything ``state`` records; returns the problems (empty when all went)."""
     errors: list[str] = []
-    for step in (stop_processes, remove_mounts, remove_network, remove_cgroups):
+    for step in (stop_processes, remove_mounts, remove_network, remove_cgroups, remove_addon_records):
         try:
             errors += step(state)
         except Exception as exc:  # keep going: every later step still has work to do
             errors.append(f"{step.__name__}: {exc!r}")
     return finish_teardown(state, errors)
+
+
+def remove_addon_records(state: State) -> list[str]:
+    """What addons made on the host and recorded (container image mount points)."""
+    from .addons import undo_recorded_all  # the addons import the provider's modules
+
+    return undo_recorded_all(state)
 
 
 def finish_teardown(state: State, errors: list[str]) -> list[str]:

@@ -10,7 +10,10 @@ module in this folder exposing an object with
   ``ProvisioningError`` with an operator-readable message when it cannot,
 - ``down(engine) -> list[str]``: undo what ``up`` made that the base teardown does not
   remove by itself (processes in node namespaces and node mounts go with the namespaces);
-  returns what could not be removed, never raises.
+  returns what could not be removed, never raises;
+- optionally ``undo_recorded(state) -> list[str]``: the part of ``down`` that needs only the
+  cluster's state file (what ``up`` made on the host and recorded there), so that ``cleanup``
+  and ``destroy`` also undo it for a crashed or kept cluster; same contract as ``down``.
 
 Addons run in the order of :data:`ADDONS`; ``down`` in reverse. The config reaches them
 through ``LocalSpec.extra`` (``spec_from_config`` puts the validated sections there).
@@ -48,6 +51,20 @@ def down_all(engine) -> list[str]:
         try:
             if addon.applies(engine.spec):
                 errors += addon.down(engine)
+        except Exception as exc:  # teardown goes on; the error is reported
+            errors.append(f"{addon.name}: {exc}")
+    return errors
+
+
+def undo_recorded_all(state) -> list[str]:
+    """Every addon's ``undo_recorded`` on ``state`` (the base teardown's last step)."""
+    errors: list[str] = []
+    for addon in reversed(load()):
+        undo = getattr(addon, "undo_recorded", None)
+        if undo is None:
+            continue
+        try:
+            errors += undo(state)
         except Exception as exc:  # teardown goes on; the error is reported
             errors.append(f"{addon.name}: {exc}")
     return errors

@@ -258,13 +258,15 @@ class ContainerImage:
         progress("containers", "", f"image at {', '.join(t for t, _ in targets)} on {len(engine.spec.compute)} nodes")
 
     def down(self, engine) -> list[str]:
+        return [] if engine.state is None else self.undo_recorded(engine.state)
+
+    def undo_recorded(self, state: State) -> list[str]:
         """Remove the empty mount point directories ``up`` made on the host (the mounts went
-        with the nodes), unless another live cluster uses the same path."""
-        if engine.state is None:
-            return []
+        with the nodes), unless another live cluster uses the same path. From the state alone:
+        ``cleanup`` and ``destroy`` run it for a crashed or kept cluster too."""
         errors = []
-        others = _paths_of_other_clusters(engine)
-        for r in engine.state.of_kind(MOUNTPOINT_KIND):
+        others = _paths_of_other_clusters(state)
+        for r in state.of_kind(MOUNTPOINT_KIND):
             if not r.get("created") or r["path"] in others or not Path(r["created"]).exists():
                 continue
             top = Path(r["created"])
@@ -279,10 +281,11 @@ class ContainerImage:
         return errors
 
 
-def _paths_of_other_clusters(engine) -> set[str]:
+def _paths_of_other_clusters(state: State) -> set[str]:
+    """The image mount points of the other live clusters under the same state root."""
     out: set[str] = set()
-    for f in state_files(engine.work_dir.parent):
-        if f.parent == engine.work_dir:
+    for f in state_files(state.path.parent.parent):
+        if f.parent == state.path.parent:
             continue
         with contextlib.suppress(OSError, ValueError, KeyError):
             st = State.load(f)
