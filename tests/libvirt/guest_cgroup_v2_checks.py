@@ -67,7 +67,7 @@ def v2(tmp_path_factory):
     path = tmp_path_factory.mktemp("v2") / "cluster.yaml"
     path.write_text(text)
     spec = spec_from_config(load_config(str(path)), clusterkit.STATE_ROOT)
-    engine = LocalCluster(dataclasses.replace(spec, extra={**spec.extra, "ready_timeout_s": TCG_READY_TIMEOUT_S}))
+    engine = LocalCluster(dataclasses.replace(spec, ready_timeout_s=TCG_READY_TIMEOUT_S))
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(engine_mod, "ANCHOR_TIMEOUT_S", TCG_ANCHOR_TIMEOUT_S)

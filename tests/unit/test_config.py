@@ -203,3 +203,12 @@ def test_schema_matches_model_for_every_threshold():
     """Every threshold documents its default and unit (the README table is made from this)."""
     for name, field in ClusterConfig.model_fields["thresholds"].annotation.model_fields.items():
         assert field.description and "default" in field.description, name
+
+
+def test_the_local_provider_waits_for_readiness_at_least_the_registration_threshold(tmp_path: Path) -> None:
+    from pytest_hpcvalidate.providers.local.provider import spec_from_config
+
+    default = spec_from_config(load_text(MINIMAL), tmp_path)
+    slow = spec_from_config(load_text(MINIMAL + "thresholds: {node_register_s_max: 300}\n"), tmp_path)
+    fast = spec_from_config(load_text(MINIMAL + "thresholds: {node_register_s_max: 5}\n"), tmp_path)
+    assert (default.ready_timeout_s, slow.ready_timeout_s, fast.ready_timeout_s) == (60.0, 300.0, 60.0)

@@ -266,7 +266,8 @@ class Thresholds(Strict):
     bandwidth_seconds: int = Field(1, ge=1, le=60, description="How long each iperf3 measurement runs, whole s (default 1).")
     bandwidth_pairs_max: int = Field(16, ge=1, description="Node pairs sampled for bandwidth on large clusters (default 16).")
     ssh_connect_s_max: float = Field(5.0, gt=0, description="Opening an SSH session to a node, s (default 5).")
-    node_register_s_max: float = Field(60.0, gt=0, description="Waiting for every node to register in Slurm, s (default 60).")
+    node_register_s_max: float = Field(60.0, gt=0, description="Waiting for every node to register in Slurm, s (default 60). "
+                                       "Provisioned clusters wait at least this long before provisioning fails.")
     job_start_s_max: float = Field(30.0, gt=0, description="A one-step job on every node completes within, s (default 30).")
     mpi_latency_us_max: float = Field(100.0, gt=0, description="MPI ping-pong half round trip, 8 B, µs (default 100).")
     mpi_bandwidth_mibps_min: float = Field(100.0, ge=0, description="MPI ping-pong bandwidth, 1 MiB messages, MiB/s (default 100).")

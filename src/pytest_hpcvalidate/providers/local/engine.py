@@ -44,7 +44,6 @@ from .state import STATE_FILE, State, same_process
 #: major number of NVIDIA's character devices (no driver behind it here: opens give ENXIO)
 GPU_MAJOR = 195
 ANCHOR_TIMEOUT_S = 15.0
-DEFAULT_READY_TIMEOUT_S = 60.0
 POLL_S = 0.02
 SINFO_POLL_S = 0.025
 
@@ -261,7 +260,7 @@ class LocalCluster:
         ctl = spec.controller
         ctl_pid = self.anchors[ctl.name].pid
         ctl_paths = self.node_paths(ctl.name)
-        timeout = float(spec.extra.get("ready_timeout_s", DEFAULT_READY_TIMEOUT_S))
+        timeout = spec.ready_timeout_s
         if spec.accounting:
             self._start_accounting(progress, timeout)
         progress("daemons", "", "slurmctld")

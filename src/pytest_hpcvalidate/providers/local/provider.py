@@ -54,6 +54,9 @@ def spec_from_config(model, state_root: Path = STATE_ROOT) -> LocalSpec:
         accounting=model.slurm.accounting,
         work_dir=work_dir,
         shared_dir=work_dir / "shared",
+        # a slow registration is the L2 check's to report (against node_register_s_max), not a
+        # provisioning failure before it: wait at least that long
+        ready_timeout_s=max(LocalSpec.ready_timeout_s, model.thresholds.node_register_s_max),
         # the sections addons read (providers/local/addons): validated, as plain data
         extra={
             "storage": [s.model_dump(mode="json") for s in model.storage],

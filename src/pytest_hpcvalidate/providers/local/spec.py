@@ -50,6 +50,8 @@ class LocalSpec:
     work_dir: Path = Path("/var/lib/hpcvalidate/clusters/default")
     #: the directory bound into every node at the same path (the cluster's shared filesystem)
     shared_dir: Path = Path("/var/lib/hpcvalidate/clusters/default/shared")
+    #: from starting Slurm's daemons to every compute node idle and every sshd listening, s
+    ready_timeout_s: float = 60.0
     extra: dict = field(default_factory=dict)
 
     @property
