@@ -115,6 +115,14 @@ def _mpi_rank_crashed(nodeid: str, outcome: str, message: str) -> bool:
     return outcome == "failed" and "/l4_mpi/" in nodeid and RANK_SEGFAULT in message
 
 
+def only_mpi_ranks_crashed(verbose_output: str) -> bool:
+    """A ``pytest -v`` run's output whose every failure is a shipped MPI check that failed with a
+    rank's segfault (see :data:`RANK_SEGFAULT`): the run may be repeated once."""
+    failed = [line for line in verbose_output.splitlines() if line.startswith(("FAILED ", "ERROR "))]  # summary
+    return bool(failed) and all("/l4_mpi/" in line.split(" - ", 1)[0] for line in failed) \
+        and RANK_SEGFAULT in verbose_output
+
+
 def run_checks(pytester, path: Path, suite_dir: Path, *selection: str, args: tuple[str, ...] = ()) -> dict:
     """Run shipped suite checks (``file.py[::test]`` relative to ``suite_dir``; all of it when
     none) against the running cluster of config ``path`` through the plugin (``--hpc-reuse``):

@@ -33,11 +33,20 @@ def test_shipped_config_provisions_runs_jobs_and_leaves_nothing(config, tmp_path
     if (clusterkit.STATE_ROOT / name).exists():
         pytest.skip(f"a cluster named {name!r} already runs here (kept by a developer?)")
     selection = [str(ROOT / "suites" / c) for c in CHECKS[config]]
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--hpc-config", str(path), "-p", "no:cacheprovider", "-v",
-         "--hpc-report-dir", str(tmp_path / "reports"), *selection],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "--hpc-config", str(path), "-p", "no:cacheprovider", "-v",
+             "--hpc-report-dir", str(tmp_path / "reports"), *selection],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )
+
+    proc = run()
+    if proc.returncode == 1 and clusterkit.only_mpi_ranks_crashed(proc.stdout):
+        print(f"an MPI rank segfaulted while starting ({clusterkit.RANK_SEGFAULT}); running {config} once more",
+              file=sys.stderr)
+        assert leftovers(name) == [], f"the run left {leftovers(name)}"
+        proc = run()
     try:
         assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-2000:]
         passed = proc.stdout.count(" PASSED")
