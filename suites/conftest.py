@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_hpcvalidate.probes import slurm
+from pytest_hpcvalidate.probes import gpu, slurm
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +30,16 @@ def place_on(hpc_config, node_spec):
         return (f"-p {part} " if part else "") + f"-w {node.name} -N1"
 
     return options
+
+
+@pytest.fixture(scope="session")
+def real_gpu_nodes(cluster, node_spec):
+    """The nodes the config gives real (not simulated) GPUs."""
+    return [cluster.node(name) for name, spec in node_spec.items() if spec.gpus and not spec.gpu_simulated]
+
+
+@pytest.fixture(scope="session")
+def gpu_facts(cluster, real_gpu_nodes, node_spec):
+    """{node: NodeGpuFacts}, read through NVML (the node's ``gpus.python``) on every real-GPU
+    node at once; the L1 health checks and the L4 CUDA checks judge the same reading."""
+    return gpu.gather_facts(cluster, real_gpu_nodes, pythons={n.name: node_spec[n.name].gpu_python for n in real_gpu_nodes})

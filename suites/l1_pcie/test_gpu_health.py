@@ -17,17 +17,6 @@ pytestmark = [pytest.mark.area("gpu"), pytest.mark.requires("nvml")]
 
 
 @pytest.fixture(scope="module")
-def real_gpu_nodes(cluster, node_spec):
-    return [cluster.node(name) for name, spec in node_spec.items() if spec.gpus and not spec.gpu_simulated]
-
-
-@pytest.fixture(scope="module")
-def gpu_facts(cluster, real_gpu_nodes, node_spec):
-    """{node: NodeGpuFacts}, read on every real-GPU node at once."""
-    return gpu.gather_facts(cluster, real_gpu_nodes, pythons={n.name: node_spec[n.name].gpu_python for n in real_gpu_nodes})
-
-
-@pytest.fixture(scope="module")
 def pci_functions(cluster, real_gpu_nodes):
     """{node: [NVIDIA PCI functions]}, read from sysfs on every real-GPU node at once."""
     return gpu.gather_pci(cluster, real_gpu_nodes)

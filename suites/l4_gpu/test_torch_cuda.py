@@ -14,7 +14,7 @@ import pytest
 
 from pytest_hpcvalidate.config import gpu_models
 from pytest_hpcvalidate.hostlist import expand
-from pytest_hpcvalidate.probes import gpu, gpu_health, gpu_perf
+from pytest_hpcvalidate.probes import gpu_health, gpu_perf
 from pytest_hpcvalidate.probes.gpu_perf import record
 
 pytestmark = [pytest.mark.layer(4), pytest.mark.area("gpu"), pytest.mark.requires("nvml")]
@@ -23,11 +23,6 @@ pytestmark = [pytest.mark.layer(4), pytest.mark.area("gpu"), pytest.mark.require
 NODE_TESTS = ["smoke", "matmul", "copy", "membw", "train", "allreduce"]
 PORT = 29517
 STEP_TIMEOUT_S = 300.0
-
-
-@pytest.fixture(scope="module")
-def real_gpu_nodes(cluster, node_spec):
-    return [cluster.node(name) for name, spec in node_spec.items() if spec.gpus and not spec.gpu_simulated]
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +36,6 @@ def torch_steps(controller, real_gpu_nodes, node_spec, place_on, thresholds):
                                                    python=node_spec[node.name].gpu_python))
     results = gpu_perf.run_steps(controller, steps, timeout=thresholds.job_start_s_max + STEP_TIMEOUT_S)
     return {name: (gpu_perf.parse_torch(r.stdout), "" if r.ok else r.describe(limit=800)) for name, r in results.items()}
-
-
-@pytest.fixture(scope="module")
-def gpu_facts(cluster, real_gpu_nodes, node_spec):
-    return gpu.gather_facts(cluster, real_gpu_nodes, pythons={n.name: node_spec[n.name].gpu_python for n in real_gpu_nodes})
 
 
 @pytest.fixture

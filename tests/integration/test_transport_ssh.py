@@ -160,7 +160,7 @@ def test_sessions_the_server_refuses_are_retried_then_named(sshd_two_sessions: T
     t = make2(max_sessions=3, connect_timeout=0.5)
     try:  # two sessions held for longer than connect_timeout: the third is refused, said so
         with ThreadPoolExecutor(2) as pool:
-            held = [pool.submit(t.run, "sleep 3") for _ in range(2)]
+            held = [pool.submit(t.run, "sleep 2") for _ in range(2)]
             time.sleep(0.5)
             with pytest.raises(TransportError, match=r"m1: cannot open a session on 127.0.0.1:[0-9]+: the server "
                                                      r"refused new sessions for 0.5s .*MaxSessions.*max_sessions \(3\)"):
