@@ -342,14 +342,16 @@ class SSHTransport(Transport):
             try:
                 return transport.open_session(timeout=self.connect_timeout)
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                if not transport.is_active():  # the connection died: reopen it, once
-                    if reconnected:
-                        raise TransportError(self.node, f"cannot open a session on {self.address}: {exc}") from exc
-                    self._discard(transport)
-                    reconnected = True
-                    continue
                 # refused on a live connection (paramiko hands the ChannelException to one of
                 # the threads waiting; the others see "Unable to open channel.")
+                refused = transport.is_active() and (
+                    isinstance(exc, paramiko.ChannelException) or str(exc) == "Unable to open channel.")
+                if not refused:
+                    if transport.is_active() or reconnected:
+                        raise TransportError(self.node, f"cannot open a session on {self.address}: {exc}") from exc
+                    self._discard(transport)  # the connection died: reopen it, once
+                    reconnected = True
+                    continue
                 if time.monotonic() + delay < deadline:
                     time.sleep(delay)
                     delay = min(delay * 2, 0.25)
