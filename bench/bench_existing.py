@@ -18,9 +18,9 @@ Rows:
 
 raw-exec and transport/node alternate call by call, so load on the machine hits all alike;
 the framework overhead is the median of the paired differences (each call minus the raw call
-just before it). Commands start the remote user's
-shell: root's ~/.bashrc on the development machines runs ``pyenv init`` (~90 ms), which is in
-every row alike (see bench_transport.py for the shell's share).
+just before it). Commands start the remote user's shell; the local cluster's sshd sets
+``SHLVL=1``, so bash skips root's ~/.bashrc (which runs ``pyenv init``, ~90 ms, on the
+development machines; bench_transport.py's "ssh" row shows that shell's share).
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  connect all, parallel {args.parallel}: {par:.3f} s median of {args.runs}")
     print(f"  connect all, serial:      {ser:.3f} s median of {args.runs}")
     print(f"  provision {result['provision']['provision_s']:.3f} s, destroy {result['provision']['destroy_s']:.3f} s")
-    for title, rows in (("the cluster's root shell (pyenv ~/.bashrc)", result),
+    for title, rows in (("the local cluster's sshd (SHLVL=1: no ~/.bashrc)", result),
                         ("a plain shell (throwaway sshd, no ~/.bashrc)", result["plain-shell"])):
         print(f"  per command over an open session, {title}, {args.calls} calls:")
         for row in ("raw-exec", "transport", "node"):
