@@ -16,7 +16,7 @@ from pathlib import Path
 import paramiko
 import pytest
 from paramiko.common import MSG_CHANNEL_EOF
-from sshd_server import SSHD, ThrowawaySshd, descendants, free_port, is_running, keygen
+from sshd_server import SSHD, ThrowawaySshd, descendants, free_port, is_running, keygen, session_processes
 
 from pytest_hpcvalidate.cluster import Node
 from pytest_hpcvalidate.transport import TransportError
@@ -160,8 +160,11 @@ def test_sessions_the_server_refuses_are_retried_then_named(sshd_two_sessions: T
     t = make2(max_sessions=3, connect_timeout=0.5)
     try:  # two sessions held for longer than connect_timeout: the third is refused, said so
         with ThreadPoolExecutor(2) as pool:
-            held = [pool.submit(t.run, "sleep 2") for _ in range(2)]
-            time.sleep(0.5)
+            held = [pool.submit(t.run, "sleep 3") for _ in range(2)]
+            deadline = time.monotonic() + 10
+            while len(session_processes(sshd_two_sessions.port)) < 2:  # both sessions started
+                assert time.monotonic() < deadline, "the two held sessions did not start within 10s"
+                time.sleep(0.02)
             with pytest.raises(TransportError, match=r"m1: cannot open a session on 127.0.0.1:[0-9]+: the server "
                                                      r"refused new sessions for 0.5s .*MaxSessions.*max_sessions \(3\)"):
                 t.run("true")
