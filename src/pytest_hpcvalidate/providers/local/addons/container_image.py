@@ -258,12 +258,14 @@ class ContainerImage:
         progress("containers", "", f"image at {', '.join(t for t, _ in targets)} on {len(engine.spec.compute)} nodes")
 
     def down(self, engine) -> list[str]:
-        return [] if engine.state is None else self.undo_recorded(engine.state)
+        """Nothing beyond :meth:`undo_recorded`, which the base teardown runs on the state."""
+        return []
 
     def undo_recorded(self, state: State) -> list[str]:
         """Remove the empty mount point directories ``up`` made on the host (the mounts went
-        with the nodes), unless another live cluster uses the same path. From the state alone:
-        ``cleanup`` and ``destroy`` run it for a crashed or kept cluster too."""
+        with the nodes), unless another live cluster uses the same path. From the state alone,
+        as the base teardown's last step: after the nodes are gone, and for a crashed or kept
+        cluster's ``cleanup``/``destroy`` alike."""
         errors = []
         others = _paths_of_other_clusters(state)
         for r in state.of_kind(MOUNTPOINT_KIND):
