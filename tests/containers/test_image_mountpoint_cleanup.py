@@ -12,10 +12,13 @@ from pytest_hpcvalidate.providers.local.cleanup import teardown
 from pytest_hpcvalidate.providers.local.state import State
 
 
-def crashed_cluster(root: Path, name: str, target: Path, created: Path | None) -> State:
+def crashed_cluster(root: Path, name: str, target: Path, created: Path | None, *more_targets: Path) -> State:
+    """A cluster's state file as ``up`` leaves it: the mount points recorded (each with the
+    highest directory missing before, the same for all as they are recorded before any is made)."""
     state = State.create(root / name, name)
     state.add("workdir", path=str(root / name))
-    state.add(MOUNTPOINT_KIND, path=str(target), created=str(created) if created else None)
+    for t in (target, *more_targets):
+        state.add(MOUNTPOINT_KIND, path=str(t), created=str(created) if created else None)
     return state
 
 
@@ -23,7 +26,7 @@ def test_teardown_from_the_state_removes_the_mount_points_it_made(tmp_path: Path
     made = tmp_path / "host" / "images"  # did not exist before up: ours
     (made / "image").mkdir(parents=True)
     (made / "bundle").mkdir()
-    state = crashed_cluster(tmp_path / "states", "c1", made / "image", made)
+    state = crashed_cluster(tmp_path / "states", "c1", made / "image", made, made / "bundle")
     assert teardown(state) == []
     assert not made.exists() and (tmp_path / "host").is_dir()
     assert not state.work_dir.exists()
@@ -42,3 +45,16 @@ def test_teardown_leaves_what_it_did_not_make_or_what_others_use(tmp_path: Path)
     state = crashed_cluster(tmp_path / "states", "c3", made / "image", made)
     assert teardown(state) == []
     assert (made / "image" / "someone-elses-file").is_file()
+
+
+def test_teardown_spares_another_clusters_mount_point_below_the_same_top(tmp_path: Path) -> None:
+    """Cluster a made ``images/`` itself (its ``created`` top); cluster b's mount point came
+    later below it. b's directory is empty on the host (its mounts live in b's nodes), yet it
+    is not a's: removing it would detach b's image inside b's nodes."""
+    images = tmp_path / "host" / "images"
+    (images / "a" / "image").mkdir(parents=True)
+    (images / "b" / "image").mkdir(parents=True)
+    state = crashed_cluster(tmp_path / "states", "a", images / "a" / "image", images)
+    assert teardown(state) == []
+    assert (images / "b" / "image").is_dir()
+    assert not (images / "a").exists()

@@ -265,21 +265,29 @@ class ContainerImage:
         """Remove the empty mount point directories ``up`` made on the host (the mounts went
         with the nodes), unless another live cluster uses the same path. From the state alone,
         as the base teardown's last step: after the nodes are gone, and for a crashed or kept
-        cluster's ``cleanup``/``destroy`` alike."""
+        cluster's ``cleanup``/``destroy`` alike.
+
+        Only the directories on each recorded path's own chain (the path, its parents, up to
+        the highest one ``up`` created) are candidates: never what else lies below that top.
+        On the host another cluster's mount point is an empty directory too, and removing it
+        would detach that cluster's image mounts inside its nodes (the kernel drops mounts on a
+        directory that is removed in another mount namespace)."""
         errors = []
         others = _paths_of_other_clusters(state)
+        ours: set[Path] = set()
         for r in state.of_kind(MOUNTPOINT_KIND):
-            if not r.get("created") or r["path"] in others or not Path(r["created"]).exists():
+            if not r.get("created") or r["path"] in others:
                 continue
-            top = Path(r["created"])
-            for d in sorted((p for p in [*top.rglob("*"), top] if p.is_dir()), key=lambda p: len(p.parts),
-                            reverse=True):
-                try:
-                    d.rmdir()
-                except OSError as exc:
-                    if exc.errno != errno.ENOTEMPTY:  # something else lives there now: not ours to remove
-                        errors.append(f"removing mount point {d}: {exc}")
-                    break
+            top, path = Path(r["created"]), Path(r["path"])
+            ours |= {d for d in [path, *path.parents] if d == top or top in d.parents}
+        for d in sorted(ours, key=lambda p: len(p.parts), reverse=True):  # deepest first
+            if not d.is_dir():
+                continue
+            try:
+                d.rmdir()
+            except OSError as exc:
+                if exc.errno != errno.ENOTEMPTY:  # not empty: something else lives there now, not ours
+                    errors.append(f"removing mount point {d}: {exc}")
         return errors
 
 
