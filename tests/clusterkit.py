@@ -9,6 +9,7 @@ developers can run clusters side by side.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -46,20 +47,35 @@ def skip_reason() -> str | None:
 
 needs_local = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 
-_OCTETS_TAKEN: set[int] = set()
+#: octet -> an open, flock-ed file: held for the life of this process, so no other process
+#: (another xdist worker, a developer's run) takes the same subnet even before a route shows it
+_OCTETS_TAKEN: dict[int, object] = {}
+OCTET_LOCKS = Path("/run/lock/hpcvalidate-test-subnets")
+
+
+def _claim(octet: int) -> bool:
+    OCTET_LOCKS.mkdir(parents=True, exist_ok=True)
+    f = open(OCTET_LOCKS / f"10.234.{octet}", "a")  # noqa: SIM115 - kept open: the lock is the file's
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return False
+    _OCTETS_TAKEN[octet] = f
+    return True
 
 
 def unique(tag: str) -> tuple[str, int]:
-    """A cluster name unique to this process and a 10.234.<octet>.0/24 no route uses yet."""
+    """A cluster name unique to this process and a 10.234.<octet>.0/24 no route uses yet and
+    no other live process has claimed."""
     pid = os.getpid()
     name = f"it{tag}{pid % 100000}"
     out = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
-    used = {int(m) for m in re.findall(r"\b10\.234\.(\d+)\.", out)} | _OCTETS_TAKEN
+    used = {int(m) for m in re.findall(r"\b10\.234\.(\d+)\.", out)} | set(_OCTETS_TAKEN)
     start = (pid * 7 + sum(map(ord, tag))) % 200
     for i in range(200):
         octet = (start + i) % 200 + 20
-        if octet not in used and octet != 9:  # 9: the rendering tests' subnet
-            _OCTETS_TAKEN.add(octet)
+        if octet not in used and octet != 9 and _claim(octet):  # 9: the rendering tests' subnet
             return name, octet
     raise RuntimeError("no free 10.234.x.0/24 subnet for a test cluster")
 
