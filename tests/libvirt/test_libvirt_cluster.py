@@ -188,8 +188,10 @@ def test_interrupted_provisioning_leaves_nothing(sig, tmp_path):
         assert _leftovers(name), "the cluster should exist while it boots"
         proc.send_signal(getattr(signal, sig))
         out, _ = proc.communicate(timeout=120)
-        # the domains were still booting: a run that exits 0 here was never interrupted
-        assert proc.returncode != 0, f"{sig} did not stop the run:\n{out[-2000:]}"
+        if sig == "SIGINT":
+            # pytest's own word for it: the exit code cannot tell (a run of one layer's suite
+            # exits non-zero anyway, as the other layers are not signed off)
+            assert "KeyboardInterrupt" in out, f"{sig} did not stop the run:\n{out[-2000:]}"
         if sig == "SIGKILL":
             left = _leftovers(name)
             assert any(item.startswith("domain ") for item in left), f"a killed run cannot clean up: {left}"
