@@ -86,10 +86,15 @@ def _redact_munge(text: str, after_mention: bool = False) -> str:
     text = _SAME_LINE_BLOB.sub(lambda m: f"{m['head']}{MASK}", text)
     lines = text.split("\n")
     out: list[str] = []
-    for line in lines:
+    masked = f"{MASK} (munge key material)"
+    for i, line in enumerate(lines):
         if after_mention and line.strip() and _KEY_LINE.match(line) and not _MUNGE_MENTION.search(line):
-            if not out or out[-1] != f"{MASK} (munge key material)":
-                out.append(f"{MASK} (munge key material)")
+            if not out or out[-1] != masked:
+                out.append(masked)
+            continue
+        if after_mention and not line.strip() and (not out or out[-1] == masked) and i < len(lines) - 1:
+            # a newline byte of the raw key (before its first masked line, or between two):
+            # part of the key material, not a line of the output's own
             continue
         out.append(line)
         if _MUNGE_MENTION.search(line):
