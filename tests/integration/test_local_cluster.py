@@ -607,3 +607,41 @@ def test_known_hosts_and_hosts_list_every_node():
     assert kh.splitlines() == [f"{n.name},{n.address} ssh-ed25519 AAAAC3Nza" for n in spec.nodes]
     hosts = sshconf.render_hosts(spec)
     assert "10.234.9.11\tc1" in hosts.splitlines()
+
+
+@needs_local
+def test_thirty_two_nodes_reach_each_other_all_pairs():
+    """1+32 nodes need ~1100 neighbour entries, past the kernel's default hard limit of 1024
+    shared by every namespace: up() raises the limits (all pairs answer) and down() counts the
+    cluster out again (seen failing before: 2 nodes reported 100% loss, ping never sent)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pytest_hpcvalidate.probes import network
+    from pytest_hpcvalidate.providers.local import hostlimits
+    from pytest_hpcvalidate.providers.local.engine import LocalCluster
+
+    name, octet = _unique("w")
+    spec = make_spec(name, octet, computes=32, gpus_on_first=0, cpus=1, memory_mb=256)
+    engine = LocalCluster(spec)
+    try:
+        cluster = engine.up()
+        addresses = {n.name: n.address for n in spec.nodes}
+
+        def from_node(node):
+            return node.name, network.ping_many(node, [a for n, a in addresses.items() if n != node.name],
+                                                count=3, interval_s=0.05)
+
+        with ThreadPoolExecutor(33) as pool:
+            results = dict(pool.map(from_node, cluster.nodes))
+        bad = [f"{src} -> {s.target}: {s.loss_pct:.0f}% {s.error}" for src, per in results.items()
+               for s in per.values() if s.loss_pct > 0]
+        assert sum(len(per) for per in results.values()) == 33 * 32
+        assert bad == [], f"{len(bad)} of {33 * 32} pairs failed: {bad[:3]}"
+        assert hostlimits.read_limits(hostlimits.SYSCTL_DIR)["gc_thresh3"] >= hostlimits.neighbours_needed(33)
+    finally:
+        engine.down()
+    registry = json.loads(hostlimits.REGISTRY.read_text())
+    assert str(spec.work_dir) not in registry["clusters"]
+    if not registry["clusters"]:  # no other cluster on this host still counts on the raise
+        assert hostlimits.read_limits(hostlimits.SYSCTL_DIR) == registry["original"]
+    assert leftovers(spec.cluster) == []

@@ -73,6 +73,21 @@ def test_ping_loss_and_unreachable():
     assert dead.loss_pct == 100.0 and "unreachable" in dead.error
 
 
+def test_ping_that_could_not_send_says_why():
+    # real iputils output on a host whose neighbour table overflowed (1+32 local nodes)
+    full = ("PING 10.0.0.9 (10.0.0.9) 56(84) bytes of data.\n"
+            "ping: sendmsg: No buffer space available\n" * 3 +
+            "\n--- 10.0.0.9 ping statistics ---\n"
+            "0 packets transmitted, 0 received\n")
+    silent = full.replace("ping: sendmsg: No buffer space available\n", "")  # iputils' usual way
+    for out in (full, silent):
+        s = network.parse_ping("10.0.0.9", out)
+        assert s.loss_pct == 100.0 and "could be sent" in s.error and "gc_thresh3" in s.error
+    other = network.parse_ping("x", full.replace("sendmsg: No buffer space available", "sendmsg: Operation not permitted"))
+    assert other.error == "ping: sendmsg: Operation not permitted"
+    assert not network.parse_ping("x", PING_OK).error
+
+
 def test_iperf3_json():
     ok = network.parse_iperf3('{"end": {"sum_received": {"bits_per_second": 2.5e9}, "sum_sent": {"retransmits": 3}}}')
     assert ok.gbps == 2.5 and ok.retransmits == 3 and not ok.error

@@ -48,7 +48,23 @@ def parse_ping(target: str, output: str) -> PingStats:
     rtts = tuple(float(t) for t in _TIME.findall(output))
     if not m:
         return PingStats(target, 0, 0, rtts, error=output.strip().splitlines()[-1] if output.strip() else "no output")
-    return PingStats(target, int(m.group(1)), int(m.group(2)), rtts)
+    sent, received = int(m.group(1)), int(m.group(2))
+    return PingStats(target, sent, received, rtts, error=_send_failure(output) if sent == 0 else "")
+
+
+#: ping's "sendmsg: No buffer space available": the kernel refused to queue the request
+_NOBUFS = "No buffer space available"
+
+
+def _send_failure(output: str) -> str:
+    """Why no echo request left at all (ping then reports 0 transmitted, not a loss)."""
+    said = [ln.strip() for ln in output.splitlines() if ln.startswith("ping:") or "sendmsg" in ln]
+    if said and _NOBUFS not in said[-1]:
+        return said[-1]
+    # iputils backs off silently on ENOBUFS, so usually nothing is said at all
+    return ("no echo request could be sent before the deadline (the sender's kernel refused to "
+            "queue them: a full neighbour (ARP) table? see dmesg for 'neighbor table overflow', "
+            "ip neigh, net.ipv4.neigh.default.gc_thresh3)")
 
 
 def ping_command(target: str, count: int, interval_s: float = 0.01, size: int | None = None,

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import cgroups, netns, procs
+from . import cgroups, hostlimits, netns, procs
 from .naming import PREFIX, link_alias, netns_name
 from .sshconf import hosts_marker
 from .state import STATE_FILE, State, state_files, sweep_recorded
@@ -158,7 +158,8 @@ def remove_work_dir(state: State) -> list[str]:
 def teardown(state: State) -> list[str]:
     """Undo everything ``state`` records; returns the problems (empty when all went)."""
     errors: list[str] = []
-    for step in (stop_processes, remove_mounts, remove_network, remove_cgroups, remove_addon_records):
+    for step in (stop_processes, remove_mounts, remove_network, remove_cgroups, remove_addon_records,
+                 release_host_limits):
         try:
             errors += step(state)
         except Exception as exc:  # keep going: every later step still has work to do
@@ -171,6 +172,18 @@ def remove_addon_records(state: State) -> list[str]:
     from .addons import undo_recorded_all  # the addons import the provider's modules
 
     return undo_recorded_all(state)
+
+
+def release_host_limits(state: State) -> list[str]:
+    """Count the cluster out of the host's raised neighbour-table limits (restored when it
+    was the last)."""
+    errors = []
+    for r in state.of_kind("neigh_limit"):
+        try:
+            hostlimits.release(state.work_dir, registry=Path(r["registry"]))
+        except OSError as exc:
+            errors.append(f"restoring the neighbour-table limits ({r['registry']}): {exc}")
+    return errors
 
 
 def finish_teardown(state: State, errors: list[str]) -> list[str]:

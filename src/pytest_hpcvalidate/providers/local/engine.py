@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from ..base import ProgressFn, ProvisioningError, no_progress
-from . import addons, cgroups, daemons, keys, mountns, netns, preflight, procs, slurmconf, sshconf
+from . import addons, cgroups, daemons, hostlimits, keys, mountns, netns, preflight, procs, slurmconf, sshconf
 from .cleanup import mounts_under, swept_state, teardown
 from .daemons import Daemon
 from .keys import SshPaths
@@ -114,6 +114,21 @@ class LocalCluster:
     def _mark(self, name: str) -> None:
         self.timings[name] = round(time.monotonic() - self._t0, 4)
 
+    def _reserve_neighbours(self) -> None:
+        """Raise the host's neighbour-table limits for this cluster's all-pairs traffic (the
+        kernel has one table for every namespace; see hostlimits)."""
+        n = len(self.spec.nodes)
+        self.state.add("neigh_limit", registry=str(hostlimits.REGISTRY), nodes=n)  # intent first
+        try:
+            hostlimits.reserve(self.work_dir, n)
+        except OSError as exc:
+            need = hostlimits.wanted(hostlimits.read_limits(hostlimits.SYSCTL_DIR), hostlimits.neighbours_needed(n))
+            raise ProvisioningError(
+                f"{n} nodes need the kernel's neighbour table to hold about {hostlimits.neighbours_needed(n)} "
+                f"entries and raising net.ipv4.neigh.default.gc_thresh3 failed ({exc}); fix: "
+                f"sysctl -w net.ipv4.neigh.default.gc_thresh2={need['gc_thresh2']} "
+                f"net.ipv4.neigh.default.gc_thresh3={need['gc_thresh3']}, or use fewer nodes") from None
+
     def _make_gpu_devices(self, n) -> None:
         """The node's GPUs in the upper layer of its /dev overlay: simulated ones as char 195:i;
         real ones with the host device's numbers, every other host GPU hidden (a whiteout), so
@@ -192,6 +207,7 @@ class LocalCluster:
             records += [{"kind": "netns", "name": netns_name(spec.cluster, n.name)},
                         {"kind": "veth", "name": veth_name(spec.cluster, n.name)}]
         st.add_many(records)
+        self._reserve_neighbours()
         lines = netns.bridge_lines(spec)
         for n in spec.nodes:
             lines += netns.node_host_lines(spec, n)
