@@ -6,12 +6,15 @@ VMs or an existing cluster.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shlex
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 from .transport import CommandResult, Transport
 
@@ -21,8 +24,55 @@ Role = Literal["controller", "compute"]
 DEFAULT_FANOUT = 64
 
 #: called with every :class:`CommandResult` that :meth:`Node.run` returns, from the thread
-#: that ran it (the report plugin turns them into Allure steps of the running test)
-COMMAND_OBSERVERS: list[Callable[[CommandResult], None]] = []
+#: that ran it, and the time it ended (the report plugin turns them into Allure steps of the
+#: running test); commands run under :func:`captured_commands` reach them only when replayed
+COMMAND_OBSERVERS: list[Callable[..., None]] = []
+
+_capture = threading.local()
+
+
+@dataclass(frozen=True)
+class RanCommand:
+    """A command's result and the wall-clock time it ended."""
+
+    result: CommandResult
+    stop: float
+
+
+@contextlib.contextmanager
+def captured_commands() -> Iterator[list[RanCommand]]:
+    """Commands this thread runs meanwhile are collected in the yielded list instead of
+    reaching the observers: work done ahead for several tests (see :meth:`Cluster.map`)
+    becomes each test's evidence when that test replays its share (:func:`replay`)."""
+    outer = getattr(_capture, "into", None)
+    _capture.into = into = []
+    try:
+        yield into
+    finally:
+        _capture.into = outer
+
+
+def replay(commands: Iterable[RanCommand]) -> None:
+    """Hand captured commands to the observers now (as the running test's evidence)."""
+    for c in commands:
+        for observe in COMMAND_OBSERVERS:
+            observe(c.result, c.stop)
+
+
+@dataclass
+class NodeOutcome:
+    """What a function run on one node by :meth:`Cluster.map` gave: its value or the
+    exception it raised, and the commands it ran (when captured)."""
+
+    node: str
+    value: Any = None
+    error: BaseException | None = None
+    commands: list[RanCommand] = field(default_factory=list)
+
+    def get(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 @dataclass(eq=False)
@@ -59,6 +109,10 @@ class Node:
 
     @staticmethod
     def _observed(result: CommandResult) -> CommandResult:
+        into = getattr(_capture, "into", None)
+        if into is not None:
+            into.append(RanCommand(result, time.time()))
+            return result
         for observe in COMMAND_OBSERVERS:
             observe(result)
         return result
@@ -100,6 +154,36 @@ class Cluster:
                 return n
         raise KeyError(f"no node named {name!r} in cluster {self.name!r}")
 
+    def map(
+        self,
+        fn: Callable[[Node], Any],
+        nodes: Iterable[Node] | None = None,
+        fanout: int = DEFAULT_FANOUT,
+        capture: bool = False,
+    ) -> dict[str, NodeOutcome]:
+        """``fn(node)`` on many nodes concurrently (at most ``fanout`` at once): {node name:
+        outcome}, in the nodes' order. One node's exception is that node's outcome, not the
+        call's. ``capture``: each node's commands are kept in its outcome (for replay as the
+        evidence of that node's test) instead of reaching the observers now. Wall time
+        follows the slowest node, not the node count."""
+        targets: Sequence[Node] = list(self.nodes if nodes is None else nodes)
+
+        def one(n: Node) -> NodeOutcome:
+            out = NodeOutcome(n.name)
+            with contextlib.ExitStack() as stack:
+                if capture:
+                    out.commands = stack.enter_context(captured_commands())
+                try:
+                    out.value = fn(n)
+                except Exception as exc:  # that node's outcome; the others still count
+                    out.error = exc
+            return out
+
+        if not targets:
+            return {}
+        with ThreadPoolExecutor(max_workers=max(1, min(fanout, len(targets)))) as pool:
+            return {o.node: o for o in pool.map(one, targets)}
+
     def run_all(
         self,
         command: str | Callable[[Node], str],
@@ -112,17 +196,9 @@ class Cluster:
         ``command`` may be a function of the node, for per-node commands. Wall time follows
         the slowest node, not the node count.
         """
-        targets: Sequence[Node] = list(self.nodes if nodes is None else nodes)
-        if not targets:
-            return {}
-
-        def one(n: Node) -> CommandResult:
-            cmd = command(n) if callable(command) else command
-            return n.run(cmd, timeout=timeout)
-
-        with ThreadPoolExecutor(max_workers=max(1, min(fanout, len(targets)))) as pool:
-            results = list(pool.map(one, targets))
-        return {n.name: r for n, r in zip(targets, results)}
+        outcomes = self.map(lambda n: n.run(command(n) if callable(command) else command, timeout=timeout),
+                            nodes, fanout)
+        return {name: o.get() for name, o in outcomes.items()}
 
     def close(self) -> None:
         for n in self.nodes:

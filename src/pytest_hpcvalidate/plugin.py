@@ -304,6 +304,15 @@ def gpu_node(cluster, gpu_node_name):
     return cluster.node(gpu_node_name)
 
 
+@pytest.fixture
+def each_node(request: pytest.FixtureRequest, cluster):
+    """``each_node(probe)`` → ``probe(node)`` for this per-node test's node, run for all the
+    check's nodes at once by its first test (see :mod:`pytest_hpcvalidate.ahead`)."""
+    from .ahead import gather
+
+    return lambda probe: gather(request, cluster, probe)
+
+
 @pytest.fixture(scope="session")
 def node_pair(cluster, pair_names):
     """(sender, receiver): node pairs of a ring over all nodes, thinned to

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pytest_hpcvalidate.probes import network
 
 
-def test_node_reaches_every_other_node(node, cluster, thresholds, metric):
-    """All pairs: this node pings every other node's configured address."""
+def test_node_reaches_every_other_node(node, cluster, thresholds, metric, each_node):
+    """All pairs: this node pings every other node's configured address (every node at once,
+    as the cluster's traffic would be)."""
     others = [n for n in cluster.nodes if n is not node]
-    stats = network.ping_many(node, [n.address for n in others], count=20)
+    stats = each_node(lambda n: network.ping_many(n, [o.address for o in cluster.nodes if o is not n], count=20))
     by_addr = {n.address: n.name for n in others}
     lost = [
         f"{by_addr[s.target]} ({s.target}): {s.loss_pct:.0f}% loss{' - ' + s.error if s.error else ''}"
@@ -24,15 +25,15 @@ def test_node_reaches_every_other_node(node, cluster, thresholds, metric):
     assert slow50.passed and slow99.passed, f"from {node.name}: {slow50.message}; {slow99.message}"
 
 
-def test_hostname_and_address_match_config(node):
-    hostname = node.run("hostname", timeout=15).check().stdout.strip()
+def test_hostname_and_address_match_config(node, each_node):
+    hostname, ifaces = each_node(lambda n: (n.run("hostname", timeout=15).check().stdout.strip(), network.interfaces(n)))
     assert hostname == node.name, f"{node.name}: hostname is {hostname!r}, the config says {node.name!r}"
-    addrs = {a for i in network.interfaces(node) for a in i.addresses}
+    addrs = {a for i in ifaces for a in i.addresses}
     assert node.address in addrs, f"{node.name}: configured address {node.address} not on any interface (has {sorted(addrs)})"
 
 
-def test_every_node_name_resolves_to_its_address(node, cluster):
-    resolved = network.resolve_all(node, [n.name for n in cluster.nodes])
+def test_every_node_name_resolves_to_its_address(node, cluster, each_node):
+    resolved = each_node(lambda n: network.resolve_all(n, [o.name for o in cluster.nodes]))
     wrong = [
         f"{n.name} -> {resolved[n.name] or 'nothing'} (expected {n.address})"
         for n in cluster.nodes
@@ -41,24 +42,31 @@ def test_every_node_name_resolves_to_its_address(node, cluster):
     assert not wrong, f"name resolution on {node.name} is wrong: " + "; ".join(wrong)
 
 
-def test_mtu_matches_config_and_full_frames_pass(node, cluster, hpc_config):
+def _mtu_probe(cluster, mtu):
+    """(interfaces, peer, ping result, stats): full frames with don't-fragment to a peer."""
+    def probe(n):
+        peer = cluster.controller if n is not cluster.controller else cluster.compute[0]
+        cmd = network.ping_command(peer.address, count=3, interval_s=0.05, size=mtu - 28, dont_fragment=True)
+        result = n.run(cmd, timeout=15)
+        return network.interfaces(n), peer, result, network.parse_ping(peer.address, result.stdout + result.stderr)
+    return probe
+
+
+def test_mtu_matches_config_and_full_frames_pass(node, cluster, hpc_config, each_node):
     mtu = hpc_config.network.mtu
-    iface = next((i for i in network.interfaces(node) if node.address in i.addresses), None)
+    ifaces, peer, result, stats = each_node(_mtu_probe(cluster, mtu))
+    iface = next((i for i in ifaces if node.address in i.addresses), None)
     assert iface is not None, f"{node.name}: no interface carries {node.address}"
     assert iface.mtu == mtu, f"{node.name}: {iface.name} has MTU {iface.mtu}, the config says {mtu}"
-    peer = cluster.controller if node is not cluster.controller else cluster.compute[0]
-    cmd = network.ping_command(peer.address, count=3, interval_s=0.05, size=mtu - 28, dont_fragment=True)
-    result = node.run(cmd, timeout=15)
-    stats = network.parse_ping(peer.address, result.stdout + result.stderr)
     assert stats.received == stats.sent > 0, (
         f"{node.name} -> {peer.name}: {mtu}-byte frames with don't-fragment do not pass "
         f"({stats.received}/{stats.sent} replies): {result.stderr.strip() or stats.error}"
     )
 
 
-def test_ssh_reaches_node_with_cluster_key(node):
+def test_ssh_reaches_node_with_cluster_key(node, each_node):
     assert node.ssh is not None, f"{node.name}: the provider gives no SSH access to this node"
-    result = node.run_ssh("hostname", timeout=30)
+    result = each_node(lambda n: n.run_ssh("hostname", timeout=30) if n.ssh is not None else None)
     assert result.ok, f"SSH to {node.name} ({node.address}) failed: {result.describe()}"
     assert result.stdout.strip() == node.name, f"SSH to {node.address} reached {result.stdout.strip()!r}, not {node.name}"
 

@@ -251,6 +251,50 @@ def gres_files_for(lines: list[GresLine], node: str, name: str = "gpu") -> list[
     return out
 
 
+#: slurmd -G's lines, one per GRES record it found (22.05: "slurmd: Gres Name=gpu Type=sim
+#: Count=2 Index=0 ID=7696487 File=/dev/nvidia[0-1] (null)"; 23.x prints one per device)
+_SLURMD_GRES = re.compile(r"\bGres Name=(\S+)\b.*?\bFile=(\S+)")
+
+
+def parse_slurmd_gres(text: str, name: str = "gpu") -> list[str]:
+    """The device files of GRES ``name`` in ``slurmd -G`` output (what slurmd itself found,
+    gres.conf ``File=`` lines and ``AutoDetect`` alike), in order, without repeats."""
+    from ..hostlist import expand
+
+    out: list[str] = []
+    for m in _SLURMD_GRES.finditer(text):
+        if m.group(1) != name or m.group(2) == "(null)":
+            continue
+        out += [f for f in expand(m.group(2)) if f not in out]
+    return out
+
+
+@dataclass(frozen=True)
+class GresDevices:
+    """The device files a node's slurmd uses for a GRES, and where they were read."""
+
+    node: str
+    files: tuple[str, ...]
+    source: str  # e.g. "gres.conf File= (/etc/slurm/gres.conf)" or "slurmd -G (AutoDetect)"
+
+
+def gres_devices(node, name: str = "gpu") -> GresDevices:
+    """The node's device files for GRES ``name``: gres.conf's ``File=`` lines for the node;
+    where it gives none (``AutoDetect=nvml``, or files set elsewhere), what ``slurmd -G``
+    reports (it runs slurmd's own detection and exits; it starts no daemon)."""
+    conf = config_dir(node)
+    r = node.run(f"cat {shlex.quote(conf)}/gres.conf", timeout=20)
+    files = gres_files_for(parse_gres_conf(r.stdout), node.name, name) if r.ok else []
+    if files:
+        return GresDevices(node.name, tuple(files), f"gres.conf File= ({conf}/gres.conf)")
+    probe = node.run(f"PATH=$PATH:/usr/sbin:/usr/local/sbin slurmd -G -N {shlex.quote(node.name)} "
+                     f"-f {shlex.quote(conf)}/slurm.conf 2>&1", timeout=30, root=True)
+    found = parse_slurmd_gres(probe.stdout, name)
+    said = "gres.conf has no File= for it" if r.ok else f"no gres.conf in {conf}"
+    why = "" if found or probe.ok else f"; slurmd -G failed: {probe.describe()}"
+    return GresDevices(node.name, tuple(found), f"slurmd -G ({said}){why}")
+
+
 def config_dir(node) -> str:
     """The directory of the slurm.conf the node uses (``scontrol show config``'s SLURM_CONF)."""
     r = node.run("scontrol show config 2>/dev/null | sed -n 's/^SLURM_CONF *= *//p'", timeout=20)

@@ -73,11 +73,12 @@ class EvidenceLog:
             self._events.clear()
             self._active = True
 
-    def observe(self, result: CommandResult) -> None:
-        """The ``cluster.COMMAND_OBSERVERS`` callback (any thread)."""
+    def observe(self, result: CommandResult, stop: float | None = None) -> None:
+        """The ``cluster.COMMAND_OBSERVERS`` callback (any thread); ``stop``: when the command
+        ended, if not just now (a replayed command run ahead for this test)."""
         if not self._active or self._paused:
             return
-        stop = time.time()
+        stop = time.time() if stop is None else stop
         with self._lock:
             self._events.append(CommandEvent(result, stop - result.duration_s, stop))
 
