@@ -8,13 +8,31 @@ from pytest_hpcvalidate.probes import gpu, slurm
 
 
 @pytest.fixture(scope="session")
-def gres_files(cluster):
-    """{node: [device files gres.conf gives it for gpu]}, read from gres.conf on each node."""
-    out = {}
-    for node in cluster.compute:
-        r = node.run(f"cat {slurm.config_dir(node)}/gres.conf", timeout=20)
-        out[node.name] = slurm.gres_files_for(slurm.parse_gres_conf(r.stdout), node.name) if r.ok else []
-    return out
+def gres_devices(cluster) -> dict[str, slurm.GresDevices]:
+    """{node: the GPU device files its slurmd uses, and where they were read}: gres.conf's
+    ``File=`` lines, else what ``slurmd -G`` detects (``AutoDetect=nvml``); every compute node
+    at once. A node whose reading failed has no files and says why."""
+    outcomes = cluster.map(slurm.gres_devices, cluster.compute)
+    return {name: o.value if o.error is None else slurm.GresDevices(name, (), f"reading failed: {o.error}")
+            for name, o in outcomes.items()}
+
+
+@pytest.fixture(scope="session")
+def gres_files(gres_devices) -> dict[str, list[str]]:
+    """{node: [device files Slurm gives it for gpu]} (see ``gres_devices``)."""
+    return {name: list(d.files) for name, d in gres_devices.items()}
+
+
+@pytest.fixture
+def gpu_device_files(gpu_node, gres_devices) -> list[str]:
+    """This GPU node's device files as Slurm knows them; the check cannot run without them
+    (a device-isolation check over no device would pass on any node), so it fails here."""
+    d = gres_devices[gpu_node.name]
+    if not d.files:
+        pytest.fail(f"{gpu_node.name}: Slurm names no GPU device file for the node (read from {d.source}); "
+                    "fix: File= lines in gres.conf, or AutoDetect=nvml with NVML working on the node",
+                    pytrace=False)
+    return list(d.files)
 
 
 @pytest.fixture(scope="session")

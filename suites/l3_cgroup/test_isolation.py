@@ -54,8 +54,8 @@ def _device_step(controller, where: str, gres: str, devices: list[str], timeout:
     return isolation.parse_step_facts(r.stdout)[0]
 
 
-def test_job_without_gres_cannot_open_any_gpu(gpu_node, controller, place_on, gres_files, thresholds):
-    devices = gres_files[gpu_node.name]
+def test_job_without_gres_cannot_open_any_gpu(gpu_node, controller, place_on, gpu_device_files, thresholds):
+    devices = gpu_device_files
     facts = _device_step(controller, place_on(gpu_node), "", devices, thresholds.job_start_s_max)
     assert not facts.opened, (
         f"{gpu_node.name}: a job without --gres can open {', '.join(facts.opened)} "
@@ -64,8 +64,8 @@ def test_job_without_gres_cannot_open_any_gpu(gpu_node, controller, place_on, gr
     assert facts.denied == sorted(devices), f"{gpu_node.name}: unexpected device states {facts.devices}"
 
 
-def test_job_with_one_gpu_opens_exactly_its_own(gpu_node, controller, place_on, gres_files, thresholds):
-    devices = gres_files[gpu_node.name]
+def test_job_with_one_gpu_opens_exactly_its_own(gpu_node, controller, place_on, gpu_device_files, thresholds):
+    devices = gpu_device_files
     facts = _device_step(controller, place_on(gpu_node), "--gres=gpu:1", devices, thresholds.job_start_s_max)
     assert len(facts.opened) == 1, (
         f"{gpu_node.name}: a job holding one GPU can open {len(facts.opened)} GPU devices "

@@ -14,12 +14,13 @@ def _step(controller, where: str, gres: str, devices: list[str], timeout: float,
     return slurm.srun(controller, f"{where} -n1 {gres}", isolation.step_facts_command(devices, hold_s), timeout=timeout)
 
 
-def test_gres_conf_matches_devices_and_config(gpu_node, node_spec, gres_files):
+def test_gres_conf_matches_devices_and_config(gpu_node, node_spec, gres_devices):
     want = node_spec[gpu_node.name].gpus
-    files = gres_files[gpu_node.name]
+    found = gres_devices[gpu_node.name]
+    files = list(found.files)
     assert len(files) == want, (
-        f"{gpu_node.name}: gres.conf gives {len(files)} GPU device files ({', '.join(files) or 'none'}), "
-        f"the config says {want}"
+        f"{gpu_node.name}: Slurm gives it {len(files)} GPU device files ({', '.join(files) or 'none'}; "
+        f"from {found.source}), the config says {want}"
     )
     r = gpu_node.run("for f in " + " ".join(shlex.quote(f) for f in files) + "; do "
                      "if [ -c \"$f\" ]; then echo \"$f ok\"; else echo \"$f missing\"; fi; done", timeout=20)

@@ -39,11 +39,11 @@ def _step_facts(controller, where: str, gres: str, timeout: float, python: str) 
     return gpu.parse_facts(r.node, r.stdout, r.stderr), ("" if r.ok else r.describe())
 
 
-def test_gres_files_are_the_nodes_real_gpus(gpu_node, real_gpus, gres_files, python):
+def test_gres_files_are_the_nodes_real_gpus(gpu_node, real_gpus, gpu_device_files, python):
     facts = gpu.node_facts(gpu_node, python=python)
     if not facts.available:
         pytest.skip(f"{gpu_node.name}: neither NVML nor nvidia-smi answered on the node ({facts.error})")
-    files = gres_files[gpu_node.name]
+    files = gpu_device_files
     numbers = gpu.parse_device_numbers(gpu_node.run(gpu.device_numbers_command(files), timeout=20).stdout)
     problems = gpu_health.gres_file_problems(gpu_node.name, files, numbers, facts)
     assert not problems, "; ".join(problems)

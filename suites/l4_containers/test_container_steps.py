@@ -75,11 +75,11 @@ def test_container_over_its_memory_is_killed(compute_node, controller, runtime, 
     )
 
 
-def test_container_gets_exactly_the_gpus_granted(gpu_node, controller, runtime, node_spec, place_on, gres_files,
-                                                  thresholds):
+def test_container_gets_exactly_the_gpus_granted(gpu_node, controller, runtime, node_spec, place_on,
+                                                  gpu_device_files, thresholds):
     """``--gres=gpu:N`` for every N up to the node's count: exactly N GPU devices open inside the
     container; without GRES none does."""
-    devices = gres_files[gpu_node.name]
+    devices = gpu_device_files
     problems = []
     for n in range(node_spec[gpu_node.name].gpus + 1):
         gres = f"--gres=gpu:{n}" if n else ""

@@ -142,7 +142,25 @@ def test_gres_conf_declares_more_gpus_than_exist(broken, pytester):
         results = run_checks(pytester, path, "l3_gres/test_gres.py::test_gres_conf_matches_devices_and_config")
     failed = failures(results)
     assert list(failed) == ["test_gres_conf_matches_devices_and_config[g1]"]
-    assert "g1: gres.conf gives 3 GPU device files" in failed["test_gres_conf_matches_devices_and_config[g1]"]
+    assert "g1: Slurm gives it 3 GPU device files (/dev/nvidia0, /dev/nvidia1, /dev/nvidia2; from gres.conf File=" \
+        in failed["test_gres_conf_matches_devices_and_config[g1]"]
+
+
+def test_gres_conf_without_device_files_fails_the_device_checks_not_passes_them(broken, pytester):
+    """No File= (an AutoDetect line with nothing detected): the device-isolation checks have
+    no device to judge and must not pass over none; slurmd -G is asked and says so too."""
+    engine, path = broken
+    with slurmfaults.gres_conf_without_files(engine, "g1"):
+        results = run_checks(pytester, path, "l3_gres/test_gres.py::test_gres_conf_matches_devices_and_config",
+                             "l3_cgroup/test_isolation.py::test_job_without_gres_cannot_open_any_gpu")
+    failed = failures(results)
+    assert set(failed) == {f"{t}[g1]" for t in ("test_gres_conf_matches_devices_and_config",
+                                                "test_job_without_gres_cannot_open_any_gpu")}
+    assert "g1: Slurm gives it 0 GPU device files (none; from slurmd -G (gres.conf has no File= for it))" \
+        in failed["test_gres_conf_matches_devices_and_config[g1]"]
+    assert "g1: Slurm names no GPU device file for the node (read from slurmd -G" \
+        in failed["test_job_without_gres_cannot_open_any_gpu[g1]"]
+    assert results["test_job_without_gres_cannot_open_any_gpu[g2]"][0] == "passed"
 
 
 def test_memory_constraint_off_lets_a_job_exceed_its_memory(broken, pytester):

@@ -94,3 +94,16 @@ def test_iperf3_json():
     err = network.parse_iperf3('{"error": "unable to connect to server: Connection refused"}')
     assert err.gbps == 0 and "refused" in err.error
     assert "no JSON" in network.parse_iperf3("iperf3: error").error
+
+
+def test_slurmd_gres_lines_give_the_device_files():
+    # Slurm 22.05 (Debian 12), run here: one line per gres.conf record
+    old = "slurmd: Gres Name=gpu Type=sim Count=2 Index=0 ID=7696487 File=/dev/nvidia[0-1] (null)\n"
+    assert slurm.parse_slurmd_gres(old) == ["/dev/nvidia0", "/dev/nvidia1"]
+    # later releases, AutoDetect=nvml: one line per device, with links and flags after File=
+    new = "".join(f"slurmd: Gres Name=gpu Type=h100 Count=1 Index={i} ID=7696487 File=/dev/nvidia{i} "
+                  f"Cores=0-31 CoreCnt=64 Links=-1,0 Flags=HAS_FILE,HAS_TYPE,ENV_NVML\n" for i in (0, 1))
+    assert slurm.parse_slurmd_gres(new) == ["/dev/nvidia0", "/dev/nvidia1"]
+    none = "slurmd: Gres Name=gpu Type=sim Count=2 Index=0 ID=7696487 File=(null) (null)\n"
+    assert slurm.parse_slurmd_gres(none) == []
+    assert slurm.parse_slurmd_gres(old.replace("Name=gpu", "Name=mps")) == []

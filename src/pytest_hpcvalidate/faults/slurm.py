@@ -111,6 +111,23 @@ def gres_conf_extra_gpu(engine, name: str):
         yield
 
 
+@contextlib.contextmanager
+def gres_conf_without_files(engine, name: str):
+    """gres.conf counts the node's GPUs (``Count=``) but names no device file for them: what
+    an ``AutoDetect=nvml`` line leaves to NVML, on a node where nothing detects them."""
+    require_local(engine)
+    count = next(n.gpus for n in engine.spec.compute if n.name == name)
+
+    def edit(text: str) -> str:
+        pattern = re.compile(rf"^(NodeName={re.escape(name)} Name=gpu .*?)File=\S+$", re.M)
+        if not pattern.search(text):
+            raise ValueError(f"gres.conf has no GPU line for {name}")
+        return pattern.sub(rf"\g<1>Count={count}", text)
+
+    with edited(engine.conf_dir / "gres.conf", edit):
+        yield
+
+
 def _reconfigure(engine, restart_slurmd: bool) -> None:
     ctl = engine.cluster.controller
     ctl.run("scontrol reconfigure", timeout=30).check()
