@@ -83,10 +83,12 @@ def main() -> int:
         print(json.dumps(results, indent=2))
         return 0
     for r in results:
+        # exit 1 with no failure: not signed off, because only L1 and L2 ran (by design here)
         print(f"1+{r['compute']}: {r['wall_s']} s in all, provisioning {r['provision_s']} s, exit {r['exit']}: {r['summary']}")
         for name, c in r["checks"].items():
             print(f"  {name:58s} {c['nodes']:3d} tests {c['total_s']:7.2f} s (slowest {c['slowest_s']:.2f} s)")
-    return 0 if all(r["exit"] == 0 for r in results) else 1
+    return 0 if all(r["exit"] in (0, 1) and " failed" not in r["summary"] and " error" not in r["summary"]
+                    for r in results) else 1
 
 
 if __name__ == "__main__":
