@@ -41,7 +41,12 @@ def _slurm_oci(state) -> str | None:
 
 
 def _storage(state) -> str | None:
-    return None if state.model.storage else "the config declares no shared storage"
+    """A ``storage`` entry or a node's virtio-fs mount: either is a shared filesystem the L5
+    checks run over (a seed config declares its shares only as virtio-fs mounts)."""
+    model = state.model
+    if model.storage or any(n.virtio_fs for n in model.resolved_nodes()):
+        return None
+    return "the config declares no shared storage (no storage entry, no virtio-fs mount)"
 
 
 def _accounting(state) -> str | None:

@@ -203,3 +203,21 @@ def test_report_dir_receives_allure_results(pytester, cfg):
     out = pytester.path / "out"
     pytester.runpytest("--hpc-config", str(cfg), "--hpc-report-dir", str(out), "test_x.py").assert_outcomes(passed=1)
     assert list((out / "allure-results").glob("*-result.json"))
+
+
+def test_virtio_fs_mounts_alone_are_shared_storage_to_check(pytester, cfg):
+    """A config whose only shared filesystem is a node's virtio-fs mount (the seed's way) requires
+    the storage area, so its storage checks must run, not skip as "no shared storage"."""
+    vf = pytester.makefile(".yaml", vf=GOOD.replace(
+        "- names: c[1-2]",
+        "- names: c[1-2]\n    virtio_fs_mounts:\n      - {tag: data, host_path: /srv/data, mount_point: /mnt/data}"))
+    pytester.makepyfile(test_st="""
+        import pytest
+        @pytest.mark.area("storage")
+        @pytest.mark.requires("storage")
+        def test_storage(): pass
+        """)
+    pytester.runpytest("--hpc-config", str(vf), "test_st.py").assert_outcomes(passed=1)
+    plain = pytester.runpytest("--hpc-config", str(cfg), "-rs", "test_st.py")
+    plain.assert_outcomes(skipped=1)
+    plain.stdout.fnmatch_lines(["*requires storage: the config declares no shared storage*"])
