@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 from pytest_hpcvalidate.probes import isolation, slurm
 
 #: a job that needs about ``MiB`` of memory at once (tail buffers the whole newline-free line)
@@ -46,6 +49,30 @@ def test_job_within_its_memory_completes(compute_node, controller, place_on, thr
         f"{compute_node.name}: job {info.job_id} using {mem // 4} MiB of --mem={mem} ended "
         f"{info.state} (exit {info.exit_code}), expected COMPLETED: {r.describe()}"
     )
+
+
+def test_processes_a_job_leaves_behind_are_killed_when_it_ends(compute_node, controller, place_on, thresholds):
+    """A step that starts a process in its own session (``setsid``, reparented to init) and
+    exits: Slurm's process tracking must still find it and kill it with the job, or every job
+    can leave work running outside any allocation (proctrack/cgroup finds it by its cgroup)."""
+    marker = f"9876.{os.getpid() % 1000:03d}{int(time.time() * 1000) % 1000:03d}"
+    try:
+        r = slurm.srun(controller, f"{place_on(compute_node)} -n1", isolation.escape_command(marker),
+                       timeout=thresholds.job_start_s_max)
+        assert r.ok and "started" in r.stdout, f"{compute_node.name}: the step failed: {r.describe()}"
+        deadline = time.monotonic() + 10.0  # KillWait and slurmstepd's own sweep, with room
+        left = isolation.leftover_pids(compute_node, marker)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.25)
+            left = isolation.leftover_pids(compute_node, marker)
+        if left:
+            track = controller.run("scontrol show config | sed -n 's/^ProctrackType *= *//p'", timeout=20).stdout.strip()
+            raise AssertionError(
+                f"{compute_node.name}: a process the job started in its own session (sleep {marker}, pid "
+                f"{', '.join(map(str, left))}) still runs 10 s after the job ended: Slurm did not track it "
+                f"(ProctrackType={track or 'unknown'}; proctrack/cgroup kills everything in the job's cgroup)")
+    finally:
+        isolation.kill_leftovers(compute_node, marker)
 
 
 def _device_step(controller, where: str, gres: str, devices: list[str], timeout: float):

@@ -184,6 +184,19 @@ def test_device_constraint_off_lets_a_job_open_every_gpu(broken, pytester):
     assert "g1: a job without --gres can open /dev/nvidia0, /dev/nvidia1" in failed["test_job_without_gres_cannot_open_any_gpu[g1]"]
 
 
+def test_process_tracking_by_process_group_lets_a_daemonised_process_outlive_its_job(broken, pytester):
+    engine, path = broken
+    with slurmfaults.slurm_conf_setting(engine, "ProctrackType", "proctrack/pgid", restart_slurmd=True):
+        results = run_checks(pytester, path, "l3_cgroup/test_isolation.py::"
+                                             "test_processes_a_job_leaves_behind_are_killed_when_it_ends")
+    failed = failures(results)
+    assert set(failed) == {f"test_processes_a_job_leaves_behind_are_killed_when_it_ends[{n}]" for n in ("g1", "g2", "c1")}
+    msg = failed["test_processes_a_job_leaves_behind_are_killed_when_it_ends[c1]"]
+    assert "c1: a process the job started in its own session" in msg and "ProctrackType=proctrack/pgid" in msg
+    left = [n for n in ("g1", "g2", "c1") if engine.cluster.node(n).run("pgrep -f '[s]leep 9876[.]' || true").stdout.strip()]
+    assert left == [], f"the check left its escaped processes on {left}"
+
+
 def test_mpi_default_not_pmix(broken, pytester):
     engine, path = broken
     with slurmfaults.slurm_conf_setting(engine, "MpiDefault", "none"):

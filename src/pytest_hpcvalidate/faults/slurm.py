@@ -159,9 +159,10 @@ def cgroup_setting(engine, key: str, value: str):
     return _conf_setting(engine, engine.conf_dir / "cgroup.conf", key, value, restart_slurmd=True)
 
 
-def slurm_conf_setting(engine, key: str, value: str):
-    """slurm.conf ``key=value`` (``scontrol reconfigure``)."""
-    return _conf_setting(engine, engine.slurm_conf, key, value, restart_slurmd=False)
+def slurm_conf_setting(engine, key: str, value: str, restart_slurmd: bool = False):
+    """slurm.conf ``key=value`` (``scontrol reconfigure``; ``restart_slurmd`` for the settings
+    slurmd reads only at start, such as ProctrackType)."""
+    return _conf_setting(engine, engine.slurm_conf, key, value, restart_slurmd=restart_slurmd)
 
 
 def _restart_slurm(engine, names: list[str]) -> None:

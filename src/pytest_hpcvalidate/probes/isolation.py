@@ -122,3 +122,30 @@ _OOM = re.compile(r"out.of.memory|oom-kill", re.I)
 def oom_reported(text: str) -> bool:
     """Slurm's words for an OOM kill of a step (srun stderr / job state)."""
     return bool(_OOM.search(text))
+
+
+# -- processes a job leaves behind ----------------------------------------------------------------
+def escape_command(marker: str) -> str:
+    """A step body that starts a process in a session of its own (``setsid``: reparented to
+    init once the step's shell exits, outside the step's process group) and returns at once.
+    ``marker`` (e.g. ``9876.123456``) makes its command line unique: ``sleep <marker>``."""
+    # the step returns only once the process runs as "sleep" (setsid() is called before the
+    # exec): ending sooner, Slurm could kill it with the step's process group before it left
+    return (f"setsid sleep {marker} </dev/null >/dev/null 2>&1 & p=$!; i=0; "
+            "while [ \"$(cat /proc/$p/comm 2>/dev/null)\" != sleep ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
+            "echo started")
+
+
+def _pattern(marker: str) -> str:
+    # "[s]leep": the pattern does not match the shell that runs pgrep with it in its command line
+    return shlex.quote(f"[s]leep {marker}")
+
+
+def leftover_pids(node, marker: str) -> list[int]:
+    """Pids of ``sleep <marker>`` still running on ``node``."""
+    r = node.run(f"pgrep -f {_pattern(marker)} || true", timeout=15)
+    return sorted(int(p) for p in r.stdout.split() if p.isdigit())
+
+
+def kill_leftovers(node, marker: str) -> None:
+    node.run(f"pkill -KILL -f {_pattern(marker)} || true", timeout=15)
