@@ -100,9 +100,13 @@ def test_a_job_step_runs_on_every_node_of_each_partition(controller, hpc_config,
     assert not failures, "; ".join(failures)
 
 
-def test_batch_job_completes(controller, thresholds):
-    """``sbatch`` accepts a job, it runs and ends COMPLETED with exit code 0:0."""
-    job_id, submitted = slurm.sbatch(controller, "-N1 -o /dev/null", "hostname")
+def test_batch_job_completes(controller, cluster, thresholds):
+    """``sbatch`` accepts a job, it runs and ends COMPLETED with exit code 0:0, and its output
+    file holds what it printed, readable where it was submitted (in the directory every node
+    shares; without one, the state alone is checked)."""
+    shared = cluster.shared_dir
+    out = f"{shared}/hpcv-batch-%j.out" if shared else "/dev/null"
+    job_id, submitted = slurm.sbatch(controller, f"-N1 -o {out}", 'echo "hpcv-batch $SLURM_JOB_ID $(hostname)"')
     assert job_id is not None, f"sbatch failed: {submitted.describe()}"
     info = slurm.wait_job(controller, job_id, timeout=thresholds.job_start_s_max)
     assert info is not None, f"job {job_id} vanished from slurmctld before it finished"
@@ -110,6 +114,18 @@ def test_batch_job_completes(controller, thresholds):
         f"batch job {job_id} ended {info.state} (exit {info.exit_code}, nodes {info.nodes or 'none'}"
         + (f", reason {info.reason}" if info.reason and info.reason != "None" else "") + ")"
     )
+    if not shared:
+        return
+    path = out.replace("%j", str(job_id))
+    try:
+        r = controller.run(f"cat {path}", timeout=20)
+        assert r.ok and r.stdout.split() == ["hpcv-batch", str(job_id), info.nodes], (
+            f"batch job {job_id} ran on {info.nodes} but its output file {path} "
+            + (f"holds {r.stdout.strip()[:200]!r}" if r.ok else f"is not readable on {controller.name} ({r.stderr.strip()})")
+            + f", expected 'hpcv-batch {job_id} {info.nodes}': is {shared} shared between {info.nodes} and {controller.name}?"
+        )
+    finally:
+        controller.run(f"rm -f {path}", timeout=20)
 
 
 @pytest.mark.requires("accounting")

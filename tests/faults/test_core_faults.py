@@ -197,6 +197,20 @@ def test_process_tracking_by_process_group_lets_a_daemonised_process_outlive_its
     assert left == [], f"the check left its escaped processes on {left}"
 
 
+def test_batch_output_written_where_the_submitter_cannot_see_it(broken, pytester):
+    """The shared directory is private on every compute node: the batch job completes, but its
+    output file never reaches the controller."""
+    from pytest_hpcvalidate.faults import storage as storagefaults
+
+    engine, path = broken
+    with storagefaults.private_directory(engine, ["g1", "g2", "c1"], str(engine.cluster.shared_dir)):
+        results = run_checks(pytester, path, "l2_slurm/test_registration.py::test_batch_job_completes")
+    failed = failures(results)
+    assert list(failed) == ["test_batch_job_completes"]
+    assert "its output file" in failed["test_batch_job_completes"]
+    assert "is not readable on ctl" in failed["test_batch_job_completes"]
+
+
 def test_mpi_default_not_pmix(broken, pytester):
     engine, path = broken
     with slurmfaults.slurm_conf_setting(engine, "MpiDefault", "none"):

@@ -126,3 +126,18 @@ def stale_directory(engine, name: str, mount_point: str):
     finally:
         _remount(engine, vol, name)
         node.run(f"rm -rf {shlex.quote(str(stale))}", timeout=60)
+
+
+@contextlib.contextmanager
+def private_directory(engine, names: list[str], path: str):
+    """Each of ``names`` sees an empty tmpfs of its own at ``path`` (a directory that should be
+    shared, such as the cluster's shared directory): what a node writes there no other sees."""
+    nodes = [engine.cluster.node(n) for n in names]
+    q = shlex.quote(path)
+    for node in nodes:
+        node.run(f"mount -t tmpfs -o size=16m hpcv-fault-private {q}", timeout=30).check()
+    try:
+        yield
+    finally:
+        for node in nodes:
+            node.run(f"umount {q}", timeout=30)
