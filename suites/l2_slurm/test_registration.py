@@ -3,6 +3,7 @@ usable, and has the CPUs, memory and GRES the config promises; jobs run on every
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -147,3 +148,38 @@ def test_accounting_records_the_job(controller, thresholds):
         f"sacct shows job {job_id} as {rows or 'nothing'} {thresholds.job_start_s_max:g}s after it ended, "
         "expected COMPLETED"
     )
+
+
+def _sampling_period_s(controller) -> float:
+    """JobAcctGatherFrequency's task period in seconds (Slurm's default: 30)."""
+    r = controller.run("scontrol show config | sed -n 's/^JobAcctGatherFrequency *= *//p'", timeout=20)
+    m = re.search(r"(?:^|,)task=(\d+)", r.stdout.strip()) or re.fullmatch(r"(\d+)", r.stdout.strip())
+    return float(m.group(1)) if m else 30.0
+
+
+@pytest.mark.requires("accounting")
+def test_accounting_records_a_steps_memory_use(controller, thresholds):
+    """A step holding 96 MiB for longer than the sampling period: ``sacct`` reports a MaxRSS of
+    at least 64 MiB for it (what memory-efficiency reports and users' ``seff`` read)."""
+    hold_s = min(_sampling_period_s(controller), 60.0) + 2.0
+    hog = f'x=$(head -c 96m /dev/zero | tr "\\0" a); sleep {hold_s:g}; echo ${{#x}}'
+    job_id, submitted = slurm.sbatch(controller, "-N1 -n1 --mem=512 -o /dev/null", f"srun -n1 /bin/sh -c '{hog}'")
+    assert job_id is not None, f"sbatch failed: {submitted.describe()}"
+    info = slurm.wait_job(controller, job_id, timeout=thresholds.job_start_s_max + hold_s)
+    assert info is not None and info.state == "COMPLETED", f"job {job_id} ended {info.state if info else 'unseen'}"
+    deadline = time.monotonic() + thresholds.job_start_s_max
+    while True:
+        r = controller.run(f"sacct -n -P --noconvert -j {job_id}.0 -o JobID,State,MaxRSS", timeout=30)
+        assert r.ok, f"sacct failed: {r.describe()}"
+        row = next((line.split("|") for line in r.stdout.splitlines() if line.startswith(f"{job_id}.0|")), None)
+        if (row and row[1] == "COMPLETED") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    rss = row[2].strip() if row else ""
+    mib = slurm.parse_size_mib(rss) if rss else 0.0
+    if mib < 64:
+        gather = controller.run("scontrol show config | sed -n 's/^JobAcctGatherType *= *//p'", timeout=20).stdout.strip()
+        raise AssertionError(
+            f"sacct gives step {job_id}.0, which held 96 MiB for {hold_s:g} s, a MaxRSS of {rss or 'nothing'} "
+            f"({mib:.0f} MiB; expected >= 64): memory use is not gathered "
+            f"(JobAcctGatherType={gather or 'unknown'}; jobacct_gather/linux or /cgroup records it)")

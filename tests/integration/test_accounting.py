@@ -12,7 +12,9 @@ import yaml
 
 
 ROOT = Path(__file__).resolve().parents[2]
-CHECK = str(ROOT / "suites" / "l2_slurm" / "test_registration.py") + "::test_accounting_records_the_job"
+SUITE = str(ROOT / "suites" / "l2_slurm" / "test_registration.py")
+CHECK = SUITE + "::test_accounting_records_the_job"
+MEMORY_CHECK = SUITE + "::test_accounting_records_a_steps_memory_use"
 pytestmark = [pytest.mark.integration, clusterkit.needs_local]
 
 
@@ -24,9 +26,9 @@ def accounted(tmp_path_factory):
         yield made
 
 
-def run_check(pytester, path):
+def run_check(pytester, path, check=CHECK):
     result = pytester.runpytest("--hpc-config", str(path), "--hpc-reuse", "-p", "no:cacheprovider",
-                                "--hpc-report-dir", str(pytester.path / "reports"), CHECK)
+                                "--hpc-report-dir", str(pytester.path / "reports"), check)
     return result
 
 
@@ -45,3 +47,15 @@ def test_accounting_check_fails_when_slurmdbd_is_down(accounted, pytester):
         result.stdout.fnmatch_lines(["*sacct*"])
     finally:
         engine.start_daemon("ctl", "slurmdbd")
+
+
+
+def test_memory_use_is_recorded_and_the_check_fails_without_gathering(accounted, pytester):
+    from pytest_hpcvalidate.faults import slurm as slurmfaults
+
+    engine, path = accounted
+    run_check(pytester, path, MEMORY_CHECK).assert_outcomes(passed=1)
+    with slurmfaults.slurm_conf_setting(engine, "JobAcctGatherType", "jobacct_gather/none", restart_slurmd=True):
+        result = run_check(pytester, path, MEMORY_CHECK)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*a MaxRSS of *JobAcctGatherType=jobacct_gather/none*"])

@@ -107,3 +107,11 @@ def test_slurmd_gres_lines_give_the_device_files():
     none = "slurmd: Gres Name=gpu Type=sim Count=2 Index=0 ID=7696487 File=(null) (null)\n"
     assert slurm.parse_slurmd_gres(none) == []
     assert slurm.parse_slurmd_gres(old.replace("Name=gpu", "Name=mps")) == []
+
+
+def test_sacct_sizes_in_mib():
+    # sacct on Slurm 22.05 here, the same step: --noconvert prints bytes, the default K
+    assert round(slurm.parse_size_mib("104132608"), 1) == 99.3
+    assert round(slurm.parse_size_mib("101692K"), 1) == 99.3
+    assert slurm.parse_size_mib("1.5G") == 1536.0 and slurm.parse_size_mib("96M") == 96.0
+    assert slurm.parse_size_mib("") == 0.0 and slurm.parse_size_mib("n/a") == 0.0

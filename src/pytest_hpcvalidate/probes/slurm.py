@@ -162,6 +162,18 @@ def per_node_lines(result: CommandResult) -> dict[str, list[str]]:
     return out
 
 
+_SIZE_UNITS = {"": 1 / 1024 ** 2, "K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0 ** 2}
+
+
+def parse_size_mib(text: str) -> float:
+    """A Slurm size (sacct's MaxRSS ``101692K``, ``96M``, ``1.5G``; a bare number is bytes, as
+    ``sacct --noconvert`` prints it) in MiB; 0 for an empty field."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)\s*", text or "")
+    if not m:
+        return 0.0
+    return float(m.group(1)) * _SIZE_UNITS[m.group(2)]
+
+
 # -- batch jobs ---------------------------------------------------------------------------------
 #: job states after which a job will not change any more
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",

@@ -98,7 +98,6 @@ def render_slurm_conf(spec: LocalSpec, work_dir: Path | None = None) -> str:
         "SlurmdParameters=config_overrides",
         "ProctrackType=proctrack/cgroup",
         "TaskPlugin=task/cgroup,task/affinity",
-        "JobAcctGatherType=jobacct_gather/none",
         *accounting_lines(spec),
         f"MpiDefault={spec.mpi_default}",
         "MpiParams=ports=12000-12999",
@@ -120,8 +119,11 @@ def render_slurm_conf(spec: LocalSpec, work_dir: Path | None = None) -> str:
 
 def accounting_lines(spec: LocalSpec) -> list[str]:
     if not spec.accounting:
-        return ["AccountingStorageType=accounting_storage/none"]
-    return ["AccountingStorageType=accounting_storage/slurmdbd",
+        return ["JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none"]
+    # with accounting, sacct reports each step's memory use (MaxRSS): sampled every second,
+    # so that the short jobs of the checks are sampled at all
+    return ["JobAcctGatherType=jobacct_gather/linux", "JobAcctGatherFrequency=task=1",
+            "AccountingStorageType=accounting_storage/slurmdbd",
             f"AccountingStorageHost={spec.controller.address}",
             f"AccountingStoragePort={SLURMDBD_PORT}"]
 
