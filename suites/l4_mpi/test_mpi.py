@@ -48,6 +48,34 @@ def test_mpi_ranks_span_every_compute_node(controller, cluster, node_spec, mpi_b
     assert not problems, f"MPI job of {ntasks} ranks on {', '.join(hosts)}: " + "; ".join(problems)
 
 
+def test_mpirun_inside_a_batch_job_spans_every_compute_node(controller, cluster, node_spec, mpi_binary, thresholds):
+    """The other way users start MPI: ``mpirun`` inside an ``sbatch`` allocation (Open MPI reads
+    the allocation from Slurm and starts its daemons with srun): every rank reports, on every
+    compute node, world size and allreduce right."""
+    hosts = sorted(n.name for n in cluster.compute)
+    per_node = max(1, min(node_spec[h].cpus for h in hosts))
+    ntasks = per_node * len(hosts)
+    partition = _partition_with_all(controller, hosts)
+    out = f"{cluster.shared_dir}/hpcv-mpirun-%j.out"
+    job_id, submitted = slurm.sbatch(controller, f"{partition} -N{len(hosts)} --ntasks-per-node={per_node} -o {out}",
+                                     mpi.mpirun_script(mpi_binary, "ranks"))
+    assert job_id is not None, f"sbatch failed: {submitted.describe()}"
+    path = out.replace("%j", str(job_id))
+    try:
+        info = slurm.wait_job(controller, job_id, timeout=thresholds.job_start_s_max + 60)
+        output = controller.run(f"cat {path}", timeout=20)
+        report = mpi.parse_ranks(output.stdout)
+        problems = report.problems(ntasks, hosts)
+        if info is None or info.state != "COMPLETED":
+            said = (output.stdout.strip()[-1200:] if output.ok
+                    else f"its output file {path} is not readable on {controller.name} ({output.stderr.strip()})")
+            problems.append(f"the job ended {info.state if info else 'unseen'} "
+                            f"(exit {info.exit_code if info else '?'}): {said}")
+        assert not problems, f"mpirun in batch job {job_id} ({ntasks} ranks on {', '.join(hosts)}): " + "; ".join(problems)
+    finally:
+        controller.run(f"rm -f {path}", timeout=20)
+
+
 def test_point_to_point_latency_and_bandwidth(controller, cluster, node_spec, mpi_binary, thresholds, metric):
     """Ping-pong between the first two compute nodes, each rank owning all of its node's CPUs
     (a rank pinned to a core shared with other work measures the scheduler, not the network)."""

@@ -211,6 +211,19 @@ def test_batch_output_written_where_the_submitter_cannot_see_it(broken, pytester
     assert "is not readable on ctl" in failed["test_batch_job_completes"]
 
 
+def test_mpirun_in_a_batch_job_fails_where_a_node_cannot_see_the_program(broken, pytester):
+    from pytest_hpcvalidate.faults import storage as storagefaults
+
+    engine, path = broken
+    # g2: not the batch host (c1, the allocation's first node), so the job's output arrives
+    with storagefaults.private_directory(engine, ["g2"], str(engine.cluster.shared_dir)):
+        results = run_checks(pytester, path, "l4_mpi/test_mpi.py::test_mpirun_inside_a_batch_job_spans_every_compute_node")
+    failed = failures(results)
+    assert list(failed) == ["test_mpirun_inside_a_batch_job_spans_every_compute_node"]
+    msg = failed["test_mpirun_inside_a_batch_job_spans_every_compute_node"]
+    assert "mpirun in batch job" in msg and "the job ended FAILED" in msg and "hpcv-mpi" in msg, msg
+
+
 def test_mpi_default_not_pmix(broken, pytester):
     engine, path = broken
     with slurmfaults.slurm_conf_setting(engine, "MpiDefault", "none"):

@@ -101,3 +101,13 @@ def plugin_types(text: str) -> list[str]:
         elif line[:1] in (" ", "\t") and re.fullmatch(r"[a-z][a-z0-9_]*", line.strip()):
             names.append(line.strip())
     return names
+
+
+def mpirun_script(binary: str, *args: str) -> str:
+    """A batch script running ``binary`` with Open MPI's ``mpirun`` over the job's allocation
+    (output and errors to the job's output file). Open MPI refuses to run as root unless told:
+    clusters the run made are reached as root."""
+    argv = " ".join(shlex.quote(a) for a in (binary, *args))
+    return ("#!/bin/sh\n"
+            'if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi\n'
+            f"exec mpirun {argv} 2>&1\n")
