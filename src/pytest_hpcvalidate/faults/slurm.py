@@ -95,37 +95,30 @@ def munge_key_mode(engine, name: str, mode: int):
         key.chmod(before)
 
 
-@contextlib.contextmanager
-def gres_conf_extra_gpu(engine, name: str):
-    """gres.conf gives the node one GPU device file more than it has."""
+def _gres_files_edited(engine, name: str, replacement):
+    """gres.conf with the ``File=...`` of the node's GPU line replaced by ``replacement(count)``
+    (the node's configured GPU count)."""
     require_local(engine)
     count = next(n.gpus for n in engine.spec.compute if n.name == name)
 
     def edit(text: str) -> str:
-        pattern = re.compile(rf"^(NodeName={re.escape(name)} Name=gpu .*File=)\S+$", re.M)
-        if not pattern.search(text):
+        line = re.compile(rf"^(NodeName={re.escape(name)} Name=gpu .*?)File=\S+$", re.M)
+        if not line.search(text):
             raise ValueError(f"gres.conf has no GPU line for {name}")
-        return pattern.sub(rf"\g<1>/dev/nvidia[0-{count}]", text)
+        return line.sub(lambda m: m.group(1) + replacement(count), text)
 
-    with edited(engine.conf_dir / "gres.conf", edit):
-        yield
+    return edited(engine.conf_dir / "gres.conf", edit)
 
 
-@contextlib.contextmanager
+def gres_conf_extra_gpu(engine, name: str):
+    """gres.conf gives the node one GPU device file more than it has."""
+    return _gres_files_edited(engine, name, lambda count: f"File=/dev/nvidia[0-{count}]")
+
+
 def gres_conf_without_files(engine, name: str):
     """gres.conf counts the node's GPUs (``Count=``) but names no device file for them: what
     an ``AutoDetect=nvml`` line leaves to NVML, on a node where nothing detects them."""
-    require_local(engine)
-    count = next(n.gpus for n in engine.spec.compute if n.name == name)
-
-    def edit(text: str) -> str:
-        pattern = re.compile(rf"^(NodeName={re.escape(name)} Name=gpu .*?)File=\S+$", re.M)
-        if not pattern.search(text):
-            raise ValueError(f"gres.conf has no GPU line for {name}")
-        return pattern.sub(rf"\g<1>Count={count}", text)
-
-    with edited(engine.conf_dir / "gres.conf", edit):
-        yield
+    return _gres_files_edited(engine, name, lambda count: f"Count={count}")
 
 
 def _reconfigure(engine, restart_slurmd: bool) -> None:
