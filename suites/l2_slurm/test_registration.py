@@ -72,6 +72,17 @@ def test_munge_key_is_private_to_munged(node):
     assert not problems, f"munge on {node.name}: " + "; ".join(problems)
 
 
+def test_prolog_and_epilog_scripts_are_in_place(node, controller):
+    """Every Prolog/Epilog script the running configuration names exists as an executable file
+    where it runs (compute nodes: Prolog, Epilog, TaskProlog, TaskEpilog; the controller:
+    PrologSlurmctld, EpilogSlurmctld): a missing one drains the node after its next job."""
+    config = slurm.show_config(controller)
+    assert config, f"scontrol show config on {controller.name} gave nothing"
+    keys = slurm.CONTROLLER_SCRIPTS if node.role == "controller" else slurm.NODE_SCRIPTS
+    problems = slurm.script_problems(node, slurm.configured_scripts(config, keys))
+    assert not problems, f"{node.name}: " + "; ".join(problems)
+
+
 def test_slurm_ports_reachable(compute_node, controller):
     """slurmd reaches slurmctld (6817) and slurmctld reaches slurmd (6818) over the cluster network."""
     problems = []
@@ -152,8 +163,8 @@ def test_accounting_records_the_job(controller, thresholds):
 
 def _sampling_period_s(controller) -> float:
     """JobAcctGatherFrequency's task period in seconds (Slurm's default: 30)."""
-    r = controller.run("scontrol show config | sed -n 's/^JobAcctGatherFrequency *= *//p'", timeout=20)
-    m = re.search(r"(?:^|,)task=(\d+)", r.stdout.strip()) or re.fullmatch(r"(\d+)", r.stdout.strip())
+    value = slurm.config_value(controller, "JobAcctGatherFrequency")
+    m = re.search(r"(?:^|,)task=(\d+)", value) or re.fullmatch(r"(\d+)", value)
     return float(m.group(1)) if m else 30.0
 
 
@@ -178,7 +189,7 @@ def test_accounting_records_a_steps_memory_use(controller, thresholds):
     rss = row[2].strip() if row else ""
     mib = slurm.parse_size_mib(rss) if rss else 0.0
     if mib < 64:
-        gather = controller.run("scontrol show config | sed -n 's/^JobAcctGatherType *= *//p'", timeout=20).stdout.strip()
+        gather = slurm.config_value(controller, "JobAcctGatherType")
         raise AssertionError(
             f"sacct gives step {job_id}.0, which held 96 MiB for {hold_s:g} s, a MaxRSS of {rss or 'nothing'} "
             f"({mib:.0f} MiB; expected >= 64): memory use is not gathered "

@@ -66,7 +66,7 @@ def test_processes_a_job_leaves_behind_are_killed_when_it_ends(compute_node, con
             time.sleep(0.25)
             left = isolation.leftover_pids(compute_node, marker)
         if left:
-            track = controller.run("scontrol show config | sed -n 's/^ProctrackType *= *//p'", timeout=20).stdout.strip()
+            track = slurm.config_value(controller, "ProctrackType")
             raise AssertionError(
                 f"{compute_node.name}: a process the job started in its own session (sleep {marker}, pid "
                 f"{', '.join(map(str, left))}) still runs 10 s after the job ended: Slurm did not track it "

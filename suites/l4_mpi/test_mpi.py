@@ -26,8 +26,7 @@ def test_srun_offers_pmix(controller):
 
 
 def test_mpi_default_is_the_configured_plugin(controller, hpc_config):
-    r = controller.run("scontrol show config", timeout=30)
-    value = next((line.split("=", 1)[1].strip() for line in r.stdout.splitlines() if line.startswith("MpiDefault")), None)
+    value = slurm.config_value(controller, "MpiDefault") or None
     want = hpc_config.slurm.mpi_default
     assert value == want, f"slurm.conf MpiDefault is {value or 'unset'}, the config says {want}"
 

@@ -224,6 +224,22 @@ def test_mpirun_in_a_batch_job_fails_where_a_node_cannot_see_the_program(broken,
     assert "mpirun in batch job" in msg and "the job ended FAILED" in msg and "hpcv-mpi" in msg, msg
 
 
+def test_epilog_missing_on_the_nodes(broken, pytester):
+    engine, path = broken
+    check = "l2_slurm/test_registration.py::test_prolog_and_epilog_scripts_are_in_place"
+    with slurmfaults.slurm_conf_added(engine, "Epilog=/etc/slurm/hpcv-epilog-missing.sh"):
+        results = run_checks(pytester, path, check)
+    failed = failures(results)
+    assert set(failed) == {f"test_prolog_and_epilog_scripts_are_in_place[{n}]" for n in ("g1", "g2", "c1")}
+    assert "c1: Epilog=/etc/slurm/hpcv-epilog-missing.sh: missing" in failed["test_prolog_and_epilog_scripts_are_in_place[c1]"]
+    assert results["test_prolog_and_epilog_scripts_are_in_place[ctl]"][0] == "passed"
+    with slurmfaults.slurm_conf_added(engine, "PrologSlurmctld=/etc/slurm/slurm.conf"):  # there, not executable
+        results = run_checks(pytester, path, check)
+    failed = failures(results)
+    assert list(failed) == ["test_prolog_and_epilog_scripts_are_in_place[ctl]"]
+    assert "ctl: PrologSlurmctld=/etc/slurm/slurm.conf: not executable" in failed["test_prolog_and_epilog_scripts_are_in_place[ctl]"]
+
+
 def test_mpi_default_not_pmix(broken, pytester):
     engine, path = broken
     with slurmfaults.slurm_conf_setting(engine, "MpiDefault", "none"):

@@ -115,3 +115,16 @@ def test_sacct_sizes_in_mib():
     assert round(slurm.parse_size_mib("101692K"), 1) == 99.3
     assert slurm.parse_size_mib("1.5G") == 1536.0 and slurm.parse_size_mib("96M") == 96.0
     assert slurm.parse_size_mib("") == 0.0 and slurm.parse_size_mib("n/a") == 0.0
+
+
+def test_scontrol_show_config_parsed_and_scripts_found():
+    # recorded on a local cluster (Slurm 22.05): no Prolog/Epilog of any kind configured
+    text = (FIXTURES / "slurm" / "scontrol-show-config-local-22.05.txt").read_text()
+    cfg = slurm.parse_config(text)
+    assert cfg["ProctrackType"] == "proctrack/cgroup" and cfg["MpiDefault"] == "pmix"
+    assert cfg["SLURM_CONF"].endswith("/etc/slurm/slurm.conf")
+    assert cfg["JobAcctGatherFrequency"] == "30"  # Slurm's default (accounting off here)
+    assert slurm.configured_scripts(cfg, slurm.NODE_SCRIPTS) == []
+    assert slurm.configured_scripts(cfg, slurm.CONTROLLER_SCRIPTS) == []
+    assert cfg["PrologSlurmctld"] == "(null)" and cfg["AllowedRAMSpace"] == "100.0%"  # a section's key too
+    assert slurm.configured_scripts({"Epilog": "/a.sh,/b/*.sh"}, ("Epilog",)) == [("Epilog", "/a.sh"), ("Epilog", "/b/*.sh")]

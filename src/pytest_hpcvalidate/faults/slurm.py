@@ -147,6 +147,23 @@ def _conf_setting(engine, path: Path, key: str, value: str, restart_slurmd: bool
         _reconfigure(engine, restart_slurmd)
 
 
+@contextlib.contextmanager
+def slurm_conf_added(engine, line: str, restart_slurmd: bool = True):
+    """slurm.conf with ``line`` (``Key=value``) added before the node lines."""
+    require_local(engine)
+
+    def edit(text: str) -> str:
+        head, sep, rest = text.partition("\nNodeName=")
+        return f"{head}\n{line}{sep}{rest}"
+
+    try:
+        with edited(engine.slurm_conf, edit):
+            _reconfigure(engine, restart_slurmd)
+            yield
+    finally:
+        _reconfigure(engine, restart_slurmd)
+
+
 def cgroup_setting(engine, key: str, value: str):
     """cgroup.conf ``key=value`` on every node (slurmd restarted so steps pick it up)."""
     return _conf_setting(engine, engine.conf_dir / "cgroup.conf", key, value, restart_slurmd=True)

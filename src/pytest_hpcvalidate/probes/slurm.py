@@ -307,10 +307,63 @@ def gres_devices(node, name: str = "gpu") -> GresDevices:
     return GresDevices(node.name, tuple(found), f"slurmd -G ({said}){why}")
 
 
+def parse_config(text: str) -> dict[str, str]:
+    """``scontrol show config`` as {key: value} (``Key  = value`` lines; other lines skipped)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and " " not in key.strip():
+            out.setdefault(key.strip(), value.strip())
+    return out
+
+
+def show_config(node) -> dict[str, str]:
+    """The running Slurm configuration as ``node`` sees it ({} when scontrol fails)."""
+    r = node.run("scontrol show config 2>/dev/null", timeout=30)
+    return parse_config(r.stdout) if r.ok else {}
+
+
+def config_value(node, key: str, default: str = "") -> str:
+    return show_config(node).get(key, default)
+
+
+#: the scripts slurmd runs on a compute node, and those slurmctld runs on the controller
+NODE_SCRIPTS = ("Prolog", "Epilog", "TaskProlog", "TaskEpilog")
+CONTROLLER_SCRIPTS = ("PrologSlurmctld", "EpilogSlurmctld")
+
+
+def configured_scripts(config: dict[str, str], keys: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(key, path) of every script the configuration names under ``keys`` (comma-separated
+    lists split; unset ones, ``(null)``, left out)."""
+    out = []
+    for key in keys:
+        for path in (config.get(key) or "").split(","):
+            path = path.strip()
+            if path and path != "(null)":
+                out.append((key, path))
+    return out
+
+
+def script_problems(node, scripts: list[tuple[str, str]]) -> list[str]:
+    """What is wrong with each script on ``node``: missing, not a file, not executable (a
+    glob must match at least one executable file)."""
+    if not scripts:
+        return []
+    checks = "\n".join(
+        f'n=0; for f in {path}; do [ -e "$f" ] || continue; n=$((n+1)); '
+        f'if [ ! -f "$f" ]; then echo "{key} $f not-a-file"; elif [ ! -x "$f" ]; then echo "{key} $f not-executable"; fi; '
+        f'done; [ $n -gt 0 ] || echo "{key} {path} missing"'
+        for key, path in scripts)
+    r = node.run(checks, timeout=20, root=True)
+    if not r.ok:
+        return [f"checking {', '.join(p for _, p in scripts)} failed: {r.describe()}"]
+    return [f"{key}={path}: {what.replace('-', ' ')}" for key, path, what in
+            (line.split(" ", 2) for line in r.stdout.splitlines() if line.count(" ") >= 2)]
+
+
 def config_dir(node) -> str:
     """The directory of the slurm.conf the node uses (``scontrol show config``'s SLURM_CONF)."""
-    r = node.run("scontrol show config 2>/dev/null | sed -n 's/^SLURM_CONF *= *//p'", timeout=20)
-    path = r.stdout.strip() or "/etc/slurm/slurm.conf"
+    path = config_value(node, "SLURM_CONF") or "/etc/slurm/slurm.conf"
     return path.rsplit("/", 1)[0]
 
 
