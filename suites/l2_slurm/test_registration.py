@@ -118,7 +118,8 @@ def test_batch_job_completes(controller, cluster, thresholds):
     shares; without one, the state alone is checked)."""
     shared = cluster.shared_dir
     out = f"{shared}/hpcv-batch-%j.out" if shared else "/dev/null"
-    job_id, submitted = slurm.sbatch(controller, f"-N1 -o {out}", 'echo "hpcv-batch $SLURM_JOB_ID $(hostname)"')
+    err = f"{shared}/hpcv-batch-%j.err" if shared else "/dev/null"  # slurmstepd's own messages go there
+    job_id, submitted = slurm.sbatch(controller, f"-N1 -o {out} -e {err}", 'echo "hpcv-batch $SLURM_JOB_ID $(hostname)"')
     assert job_id is not None, f"sbatch failed: {submitted.describe()}"
     info = slurm.wait_job(controller, job_id, timeout=thresholds.job_start_s_max)
     assert info is not None, f"job {job_id} vanished from slurmctld before it finished"
@@ -128,7 +129,7 @@ def test_batch_job_completes(controller, cluster, thresholds):
     )
     if not shared:
         return
-    path = out.replace("%j", str(job_id))
+    path, err_path = out.replace("%j", str(job_id)), err.replace("%j", str(job_id))
     try:
         r = controller.run(f"cat {path}", timeout=20)
         assert r.ok and r.stdout.split() == ["hpcv-batch", str(job_id), info.nodes], (
@@ -137,7 +138,7 @@ def test_batch_job_completes(controller, cluster, thresholds):
             + f", expected 'hpcv-batch {job_id} {info.nodes}': is {shared} shared between {info.nodes} and {controller.name}?"
         )
     finally:
-        controller.run(f"rm -f {path}", timeout=20)
+        controller.run(f"rm -f {path} {err_path}", timeout=20)
 
 
 @pytest.mark.requires("accounting")
