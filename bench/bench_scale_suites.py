@@ -4,6 +4,7 @@ that a check's wall time follows the slowest node, not the number of nodes.
 
     sudo .venv/bin/python bench/bench_scale_suites.py                 # 1+4, 1+16 and 1+32 nodes
     sudo .venv/bin/python bench/bench_scale_suites.py --compute 8 64  # other sizes (at most 200)
+    sudo .venv/bin/python bench/bench_scale_suites.py --compute 16 --suites suites/l3_cgroup
 
 For each size: a fresh local cluster (``pytest --hpc-config`` on a generated config, what an
 operator runs) runs ``suites/l1_network`` and ``suites/l2_slurm``; the junit XML gives each
@@ -44,7 +45,7 @@ thresholds: {{bandwidth_pairs_max: 4, bandwidth_seconds: 1}}
 """
 
 
-def one_size(compute: int, octet: int) -> dict:
+def one_size(compute: int, octet: int, suites: list[str] = SUITES) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp, "scale.yaml")
         cfg.write_text(config_text(compute, octet))
@@ -52,7 +53,7 @@ def one_size(compute: int, octet: int) -> dict:
         start = time.monotonic()
         proc = subprocess.run([sys.executable, "-m", "pytest", "--hpc-config", str(cfg), "-q", "-p",
                                "no:cacheprovider", "--hpc-report-dir", str(Path(tmp, "reports")),
-                               f"--junitxml={junit}", *SUITES], cwd=ROOT, capture_output=True, text=True)
+                               f"--junitxml={junit}", *suites], cwd=ROOT, capture_output=True, text=True)
         wall = time.monotonic() - start
         per_check: dict[str, list[float]] = defaultdict(list)
         if junit.exists():
@@ -70,6 +71,7 @@ def one_size(compute: int, octet: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--compute", type=int, nargs="+", default=[4, 16, 32])
+    ap.add_argument("--suites", nargs="+", default=SUITES, help="suite directories or files to run")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -78,7 +80,7 @@ def main() -> int:
     if max(args.compute) > 200:
         print("at most 200 compute nodes fit the bench's /24", file=sys.stderr)
         return 2
-    results = [one_size(n, 200 + i) for i, n in enumerate(args.compute)]
+    results = [one_size(n, 200 + i, args.suites) for i, n in enumerate(args.compute)]
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

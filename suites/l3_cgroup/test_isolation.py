@@ -11,28 +11,42 @@ from pytest_hpcvalidate.probes import isolation, slurm
 HOG = "head -c {mib}m /dev/zero | tail -n 1 > /dev/null"
 
 
-def test_cpus_per_task_gives_exactly_that_many_cpus(compute_node, controller, node_spec, place_on, thresholds):
+# Every check here is one test per node, and each_node runs all of a check's nodes' jobs at
+# once (one job per node: they never compete for a node's CPUs or memory).
+
+def test_cpus_per_task_gives_exactly_that_many_cpus(compute_node, controller, node_spec, place_on, thresholds,
+                                                   each_node):
     """``-c K`` for K = 1 and K = all of the node's CPUs: the task is pinned to exactly K CPUs."""
-    cpus = node_spec[compute_node.name].cpus
-    problems = []
-    for k in sorted({1, cpus}):
-        r = slurm.srun(controller, f"{place_on(compute_node)} -n1 -c {k}", isolation.step_facts_command([]),
-                       timeout=thresholds.job_start_s_max)
-        if not r.ok:
-            problems.append(f"-c {k} failed: {r.describe()}")
-            continue
-        seen = isolation.parse_step_facts(r.stdout)[0].cpus
-        if len(seen) != k:
-            problems.append(f"-c {k} sees {len(seen)} CPUs ({','.join(map(str, sorted(seen)))})")
+    def probe(n):
+        problems = []
+        for k in sorted({1, node_spec[n.name].cpus}):
+            r = slurm.srun(controller, f"{place_on(n)} -n1 -c {k}", isolation.step_facts_command([]),
+                           timeout=thresholds.job_start_s_max)
+            if not r.ok:
+                problems.append(f"-c {k} failed: {r.describe()}")
+                continue
+            seen = isolation.parse_step_facts(r.stdout)[0].cpus
+            if len(seen) != k:
+                problems.append(f"-c {k} sees {len(seen)} CPUs ({','.join(map(str, sorted(seen)))})")
+        return problems
+
+    problems = each_node(probe)
     assert not problems, f"{compute_node.name}: CPU confinement broken: " + "; ".join(problems)
 
 
-def test_job_over_its_memory_is_oom_killed(compute_node, controller, place_on, thresholds):
+def _memory_job(controller, place_on, thresholds, mem: int, use: int):
+    def probe(n):
+        info, r = slurm.srun_job(controller, f"{place_on(n)} -n1 --mem={mem}", HOG.format(mib=use),
+                                 timeout=thresholds.job_start_s_max)
+        assert info is not None, f"the job did not start on {n.name}: {r.describe()}"
+        return info, r
+    return probe
+
+
+def test_job_over_its_memory_is_oom_killed(compute_node, controller, place_on, thresholds, each_node):
     """A job using 4x its ``--mem`` is killed by the memory cgroup and Slurm records OUT_OF_MEMORY."""
     mem = 64
-    info, r = slurm.srun_job(controller, f"{place_on(compute_node)} -n1 --mem={mem}", HOG.format(mib=mem * 4),
-                             timeout=thresholds.job_start_s_max)
-    assert info is not None, f"the job did not start on {compute_node.name}: {r.describe()}"
+    info, _ = each_node(_memory_job(controller, place_on, thresholds, mem, mem * 4))
     assert info.state == "OUT_OF_MEMORY", (
         f"{compute_node.name}: job {info.job_id} used {mem * 4} MiB with --mem={mem} and ended "
         f"{info.state} (exit {info.exit_code}), not OUT_OF_MEMORY: "
@@ -40,50 +54,59 @@ def test_job_over_its_memory_is_oom_killed(compute_node, controller, place_on, t
     )
 
 
-def test_job_within_its_memory_completes(compute_node, controller, place_on, thresholds):
+def test_job_within_its_memory_completes(compute_node, controller, place_on, thresholds, each_node):
     mem = 128
-    info, r = slurm.srun_job(controller, f"{place_on(compute_node)} -n1 --mem={mem}", HOG.format(mib=mem // 4),
-                             timeout=thresholds.job_start_s_max)
-    assert info is not None, f"the job did not start on {compute_node.name}: {r.describe()}"
+    info, r = each_node(_memory_job(controller, place_on, thresholds, mem, mem // 4))
     assert info.state == "COMPLETED", (
         f"{compute_node.name}: job {info.job_id} using {mem // 4} MiB of --mem={mem} ended "
         f"{info.state} (exit {info.exit_code}), expected COMPLETED: {r.describe()}"
     )
 
 
-def test_processes_a_job_leaves_behind_are_killed_when_it_ends(compute_node, controller, place_on, thresholds):
+def test_processes_a_job_leaves_behind_are_killed_when_it_ends(compute_node, controller, cluster, place_on,
+                                                                thresholds, each_node):
     """A step that starts a process in its own session (``setsid``, reparented to init) and
     exits: Slurm's process tracking must still find it and kill it with the job, or every job
     can leave work running outside any allocation (proctrack/cgroup finds it by its cgroup)."""
-    marker = f"9876.{os.getpid() % 1000:03d}{int(time.time() * 1000) % 1000:03d}"
-    try:
-        r = slurm.srun(controller, f"{place_on(compute_node)} -n1", isolation.escape_command(marker),
-                       timeout=thresholds.job_start_s_max)
-        assert r.ok and "started" in r.stdout, f"{compute_node.name}: the step failed: {r.describe()}"
-        deadline = time.monotonic() + 10.0  # KillWait and slurmstepd's own sweep, with room
-        left = isolation.leftover_pids(compute_node, marker)
-        while left and time.monotonic() < deadline:
-            time.sleep(0.25)
-            left = isolation.leftover_pids(compute_node, marker)
-        if left:
-            track = slurm.config_value(controller, "ProctrackType")
-            raise AssertionError(
-                f"{compute_node.name}: a process the job started in its own session (sleep {marker}, pid "
-                f"{', '.join(map(str, left))}) still runs 10 s after the job ended: Slurm did not track it "
-                f"(ProctrackType={track or 'unknown'}; proctrack/cgroup kills everything in the job's cgroup)")
-    finally:
-        isolation.kill_leftovers(compute_node, marker)
+    def probe(n):
+        # unique per node and run: a node's check must never see (or kill) another's process
+        marker = f"9876.{os.getpid()}{cluster.nodes.index(n):04d}"
+        try:
+            r = slurm.srun(controller, f"{place_on(n)} -n1", isolation.escape_command(marker),
+                           timeout=thresholds.job_start_s_max)
+            assert r.ok and "started" in r.stdout, f"{n.name}: the step failed: {r.describe()}"
+            deadline = time.monotonic() + 10.0  # KillWait and slurmstepd's own sweep, with room
+            left = isolation.leftover_pids(n, marker)
+            while left and time.monotonic() < deadline:
+                time.sleep(0.25)
+                left = isolation.leftover_pids(n, marker)
+            return marker, left
+        finally:
+            isolation.kill_leftovers(n, marker)
+
+    marker, left = each_node(probe)
+    if left:
+        track = slurm.config_value(controller, "ProctrackType")
+        raise AssertionError(
+            f"{compute_node.name}: a process the job started in its own session (sleep {marker}, pid "
+            f"{', '.join(map(str, left))}) still runs 10 s after the job ended: Slurm did not track it "
+            f"(ProctrackType={track or 'unknown'}; proctrack/cgroup kills everything in the job's cgroup)")
 
 
-def _device_step(controller, where: str, gres: str, devices: list[str], timeout: float):
-    r = slurm.srun(controller, f"{where} -n1 {gres}", isolation.step_facts_command(devices), timeout=timeout)
-    assert r.ok, f"a step ({gres or 'no GRES'}) failed: {r.describe()}"
-    return isolation.parse_step_facts(r.stdout)[0]
+def _device_step(controller, place_on, gres_devices, gres: str, timeout: float):
+    """A probe: the device facts of a one-task step (``gres``) on the node, over its GPU files."""
+    def probe(n):
+        devices = list(gres_devices[n.name].files)
+        r = slurm.srun(controller, f"{place_on(n)} -n1 {gres}", isolation.step_facts_command(devices), timeout=timeout)
+        assert r.ok, f"{n.name}: a step ({gres or 'no GRES'}) failed: {r.describe()}"
+        return isolation.parse_step_facts(r.stdout)[0]
+    return probe
 
 
-def test_job_without_gres_cannot_open_any_gpu(gpu_node, controller, place_on, gpu_device_files, thresholds):
+def test_job_without_gres_cannot_open_any_gpu(gpu_node, controller, place_on, gres_devices, gpu_device_files,
+                                              thresholds, each_node):
     devices = gpu_device_files
-    facts = _device_step(controller, place_on(gpu_node), "", devices, thresholds.job_start_s_max)
+    facts = each_node(_device_step(controller, place_on, gres_devices, "", thresholds.job_start_s_max))
     assert not facts.opened, (
         f"{gpu_node.name}: a job without --gres can open {', '.join(facts.opened)} "
         "(the devices cgroup does not confine GPUs: cgroup.conf ConstrainDevices?)"
@@ -91,9 +114,10 @@ def test_job_without_gres_cannot_open_any_gpu(gpu_node, controller, place_on, gp
     assert facts.denied == sorted(devices), f"{gpu_node.name}: unexpected device states {facts.devices}"
 
 
-def test_job_with_one_gpu_opens_exactly_its_own(gpu_node, controller, place_on, gpu_device_files, thresholds):
+def test_job_with_one_gpu_opens_exactly_its_own(gpu_node, controller, place_on, gres_devices, gpu_device_files,
+                                                thresholds, each_node):
     devices = gpu_device_files
-    facts = _device_step(controller, place_on(gpu_node), "--gres=gpu:1", devices, thresholds.job_start_s_max)
+    facts = each_node(_device_step(controller, place_on, gres_devices, "--gres=gpu:1", thresholds.job_start_s_max))
     assert len(facts.opened) == 1, (
         f"{gpu_node.name}: a job holding one GPU can open {len(facts.opened)} GPU devices "
         f"({', '.join(facts.opened) or 'none'}; all: {facts.devices})"

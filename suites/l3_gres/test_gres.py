@@ -31,26 +31,31 @@ def test_gres_conf_matches_devices_and_config(gpu_node, node_spec, gres_devices)
     )
 
 
-def test_gres_request_gets_exactly_n_gpus(gpu_node, controller, place_on, node_spec, gres_files, thresholds):
-    """For every N up to the node's count: CUDA_VISIBLE_DEVICES and Slurm's GPU list have N entries."""
-    count = node_spec[gpu_node.name].gpus
-    problems = []
-    for n in range(1, count + 1):
-        r = _step(controller, place_on(gpu_node), f"--gres=gpu:{n}", gres_files[gpu_node.name], thresholds.job_start_s_max)
-        if not r.ok:
-            problems.append(f"--gres=gpu:{n} failed: {r.describe()}")
-            continue
-        facts = isolation.parse_step_facts(r.stdout)[0]
-        cvd = facts.cuda_visible or ()
-        gpus = facts.step_gpus or ()
-        if len(cvd) != n or len(gpus) != n:
-            problems.append(f"--gres=gpu:{n}: CUDA_VISIBLE_DEVICES={','.join(cvd) or 'unset'}, "
-                            f"Slurm GPUs={','.join(gpus) or 'none'} (expected {n} each)")
+def test_gres_request_gets_exactly_n_gpus(gpu_node, controller, place_on, node_spec, gres_files, thresholds,
+                                          each_node):
+    """For every N up to the node's count: CUDA_VISIBLE_DEVICES and Slurm's GPU list have N entries
+    (every GPU node's steps at once)."""
+    def probe(node):
+        problems = []
+        for n in range(1, node_spec[node.name].gpus + 1):
+            r = _step(controller, place_on(node), f"--gres=gpu:{n}", gres_files[node.name], thresholds.job_start_s_max)
+            if not r.ok:
+                problems.append(f"--gres=gpu:{n} failed: {r.describe()}")
+                continue
+            facts = isolation.parse_step_facts(r.stdout)[0]
+            cvd = facts.cuda_visible or ()
+            gpus = facts.step_gpus or ()
+            if len(cvd) != n or len(gpus) != n:
+                problems.append(f"--gres=gpu:{n}: CUDA_VISIBLE_DEVICES={','.join(cvd) or 'unset'}, "
+                                f"Slurm GPUs={','.join(gpus) or 'none'} (expected {n} each)")
+        return problems
+
+    problems = each_node(probe)
     assert not problems, f"{gpu_node.name}: " + "; ".join(problems)
 
 
-def test_no_gres_request_gets_no_gpu_variables(gpu_node, controller, place_on, gres_files, thresholds):
-    r = _step(controller, place_on(gpu_node), "", gres_files[gpu_node.name], thresholds.job_start_s_max)
+def test_no_gres_request_gets_no_gpu_variables(gpu_node, controller, place_on, gres_files, thresholds, each_node):
+    r = each_node(lambda n: _step(controller, place_on(n), "", gres_files[n.name], thresholds.job_start_s_max))
     assert r.ok, f"a step without GRES failed on {gpu_node.name}: {r.describe()}"
     facts = isolation.parse_step_facts(r.stdout)[0]
     assert not facts.step_gpus and not facts.cuda_visible, (
@@ -59,10 +64,10 @@ def test_no_gres_request_gets_no_gpu_variables(gpu_node, controller, place_on, g
     )
 
 
-def test_more_gpus_than_the_node_has_is_refused(gpu_node, controller, node_spec, place_on, thresholds):
+def test_more_gpus_than_the_node_has_is_refused(gpu_node, controller, node_spec, place_on, thresholds, each_node):
     too_many = node_spec[gpu_node.name].gpus + 1
-    r = slurm.srun(controller, f"{place_on(gpu_node)} --gres=gpu:{too_many} --immediate=5", "true",
-                   timeout=thresholds.job_start_s_max)
+    r = each_node(lambda n: slurm.srun(controller, f"{place_on(n)} --gres=gpu:{node_spec[n.name].gpus + 1} "
+                                       "--immediate=5", "true", timeout=thresholds.job_start_s_max))
     assert not r.ok, f"{gpu_node.name} has {too_many - 1} GPUs but a step asking for {too_many} ran"
     assert "not available" in r.stderr or "Invalid generic resource" in r.stderr, (
         f"--gres=gpu:{too_many} on {gpu_node.name} failed, but not because it was refused: {r.describe()}"
@@ -70,19 +75,25 @@ def test_more_gpus_than_the_node_has_is_refused(gpu_node, controller, node_spec,
 
 
 def test_concurrent_single_gpu_jobs_get_different_gpus(gpu_node, controller, node_spec, gres_files, place_on,
-                                                       thresholds):
+                                                       thresholds, each_node):
     if node_spec[gpu_node.name].gpus < 2:
         pytest.skip(f"{gpu_node.name} has one GPU: nothing to share")
     hold = 1.0
-    one = isolation.step_facts_command(gres_files[gpu_node.name], hold)
-    # both in the background; each job's lines tagged so the interleaved output splits apart
-    cmd = "".join(
-        f"srun {place_on(gpu_node)} -n1 --gres=gpu:1 /bin/sh -c {shlex.quote(one)} 2>&1 | sed 's/^/J{i} /' & "
-        for i in (1, 2)
-    ) + "wait"
-    r = controller.run(cmd, timeout=thresholds.job_start_s_max + hold)
-    by_job = {i: "\n".join(line[3:] for line in r.stdout.splitlines() if line.startswith(f"J{i} ")) for i in (1, 2)}
-    facts = [f for i in (1, 2) for f in isolation.parse_step_facts(by_job[i])]
+
+    def probe(node):
+        if node_spec[node.name].gpus < 2:
+            return None, []
+        one = isolation.step_facts_command(gres_files[node.name], hold)
+        # both in the background; each job's lines tagged so the interleaved output splits apart
+        cmd = "".join(
+            f"srun {place_on(node)} -n1 --gres=gpu:1 /bin/sh -c {shlex.quote(one)} 2>&1 | sed 's/^/J{i} /' & "
+            for i in (1, 2)
+        ) + "wait"
+        r = controller.run(cmd, timeout=thresholds.job_start_s_max + hold)
+        by_job = {i: "\n".join(line[3:] for line in r.stdout.splitlines() if line.startswith(f"J{i} ")) for i in (1, 2)}
+        return r, [f for i in (1, 2) for f in isolation.parse_step_facts(by_job[i])]
+
+    r, facts = each_node(probe)
     assert len(facts) == 2, f"two 1-GPU jobs on {gpu_node.name} did not both run: {r.stdout.strip()[-400:]}"
     a, b = facts
     assert a.start < b.end and b.start < a.end, (
