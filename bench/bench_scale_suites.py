@@ -4,7 +4,7 @@ that a check's wall time follows the slowest node, not the number of nodes.
 
     sudo .venv/bin/python bench/bench_scale_suites.py                 # 1+4, 1+16 and 1+32 nodes
     sudo .venv/bin/python bench/bench_scale_suites.py --compute 8 64  # other sizes (at most 200)
-    sudo .venv/bin/python bench/bench_scale_suites.py --compute 16 --suites suites/l3_cgroup
+    sudo .venv/bin/python bench/bench_scale_suites.py --compute 16 --gpus 2 --suites suites/l3_cgroup suites/l3_gres
 
 For each size: a fresh local cluster (``pytest --hpc-config`` on a generated config, what an
 operator runs) runs ``suites/l1_network`` and ``suites/l2_slurm``; the junit XML gives each
@@ -30,25 +30,27 @@ ROOT = Path(__file__).resolve().parents[1]
 SUITES = ["suites/l1_network", "suites/l2_slurm"]
 
 
-def config_text(compute: int, octet: int) -> str:
+def config_text(compute: int, octet: int, gpus: int = 0) -> str:
+    gpu_lines = f"\n    gpus: {{count: {gpus}, type: sim}}" if gpus else ""
+    gres = "\n  gres_types: [gpu]" if gpus else ""
     return f"""name: scale{compute}
 provider: local
 network: {{subnet: 10.233.{octet}.0/24, bridge: hpcv-sc{compute}, mtu: 1500}}
 controller: {{name: ctl, cpus: 1, memory_mb: 1024}}
 compute:
   - names: c[1-{compute}]
-    cpus: 1
-    memory_mb: 512
-slurm:
+    cpus: {2 if gpus else 1}
+    memory_mb: 512{gpu_lines}
+slurm:{gres}
   partitions: [{{name: all, default: true}}]
 thresholds: {{bandwidth_pairs_max: 4, bandwidth_seconds: 1}}
 """
 
 
-def one_size(compute: int, octet: int, suites: list[str] = SUITES) -> dict:
+def one_size(compute: int, octet: int, suites: list[str] = SUITES, gpus: int = 0) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp, "scale.yaml")
-        cfg.write_text(config_text(compute, octet))
+        cfg.write_text(config_text(compute, octet, gpus))
         junit = Path(tmp, "junit.xml")
         start = time.monotonic()
         proc = subprocess.run([sys.executable, "-m", "pytest", "--hpc-config", str(cfg), "-q", "-p",
@@ -56,14 +58,18 @@ def one_size(compute: int, octet: int, suites: list[str] = SUITES) -> dict:
                                f"--junitxml={junit}", *suites], cwd=ROOT, capture_output=True, text=True)
         wall = time.monotonic() - start
         per_check: dict[str, list[float]] = defaultdict(list)
+        failed: list[str] = []
         if junit.exists():
             for case in ET.parse(junit).iter("testcase"):
                 name = case.get("name", "").split("[")[0]
                 per_check[name].append(float(case.get("time", 0)))
+                if case.find("failure") is not None or case.find("error") is not None:
+                    bad = case.find("failure") if case.find("failure") is not None else case.find("error")
+                    failed.append(f"{case.get('name')}: {(bad.get('message') or '')[:300]}")
     m = re.search(r"provisioned '[^']+' in ([\d.]+)s", proc.stdout)
     summary = next((line for line in reversed(proc.stdout.splitlines()) if " passed" in line or " failed" in line), "")
     return {"compute": compute, "wall_s": round(wall, 2), "provision_s": float(m.group(1)) if m else None,
-            "exit": proc.returncode, "summary": summary.strip("= "),
+            "exit": proc.returncode, "summary": summary.strip("= "), "failed": failed,
             "checks": {k: {"nodes": len(v), "total_s": round(sum(v), 2), "slowest_s": round(max(v), 2)}
                        for k, v in sorted(per_check.items())}}
 
@@ -72,6 +78,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--compute", type=int, nargs="+", default=[4, 16, 32])
     ap.add_argument("--suites", nargs="+", default=SUITES, help="suite directories or files to run")
+    ap.add_argument("--gpus", type=int, default=0, help="simulated GPUs (and 2 CPUs) on every compute node")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -80,13 +87,15 @@ def main() -> int:
     if max(args.compute) > 200:
         print("at most 200 compute nodes fit the bench's /24", file=sys.stderr)
         return 2
-    results = [one_size(n, 200 + i, args.suites) for i, n in enumerate(args.compute)]
+    results = [one_size(n, 200 + i, args.suites, args.gpus) for i, n in enumerate(args.compute)]
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for r in results:
         # exit 1 with no failure: not signed off, because only L1 and L2 ran (by design here)
         print(f"1+{r['compute']}: {r['wall_s']} s in all, provisioning {r['provision_s']} s, exit {r['exit']}: {r['summary']}")
+        for line in r["failed"][:10]:
+            print(f"  FAILED {line}")
         for name, c in r["checks"].items():
             print(f"  {name:58s} {c['nodes']:3d} tests {c['total_s']:7.2f} s (slowest {c['slowest_s']:.2f} s)")
     return 0 if all(r["exit"] in (0, 1) and " failed" not in r["summary"] and " error" not in r["summary"]

@@ -76,12 +76,16 @@ def test_more_gpus_than_the_node_has_is_refused(gpu_node, controller, node_spec,
 
 def test_concurrent_single_gpu_jobs_get_different_gpus(gpu_node, controller, node_spec, gres_files, place_on,
                                                        thresholds, each_node):
-    if node_spec[gpu_node.name].gpus < 2:
-        pytest.skip(f"{gpu_node.name} has one GPU: nothing to share")
+    def shareable(name: str) -> bool:
+        return node_spec[name].gpus >= 2 and node_spec[name].cpus >= 2
+
+    if not shareable(gpu_node.name):
+        pytest.skip(f"{gpu_node.name} has {node_spec[gpu_node.name].gpus} GPU(s) and {node_spec[gpu_node.name].cpus} "
+                    "CPU(s): two 1-GPU jobs cannot run on it side by side")
     hold = 1.0
 
     def probe(node):
-        if node_spec[node.name].gpus < 2:
+        if not shareable(node.name):
             return None, []
         one = isolation.step_facts_command(gres_files[node.name], hold)
         # both in the background; each job's lines tagged so the interleaved output splits apart
