@@ -20,13 +20,13 @@ def slurm_nodes(controller):
     return slurm.show_nodes(controller)
 
 
-def test_munge_credential_from_node_decodes_on_controller(compute_node, controller):
-    result = munge.cross_decode(compute_node, controller)
+def test_munge_credential_from_node_decodes_on_controller(compute_node, controller, each_node):
+    result = each_node(lambda n: munge.cross_decode(n, controller))
     assert result.ok, result.describe()
 
 
-def test_munge_credential_from_controller_decodes_on_node(compute_node, controller):
-    result = munge.cross_decode(controller, compute_node)
+def test_munge_credential_from_controller_decodes_on_node(compute_node, controller, each_node):
+    result = each_node(lambda n: munge.cross_decode(controller, n))
     assert result.ok, result.describe()
 
 
@@ -65,33 +65,45 @@ def test_partitions_match_config(controller, hpc_config):
 
 
 @pytest.mark.requires("root")
-def test_munge_key_is_private_to_munged(node):
+def test_munge_key_is_private_to_munged(node, each_node):
     """The key munged uses is mode 0400/0600 and owned by the user munged runs as."""
-    facts = munge.key_facts(node)
+    facts = each_node(munge.key_facts)
     problems = facts.problems()
     assert not problems, f"munge on {node.name}: " + "; ".join(problems)
 
 
-def test_prolog_and_epilog_scripts_are_in_place(node, controller):
+@pytest.fixture(scope="module")
+def slurm_config(controller):
+    config = slurm.show_config(controller)
+    assert config, f"scontrol show config on {controller.name} gave nothing"
+    return config
+
+
+def test_prolog_and_epilog_scripts_are_in_place(node, slurm_config, each_node):
     """Every Prolog/Epilog script the running configuration names exists as an executable file
     where it runs (compute nodes: Prolog, Epilog, TaskProlog, TaskEpilog; the controller:
     PrologSlurmctld, EpilogSlurmctld): a missing one drains the node after its next job."""
-    config = slurm.show_config(controller)
-    assert config, f"scontrol show config on {controller.name} gave nothing"
-    keys = slurm.CONTROLLER_SCRIPTS if node.role == "controller" else slurm.NODE_SCRIPTS
-    problems = slurm.script_problems(node, slurm.configured_scripts(config, keys))
+    def probe(n):
+        keys = slurm.CONTROLLER_SCRIPTS if n.role == "controller" else slurm.NODE_SCRIPTS
+        return slurm.script_problems(n, slurm.configured_scripts(slurm_config, keys))
+
+    problems = each_node(probe)
     assert not problems, f"{node.name}: " + "; ".join(problems)
 
 
-def test_slurm_ports_reachable(compute_node, controller):
+def test_slurm_ports_reachable(compute_node, controller, each_node):
     """slurmd reaches slurmctld (6817) and slurmctld reaches slurmd (6818) over the cluster network."""
-    problems = []
-    err = network.tcp_connect(compute_node, controller.address, SLURMCTLD_PORT)
-    if err:
-        problems.append(f"{compute_node.name} -> {controller.name}:{SLURMCTLD_PORT} (slurmctld): {err}")
-    err = network.tcp_connect(controller, compute_node.address, SLURMD_PORT)
-    if err:
-        problems.append(f"{controller.name} -> {compute_node.name}:{SLURMD_PORT} (slurmd): {err}")
+    def probe(n):
+        problems = []
+        err = network.tcp_connect(n, controller.address, SLURMCTLD_PORT)
+        if err:
+            problems.append(f"{n.name} -> {controller.name}:{SLURMCTLD_PORT} (slurmctld): {err}")
+        err = network.tcp_connect(controller, n.address, SLURMD_PORT)
+        if err:
+            problems.append(f"{controller.name} -> {n.name}:{SLURMD_PORT} (slurmd): {err}")
+        return problems
+
+    problems = each_node(probe)
     assert not problems, "Slurm ports blocked: " + "; ".join(problems)
 
 
