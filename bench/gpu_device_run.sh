@@ -201,8 +201,9 @@ run() {
   done
   cat "$OUT/summary.txt"
   for f in gpu-real.txt faults.txt cgroup-v2.txt rehearse.txt evaluate.txt; do
-    [ -f "$OUT/$f" ] && { echo "== $f"; tail -25 "$OUT/$f"; }
+    if [ -f "$OUT/$f" ]; then echo "== $f"; tail -25 "$OUT/$f"; fi
   done
+  return 0  # the steps' exit codes are in summary.txt; a step not run is not a failed run
 }
 
 case "${1:-}" in
