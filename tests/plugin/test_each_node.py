@@ -76,3 +76,48 @@ def test_only_the_selected_tests_nodes_are_probed(pytester, monkeypatch, tmp_pat
     result, _, spans, probes = _run(pytester, monkeypatch, tmp_path, "-k", "c2")
     result.assert_outcomes(passed=1)
     assert probes == 1 and set(spans) == {"c2"}
+
+
+# -- which tests share a pass: ahead.siblings over made-up collections ------------------------
+from dataclasses import dataclass, field  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pytest_hpcvalidate import ahead  # noqa: E402
+
+
+@dataclass
+class _CallSpec:
+    params: dict
+
+
+@dataclass
+class _Item:
+    path: str
+    originalname: str
+    callspec: _CallSpec
+    name: str = field(default="")
+
+
+_items = st.lists(st.builds(
+    lambda path, fn, param, node, other: _Item(path, fn, _CallSpec({param: node, **({"size": other} if other else {})})),
+    st.sampled_from(["a.py", "b.py"]), st.sampled_from(["test_x", "test_y"]),
+    st.sampled_from(list(ahead.NODE_PARAM_NAMES)), st.sampled_from(["c1", "c2", "c3", "ctl"]),
+    st.sampled_from([None, 1, 2])), min_size=1, max_size=30)
+
+
+@given(_items, st.data())
+def test_siblings_are_exactly_the_same_checks_nodes_in_run_order(items, data):
+    me = data.draw(st.sampled_from(items))
+    got = ahead.siblings(me, items)
+    param = next(k for k in ahead.NODE_PARAM_NAMES if k in me.callspec.params)
+    others = {k: v for k, v in me.callspec.params.items() if k != param}
+    want: list[str] = []
+    for it in items:
+        p = it.callspec.params
+        same = (it.path == me.path and it.originalname == me.originalname and param in p
+                and {k: v for k, v in p.items() if k != param} == others)
+        if same and p[param] not in want:
+            want.append(p[param])
+    assert got == want and me.callspec.params[param] in got
