@@ -30,9 +30,9 @@ def cluster_dir(root: Path, name: str) -> Path:
 def test_a_small_cluster_writes_nothing(tmp_path):
     sysctl, reg = fake_host(tmp_path)
     assert hl.reserve(cluster_dir(tmp_path, "a"), 5, sysctl, reg) is None
-    assert hl.read_limits(sysctl) == DEBIAN
+    assert hl.read_limits(sysctl) == DEBIAN and hl.counted(cluster_dir(tmp_path, "a"), reg)
     assert hl.release(cluster_dir(tmp_path, "a"), sysctl, reg) is None
-    assert hl.read_limits(sysctl) == DEBIAN
+    assert hl.read_limits(sysctl) == DEBIAN and not hl.counted(cluster_dir(tmp_path, "a"), reg)
 
 
 def test_raised_for_all_live_clusters_and_restored_after_the_last(tmp_path):

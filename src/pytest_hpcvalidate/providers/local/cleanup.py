@@ -238,6 +238,8 @@ def swept_state(cluster: str, state_root: Path, work_dir: Path | None = None) ->
     resources += [{"kind": "cgroup", "path": str(p)} for p in cgroups.existing(cluster)
                   if _ours(p.name, cluster, others)]
     work_dir = Path(work_dir) if work_dir is not None else Path(state_root) / cluster
+    if hostlimits.counted(work_dir):
+        resources.append({"kind": "neigh_limit", "registry": str(hostlimits.REGISTRY)})
     if work_dir.exists():
         resources.append({"kind": "workdir", "path": str(work_dir)})
     return State(work_dir / STATE_FILE, {"cluster": cluster, "work_dir": str(work_dir), "resources": resources})
@@ -279,6 +281,8 @@ def leftovers(cluster: str, state_root: Path | None = None, work_dir: Path | Non
         pids.setdefault(pid, "command line names its work directory")
     out += [f"process {procs.describe(p)}: {why}" for p, why in sorted(pids.items()) if procs.alive(p)]
     out += [f"mount {m}" for m in mounts_under(wd)]
+    if hostlimits.counted(wd):
+        out.append(f"neighbour-table limits still raised for it ({hostlimits.REGISTRY})")
     if wd.exists():
         out.append(f"work directory {wd}")
     return out

@@ -127,3 +127,13 @@ def release(work_dir: Path, sysctl_dir: Path = SYSCTL_DIR, registry: Path = REGI
         if "original" not in data:
             return None
         return _apply(data, sysctl_dir)
+
+
+def counted(work_dir: Path, registry: Path = REGISTRY) -> bool:
+    """Whether the registry still counts ``work_dir``'s cluster in (a leftover after teardown;
+    one whose work directory is gone no longer counts)."""
+    try:
+        listed = str(work_dir) in json.loads(registry.read_text()).get("clusters", {})
+    except (OSError, ValueError):
+        return False
+    return listed and Path(work_dir).exists()
