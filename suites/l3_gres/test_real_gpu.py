@@ -49,30 +49,51 @@ def test_gres_files_are_the_nodes_real_gpus(gpu_node, real_gpus, gpu_device_file
     assert not problems, "; ".join(problems)
 
 
-def test_gres_step_sees_exactly_its_gpus(gpu_node, real_gpus, controller, place_on, thresholds, python):
-    """For every N up to the node's count: NVML, CUDA and CUDA_VISIBLE_DEVICES show N GPUs."""
-    problems = []
-    for n in range(1, real_gpus + 1):
-        facts, failed = _step_facts(controller, place_on(gpu_node), f"--gres=gpu:{n}", thresholds.job_start_s_max,
-                                     python)
-        problems += [failed] if failed else gpu_health.job_visibility_problems(gpu_node.name, n, facts)
+def _real(node_spec, name: str) -> int:
+    spec = node_spec[name]
+    return 0 if spec.gpu_simulated else spec.gpus
+
+
+def test_gres_step_sees_exactly_its_gpus(gpu_node, real_gpus, controller, place_on, node_spec, thresholds, each_node):
+    """For every N up to the node's count: NVML, CUDA and CUDA_VISIBLE_DEVICES show N GPUs
+    (every real-GPU node's steps at once)."""
+    def probe(node):
+        problems = []
+        for n in range(1, _real(node_spec, node.name) + 1):
+            facts, failed = _step_facts(controller, place_on(node), f"--gres=gpu:{n}", thresholds.job_start_s_max,
+                                        node_spec[node.name].gpu_python)
+            problems += [failed] if failed else gpu_health.job_visibility_problems(node.name, n, facts)
+        return problems
+
+    problems = each_node(probe)
     assert not problems, "; ".join(problems)
 
 
-def test_step_without_gres_sees_no_gpu(gpu_node, real_gpus, controller, place_on, thresholds, python):
-    facts, failed = _step_facts(controller, place_on(gpu_node), "", thresholds.job_start_s_max, python)
+def test_step_without_gres_sees_no_gpu(gpu_node, real_gpus, controller, place_on, node_spec, thresholds, each_node):
+    def probe(node):
+        if not _real(node_spec, node.name):
+            return None, ""
+        return _step_facts(controller, place_on(node), "", thresholds.job_start_s_max, node_spec[node.name].gpu_python)
+
+    facts, failed = each_node(probe)
     assert not failed, f"a step without GRES failed on {gpu_node.name}: {failed}"
     problems = gpu_health.job_visibility_problems(gpu_node.name, 0, facts)
     assert not problems, "; ".join(problems)
 
 
-def test_concurrent_single_gpu_steps_get_different_gpus(gpu_node, real_gpus, controller, place_on, thresholds, python):
+def test_concurrent_single_gpu_steps_get_different_gpus(gpu_node, real_gpus, controller, place_on, node_spec,
+                                                        thresholds, each_node):
     if real_gpus < 2:
         pytest.skip(f"{gpu_node.name} has one GPU: nothing to share")
     hold = 1.0
-    outputs = gpu.steps_side_by_side(controller, f"{place_on(gpu_node)} -n1 --gres=gpu:1",
-                                     gpu.facts_command(in_job=True, hold_s=hold, python=python), 2,
-                                     timeout=thresholds.job_start_s_max + hold)
-    a, b = (gpu.parse_facts(gpu_node.name, text) for text in outputs)
+
+    def probe(node):
+        if _real(node_spec, node.name) < 2:
+            return None
+        return gpu.steps_side_by_side(controller, f"{place_on(node)} -n1 --gres=gpu:1",
+                                      gpu.facts_command(in_job=True, hold_s=hold, python=node_spec[node.name].gpu_python),
+                                      2, timeout=thresholds.job_start_s_max + hold)
+
+    a, b = (gpu.parse_facts(gpu_node.name, text) for text in each_node(probe))
     problems = gpu_health.shared_gpu_problems(gpu_node.name, a, b)
     assert not problems, "; ".join(problems)
