@@ -75,7 +75,7 @@ def test_processes_a_job_leaves_behind_are_killed_when_it_ends(compute_node, con
             r = slurm.srun(controller, f"{place_on(n)} -n1", isolation.escape_command(marker),
                            timeout=thresholds.job_start_s_max)
             assert r.ok and "started" in r.stdout, f"{n.name}: the step failed: {r.describe()}"
-            deadline = time.monotonic() + 10.0  # KillWait and slurmstepd's own sweep, with room
+            deadline = time.monotonic() + thresholds.job_cleanup_s_max
             left = isolation.leftover_pids(n, marker)
             while left and time.monotonic() < deadline:
                 time.sleep(0.25)
@@ -89,7 +89,8 @@ def test_processes_a_job_leaves_behind_are_killed_when_it_ends(compute_node, con
         track = slurm.config_value(controller, "ProctrackType")
         raise AssertionError(
             f"{compute_node.name}: a process the job started in its own session (sleep {marker}, pid "
-            f"{', '.join(map(str, left))}) still runs 10 s after the job ended: Slurm did not track it "
+            f"{', '.join(map(str, left))}) still runs {thresholds.job_cleanup_s_max:g} s after the job ended "
+            f"(thresholds.job_cleanup_s_max): Slurm did not track it "
             f"(ProctrackType={track or 'unknown'}; proctrack/cgroup kills everything in the job's cgroup)")
 
 

@@ -269,6 +269,8 @@ class Thresholds(Strict):
     node_register_s_max: float = Field(60.0, gt=0, description="Waiting for every node to register in Slurm, s (default 60). "
                                        "Provisioned clusters wait at least this long before provisioning fails.")
     job_start_s_max: float = Field(30.0, gt=0, description="A one-step job on every node completes within, s (default 30).")
+    job_cleanup_s_max: float = Field(10.0, gt=0, description="A process a job left behind is gone within, s after the "
+                                     "job ended (default 10: Slurm's KillWait and slurmstepd's sweep, with room).")
     mpi_latency_us_max: float = Field(100.0, gt=0, description="MPI ping-pong half round trip, 8 B, µs (default 100).")
     mpi_bandwidth_mibps_min: float = Field(100.0, ge=0, description="MPI ping-pong bandwidth, 1 MiB messages, MiB/s (default 100).")
     provision_s_max: float | None = Field(None, gt=0, description="Provisioning the cluster, s (default: not asserted).")
