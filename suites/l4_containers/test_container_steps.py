@@ -43,31 +43,44 @@ def test_containerised_step_runs_the_image_os(compute_node, containers, step_on_
     assert want is None or want in inside, f"{where}): the config expects {want!r}"
 
 
-def test_cpus_per_task_inside_container(compute_node, controller, runtime, node_spec, place_on, thresholds):
+# The per-node checks below run their nodes' container steps at once (each_node: one job per
+# node, so they never compete for a node's CPUs or memory).
+
+def test_cpus_per_task_inside_container(compute_node, controller, runtime, node_spec, place_on, thresholds, each_node):
     """``-c K`` for K = 1 and all of the node's CPUs: the container sees exactly K CPUs."""
-    cpus = node_spec[compute_node.name].cpus
-    problems = []
-    for k in sorted({1, cpus}):
-        r = ctr.srun(controller, runtime, f"{place_on(compute_node)} -n1 -c {k}", isolation.step_facts_command([]),
-                     timeout=thresholds.job_start_s_max)
-        facts = isolation.parse_step_facts(r.stdout)
-        if not r.ok or not facts:
-            problems.append(f"-c {k} failed: {r.describe()}")
-        elif len(facts[0].cpus) != k:
-            problems.append(f"-c {k} sees {len(facts[0].cpus)} CPUs ({','.join(map(str, sorted(facts[0].cpus)))})")
+    def probe(node):
+        problems = []
+        for k in sorted({1, node_spec[node.name].cpus}):
+            r = ctr.srun(controller, runtime, f"{place_on(node)} -n1 -c {k}", isolation.step_facts_command([]),
+                         timeout=thresholds.job_start_s_max)
+            facts = isolation.parse_step_facts(r.stdout)
+            if not r.ok or not facts:
+                problems.append(f"-c {k} failed: {r.describe()}")
+            elif len(facts[0].cpus) != k:
+                problems.append(f"-c {k} sees {len(facts[0].cpus)} CPUs ({','.join(map(str, sorted(facts[0].cpus)))})")
+        return problems
+
+    problems = each_node(probe)
     assert not problems, f"{compute_node.name}: CPU confinement broken inside the container: " + "; ".join(problems)
 
 
-def test_container_over_its_memory_is_killed(compute_node, controller, runtime, place_on, thresholds):
+def test_container_over_its_memory_is_killed(compute_node, controller, runtime, place_on, thresholds, each_node):
     """A containerised step within its ``--mem`` completes; one using 4x its ``--mem`` is killed
     and reported (Slurm's "Out Of Memory" / OUT_OF_MEMORY, or exit 137 through runc)."""
     mem = 64
-    where = place_on(compute_node)
-    within = ctr.srun(controller, runtime, f"{where} -n1 --mem={mem * 2}", ctr.memory_hog_command(mem // 2),
-                      timeout=thresholds.job_start_s_max)
+
+    def probe(node):
+        where = place_on(node)
+        within = ctr.srun(controller, runtime, f"{where} -n1 --mem={mem * 2}", ctr.memory_hog_command(mem // 2),
+                          timeout=thresholds.job_start_s_max)
+        if not within.ok:
+            return within, None, None
+        info, r = slurm.srun_job(controller, f"{where} -n1 --mem={mem} {runtime.srun_options()}".strip(),
+                                 runtime.wrap(ctr.memory_hog_command(mem * 4)), timeout=thresholds.job_start_s_max)
+        return within, info, r
+
+    within, info, r = each_node(probe)
     assert within.ok, f"{compute_node.name}: a container step within its memory failed: {within.describe()}"
-    info, r = slurm.srun_job(controller, f"{where} -n1 --mem={mem} {runtime.srun_options()}".strip(),
-                             runtime.wrap(ctr.memory_hog_command(mem * 4)), timeout=thresholds.job_start_s_max)
     state = info.state if info else None
     assert ctr.oom_killed(r, state), (
         f"{compute_node.name}: a container step using {mem * 4} MiB with --mem={mem} was not killed "
@@ -75,33 +88,46 @@ def test_container_over_its_memory_is_killed(compute_node, controller, runtime, 
     )
 
 
-def test_container_gets_exactly_the_gpus_granted(gpu_node, controller, runtime, node_spec, place_on,
-                                                  gpu_device_files, thresholds):
+def test_container_gets_exactly_the_gpus_granted(gpu_node, controller, runtime, node_spec, place_on, gres_devices,
+                                                  gpu_device_files, thresholds, each_node):
     """``--gres=gpu:N`` for every N up to the node's count: exactly N GPU devices open inside the
     container; without GRES none does."""
-    devices = gpu_device_files
-    problems = []
-    for n in range(node_spec[gpu_node.name].gpus + 1):
-        gres = f"--gres=gpu:{n}" if n else ""
-        r = ctr.srun(controller, runtime, f"{place_on(gpu_node)} -n1 {gres}", isolation.step_facts_command(devices),
-                     timeout=thresholds.job_start_s_max, gpu=n > 0)
-        facts = isolation.parse_step_facts(r.stdout)
-        if not r.ok or not facts:
-            problems.append(f"{gres or 'no GRES'}: step failed: {r.describe()}")
-        elif len(facts[0].opened) != n:
-            problems.append(f"{gres or 'no GRES'}: the container can open {len(facts[0].opened)} GPU devices "
-                            f"({', '.join(facts[0].opened) or 'none'}; all: {facts[0].devices})")
+    def probe(node):
+        devices = list(gres_devices[node.name].files)
+        problems = []
+        for n in range(node_spec[node.name].gpus + 1):
+            gres = f"--gres=gpu:{n}" if n else ""
+            r = ctr.srun(controller, runtime, f"{place_on(node)} -n1 {gres}", isolation.step_facts_command(devices),
+                         timeout=thresholds.job_start_s_max, gpu=n > 0)
+            facts = isolation.parse_step_facts(r.stdout)
+            if not r.ok or not facts:
+                problems.append(f"{gres or 'no GRES'}: step failed: {r.describe()}")
+            elif len(facts[0].opened) != n:
+                problems.append(f"{gres or 'no GRES'}: the container can open {len(facts[0].opened)} GPU devices "
+                                f"({', '.join(facts[0].opened) or 'none'}; all: {facts[0].devices})")
+        return problems
+
+    problems = each_node(probe)  # gpu_device_files has failed the test already where Slurm names no file
     assert not problems, f"{gpu_node.name}: " + "; ".join(problems)
 
 
-def test_per_task_variables_inside_container(compute_node, controller, runtime, node_spec, place_on, thresholds):
+def _task_shape(spec) -> tuple[int, str]:
+    """(tasks, GRES option) of the per-task check's step on a node."""
+    return max(1, min(2, spec.cpus)), "--gres=gpu:1" if spec.gpus else ""
+
+
+def test_per_task_variables_inside_container(compute_node, controller, runtime, node_spec, place_on, thresholds,
+                                             each_node):
     """Every task of a multi-task containerised step has its own SLURM_PROCID; on GPU nodes each
     task holding a GPU sees CUDA_VISIBLE_DEVICES."""
-    spec = node_spec[compute_node.name]
-    ntasks = max(1, min(2, spec.cpus))
-    gres = "--gres=gpu:1" if spec.gpus else ""
-    r = ctr.srun(controller, runtime, f"{place_on(compute_node)} -n{ntasks} -l {gres}",
-                 f"{ctr.IDENTITY}; {isolation.step_facts_command([])}", timeout=thresholds.job_start_s_max, gpu=bool(gres))
+    def probe(node):
+        ntasks, gres = _task_shape(node_spec[node.name])
+        return ctr.srun(controller, runtime, f"{place_on(node)} -n{ntasks} -l {gres}",
+                        f"{ctr.IDENTITY}; {isolation.step_facts_command([])}", timeout=thresholds.job_start_s_max,
+                        gpu=bool(gres))
+
+    ntasks, gres = _task_shape(node_spec[compute_node.name])
+    r = each_node(probe)
     assert r.ok, f"{compute_node.name}: a {ntasks}-task container step failed: {r.describe()}"
     tasks = ctr.task_lines(r.stdout)
     procids = sorted(str(ctr.parse_identity(lines).procid) for lines in tasks.values())
