@@ -3,7 +3,9 @@ agree with the config on every node; the MTU is what the config says; SSH works.
 
 from __future__ import annotations
 
-from pytest_hpcvalidate.probes import network
+import pytest
+
+from pytest_hpcvalidate.probes import clock, network
 
 
 def test_node_reaches_every_other_node(node, cluster, thresholds, metric, each_node):
@@ -69,6 +71,27 @@ def test_ssh_reaches_node_with_cluster_key(node, each_node):
     result = each_node(lambda n: n.run_ssh("hostname", timeout=30) if n.ssh is not None else None)
     assert result.ok, f"SSH to {node.name} ({node.address}) failed: {result.describe()}"
     assert result.stdout.strip() == node.name, f"SSH to {node.address} reached {result.stdout.strip()!r}, not {node.name}"
+
+
+@pytest.fixture(scope="module")
+def controller_clock(cluster):
+    reading = clock.read(cluster.controller, samples=5)
+    assert reading.offset_s is not None, f"cannot read the clock of {cluster.controller.name}: {reading.error}"
+    return reading
+
+
+def test_clock_agrees_with_the_controller(compute_node, controller_clock, thresholds, metric, each_node):
+    """The node's wall clock is the controller's, within ``thresholds.clock_skew_s_max`` beyond
+    what the reading itself can tell (both read against the same local clock)."""
+    reading = each_node(clock.read)
+    assert reading.offset_s is not None, f"cannot read the clock of {compute_node.name}: {reading.error}"
+    skew, bound = reading.skew_to(controller_clock)
+    beyond = max(0.0, abs(skew) - bound)
+    m = metric("clock_skew_ms", round(beyond * 1000, 3), "ms", thresholds.clock_skew_s_max * 1000, "<=",
+               node=compute_node.name)
+    assert m.passed, (
+        f"{compute_node.name}: its clock is {skew:+.3f} s from {controller_clock.node}'s (±{bound:.3f} s): "
+        f"{m.message}; is NTP (chrony) running and in sync on both?")
 
 
 def test_bandwidth_between_node_pair(node_pair, thresholds, metric):

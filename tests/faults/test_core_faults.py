@@ -109,6 +109,18 @@ def test_link_down_fails_reachability_naming_the_node(broken, pytester):
     assert "100% loss" in failed["test_node_reaches_every_other_node[ctl]"]
 
 
+def test_clock_ahead_on_one_node(broken, pytester):
+    engine, path = broken
+    check = "l1_network/test_reachability.py::test_clock_agrees_with_the_controller"
+    with netfaults.clock_ahead(engine, "g2", 90):
+        results = run_checks(pytester, path, check)
+    failed = failures(results)
+    assert list(failed) == ["test_clock_agrees_with_the_controller[g2]"]
+    assert "g2: its clock is +90." in failed["test_clock_agrees_with_the_controller[g2]"]
+    assert "is NTP (chrony) running" in failed["test_clock_agrees_with_the_controller[g2]"]
+    assert {results[f"test_clock_agrees_with_the_controller[{n}]"][0] for n in ("g1", "c1")} == {"passed"}
+
+
 def test_mtu_changed_on_one_node(broken, pytester):
     engine, path = broken
     with netfaults.mtu(engine, "g1", 1400):

@@ -268,6 +268,9 @@ class Thresholds(Strict):
     ssh_connect_s_max: float = Field(5.0, gt=0, description="Opening an SSH session to a node, s (default 5).")
     node_register_s_max: float = Field(60.0, gt=0, description="Waiting for every node to register in Slurm, s (default 60). "
                                        "Provisioned clusters wait at least this long before provisioning fails.")
+    clock_skew_s_max: float = Field(1.0, gt=0, description="A compute node's wall clock differs from the controller's "
+                                    "by at most, s, beyond the measurement's own error (default 1; munge refuses "
+                                    "credentials from clocks minutes apart, and skew muddles logs and file times).")
     job_start_s_max: float = Field(30.0, gt=0, description="A one-step job on every node completes within, s (default 30).")
     job_cleanup_s_max: float = Field(10.0, gt=0, description="A process a job left behind is gone within, s after the "
                                      "job ended (default 10: Slurm's KillWait and slurmstepd's sweep, with room).")

@@ -1,13 +1,16 @@
 """Network faults on one node of a local cluster: link down, wrong MTU, wrong hostname,
-a blocked port. Each enters the node's namespaces through the cluster's own transport."""
+a blocked port, a clock that runs ahead. Each enters the node's namespaces through the cluster's own transport."""
 
 from __future__ import annotations
 
 import contextlib
 import shlex
+import shutil
+import time
 
 from ..providers.local.naming import NODE_IFACE  # the node side of every local node's link
 from . import edited, require_local
+from ._wait import until
 
 
 def _node(engine, name: str):
@@ -104,3 +107,27 @@ def sshd_stopped(engine, name: str):
         yield
     finally:
         engine.start_daemon(name, "sshd")
+
+
+@contextlib.contextmanager
+def clock_ahead(engine, name: str, seconds: float):
+    """``date`` on ``name`` reports the time ``seconds`` ahead (a node's clock cannot be set
+    apart in a namespace: they share the host's kernel clock, so the node's ``date`` lies
+    instead, bound over /usr/bin/date in its mount namespace only)."""
+    node = _node(engine, name)
+    d = engine.node_paths(name).root / "fault-clock"
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copy2("/usr/bin/date", d / "real-date")
+    script = d / "date"
+    script.write_text("#!/bin/sh\n"
+                      f"t=$({d / 'real-date'} +%s.%N) && "
+                      f"awk -v t=\"$t\" 'BEGIN {{ printf \"%.9f\\n\", t + {float(seconds)} }}'\n")
+    script.chmod(0o755)
+    node.run(f"mount --bind {shlex.quote(str(script))} /usr/bin/date", timeout=15).check()
+    try:
+        until(lambda: abs(float(node.run("date +%s.%N", timeout=10).stdout.split()[-1]) - time.time() - seconds) < 5,
+              f"{name}'s date to run {seconds:g} s ahead", 10)
+        yield
+    finally:
+        node.run("umount /usr/bin/date", timeout=15)
+        shutil.rmtree(d, ignore_errors=True)
