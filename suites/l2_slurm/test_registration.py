@@ -91,6 +91,24 @@ def test_prolog_and_epilog_scripts_are_in_place(node, slurm_config, each_node):
     assert not problems, f"{node.name}: " + "; ".join(problems)
 
 
+@pytest.fixture(scope="module")
+def controller_conf(controller):
+    digest = slurm.config_digest(controller)
+    assert digest.sha256, f"cannot read {digest.path} on {controller.name}: {digest.error}"
+    return digest
+
+
+def test_slurm_conf_is_the_controllers(compute_node, controller_conf, each_node):
+    """The slurm.conf a node reads is the controller's, byte for byte: a node with a stale copy
+    runs with other limits, partitions or plugins after its next restart."""
+    mine = each_node(slurm.config_digest)
+    assert mine.sha256, f"cannot read {mine.path} on {compute_node.name}: {mine.error}"
+    assert mine.sha256 == controller_conf.sha256, (
+        f"{compute_node.name}: {mine.path} (sha256 {mine.sha256[:12]}…) differs from {controller_conf.node}'s "
+        f"{controller_conf.path} (sha256 {controller_conf.sha256[:12]}…): copy the controller's to the node "
+        "(or run configless) and restart its slurmd")
+
+
 def test_slurm_ports_reachable(compute_node, controller, each_node):
     """slurmd reaches slurmctld (6817) and slurmctld reaches slurmd (6818) over the cluster network."""
     def probe(n):

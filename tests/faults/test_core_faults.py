@@ -252,6 +252,16 @@ def test_epilog_missing_on_the_nodes(broken, pytester):
     assert "ctl: PrologSlurmctld=/etc/slurm/slurm.conf: not executable" in failed["test_prolog_and_epilog_scripts_are_in_place[ctl]"]
 
 
+def test_stale_slurm_conf_on_one_node(broken, pytester):
+    engine, path = broken
+    with slurmfaults.stale_slurm_conf(engine, "c1"):
+        results = run_checks(pytester, path, "l2_slurm/test_registration.py::test_slurm_conf_is_the_controllers")
+    failed = failures(results)
+    assert list(failed) == ["test_slurm_conf_is_the_controllers[c1]"]
+    assert "c1: " in failed["test_slurm_conf_is_the_controllers[c1]"]
+    assert "differs from ctl's" in failed["test_slurm_conf_is_the_controllers[c1]"]
+
+
 def test_mpi_default_not_pmix(broken, pytester):
     engine, path = broken
     with slurmfaults.slurm_conf_setting(engine, "MpiDefault", "none"):

@@ -216,3 +216,20 @@ def partition_setting(engine, partition: str, key: str, value: str):
     """The partition's line says ``key=value`` (e.g. Default=NO); ``scontrol reconfigure``."""
     return _slurm_conf_line(engine, f"PartitionName={partition}", key, value,
                             lambda: _reconfigure(engine, restart_slurmd=False))
+
+
+@contextlib.contextmanager
+def stale_slurm_conf(engine, name: str, extra_line: str = "# edited on this node only"):
+    """``name`` reads a slurm.conf of its own (the cluster's plus ``extra_line``), bound over
+    the shared one in its mount namespace only: a node whose copy was not updated."""
+    require_local(engine)
+    node = engine.cluster.node(name)
+    copy = engine.node_paths(name).root / "fault-slurm.conf"
+    copy.write_text(engine.slurm_conf.read_text() + extra_line + "\n")
+    target = f"{slurm_probe.config_dir(node)}/slurm.conf"
+    node.run(f"mount --bind {shlex.quote(str(copy))} {shlex.quote(target)}", timeout=15).check()
+    try:
+        yield
+    finally:
+        node.run(f"umount {shlex.quote(target)}", timeout=15)
+        copy.unlink(missing_ok=True)

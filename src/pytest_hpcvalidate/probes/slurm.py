@@ -361,6 +361,22 @@ def script_problems(node, scripts: list[tuple[str, str]]) -> list[str]:
             (line.split(" ", 2) for line in r.stdout.splitlines() if line.count(" ") >= 2)]
 
 
+@dataclass(frozen=True)
+class ConfigDigest:
+    node: str
+    path: str
+    sha256: str | None
+    error: str = ""
+
+
+def config_digest(node) -> ConfigDigest:
+    """The SHA-256 of the slurm.conf the node's Slurm commands read."""
+    path = f"{config_dir(node)}/slurm.conf"
+    r = node.run(f"sha256sum {shlex.quote(path)}", timeout=20)
+    digest = r.stdout.split()[0] if r.ok and r.stdout.split() else None
+    return ConfigDigest(node.name, path, digest, "" if digest else r.describe())
+
+
 def config_dir(node) -> str:
     """The directory of the slurm.conf the node uses (``scontrol show config``'s SLURM_CONF)."""
     path = config_value(node, "SLURM_CONF") or "/etc/slurm/slurm.conf"
