@@ -53,6 +53,10 @@ def _accounting(state) -> str | None:
     return None if state.model.slurm.accounting else "slurm.accounting is off in the config"
 
 
+def _memlock(state) -> str | None:
+    return None if state.model.slurm.job_memlock is not None else "slurm.job_memlock is null in the config"
+
+
 def _mutation(state) -> str | None:
     if state.model.provider != "existing":
         return None  # clusters the run made are ours to change
@@ -89,6 +93,7 @@ CHECKS: dict[str, Callable] = {
     "slurm-oci": _slurm_oci,
     "storage": _storage,
     "accounting": _accounting,
+    "memlock": _memlock,
     "mutation": _mutation,
     "fault-injection": _fault_injection,
     "root": _root,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from pytest_hpcvalidate.probes import isolation, slurm
 
 #: a job that needs about ``MiB`` of memory at once (tail buffers the whole newline-free line)
@@ -92,6 +94,22 @@ def test_processes_a_job_leaves_behind_are_killed_when_it_ends(compute_node, con
             f"{', '.join(map(str, left))}) still runs {thresholds.job_cleanup_s_max:g} s after the job ended "
             f"(thresholds.job_cleanup_s_max): Slurm did not track it "
             f"(ProctrackType={track or 'unknown'}; proctrack/cgroup kills everything in the job's cgroup)")
+
+
+@pytest.mark.requires("memlock")
+def test_job_gets_the_locked_memory_limit(compute_node, controller, place_on, hpc_config, thresholds, each_node):
+    """A job's ``ulimit -l`` is ``slurm.job_memlock`` (unlimited by default): MPI over RDMA
+    registers memory and fails with the 64 KiB or 8 MiB a login shell has."""
+    want = hpc_config.slurm.job_memlock
+    r = each_node(lambda n: slurm.srun(controller, f"{place_on(n)} -n1", "ulimit -l", timeout=thresholds.job_start_s_max))
+    assert r.ok, f"{compute_node.name}: a step failed: {r.describe()}"
+    got = isolation.parse_ulimit(r.stdout)
+    ok = got == "unlimited" if want == "unlimited" else (got == "unlimited" or (got is not None and got >= want))
+    assert ok, (
+        f"{compute_node.name}: a job's locked-memory limit is {got if got is not None else r.stdout.strip()!r}"
+        f"{' KiB' if isinstance(got, int) else ''}, the config wants {want}{'' if want == 'unlimited' else ' KiB'} "
+        "(slurm.job_memlock): start slurmd with LimitMEMLOCK=infinity and set "
+        "PropagateResourceLimitsExcept=MEMLOCK in slurm.conf (else jobs get the limit of the shell srun ran in)")
 
 
 def _device_step(controller, place_on, gres_devices, gres: str, timeout: float):

@@ -9,6 +9,7 @@ cluster passes every check, so a red result below is the fault's doing.
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 import clusterkit
@@ -19,6 +20,10 @@ from pytest_hpcvalidate.faults import network as netfaults
 from pytest_hpcvalidate.faults import slurm as slurmfaults
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
+#: the most locked memory this machine lets a process have (a container without
+#: CAP_SYS_RESOURCE cannot give slurmd more than its own hard limit): what jobs must get
+_, _MEMLOCK_HARD = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+MEMLOCK = "unlimited" if _MEMLOCK_HARD == resource.RLIM_INFINITY else _MEMLOCK_HARD // 1024
 pytestmark = [pytest.mark.integration, clusterkit.needs_local]
 
 BODY = {
@@ -27,7 +32,7 @@ BODY = {
         {"names": "g[1-2]", "cpus": 2, "memory_mb": 1024, "gpus": {"count": 2, "type": "sim"}},
         {"names": "c1", "cpus": 2, "memory_mb": 1024},
     ],
-    "slurm": {"gres_types": ["gpu"], "job_shape_examples": 3,
+    "slurm": {"gres_types": ["gpu"], "job_shape_examples": 3, "job_memlock": MEMLOCK,
               "partitions": [{"name": "all", "nodes": "ALL", "default": True}]},
     # timing thresholds with room for a loaded 2-core CI machine: these tests prove which
     # check a fault turns red, not how fast this machine is (bench/ measures that)
@@ -260,6 +265,26 @@ def test_stale_slurm_conf_on_one_node(broken, pytester):
     assert list(failed) == ["test_slurm_conf_is_the_controllers[c1]"]
     assert "c1: " in failed["test_slurm_conf_is_the_controllers[c1]"]
     assert "differs from ctl's" in failed["test_slurm_conf_is_the_controllers[c1]"]
+
+
+def test_jobs_get_the_submitting_shells_locked_memory_limit(broken, pytester):
+    """PropagateResourceLimitsExcept without MEMLOCK: jobs inherit the limit of the shell srun
+    runs in (lowered here to 64 KiB, a common distribution default) instead of slurmd's."""
+    engine, path = broken
+    check = "l3_cgroup/test_isolation.py::test_job_gets_the_locked_memory_limit"
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    # this process's commands (srun on the controller among them) inherit its limits
+    resource.setrlimit(resource.RLIMIT_MEMLOCK, (64 * 1024, hard))
+    try:
+        with slurmfaults.slurm_conf_setting(engine, "PropagateResourceLimitsExcept", "CORE"):
+            results = run_checks(pytester, path, check)
+    finally:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (soft, hard))
+    failed = failures(results)
+    assert set(failed) == {f"test_job_gets_the_locked_memory_limit[{n}]" for n in ("g1", "g2", "c1")}
+    msg = failed["test_job_gets_the_locked_memory_limit[c1]"]
+    assert f"c1: a job's locked-memory limit is 64 KiB, the config wants {MEMLOCK}" in msg
+    assert "PropagateResourceLimitsExcept=MEMLOCK" in msg
 
 
 def test_mpi_default_not_pmix(broken, pytester):

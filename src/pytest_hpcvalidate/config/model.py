@@ -181,6 +181,10 @@ class Slurm(Strict):
     account: str | None = Field(None, description="Account for jobs the run submits (existing clusters).")
     qos: str | None = None
     partition: str | None = Field(None, description="Partition the run's jobs go to; default: the default partition.")
+    job_memlock: Literal["unlimited"] | Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Locked-memory limit (ulimit -l) every job must get: 'unlimited' (what MPI over RDMA "
+        "needs: slurmd with LimitMEMLOCK=infinity and PropagateResourceLimitsExcept=MEMLOCK), at least this "
+        "many KiB, or null (default) to leave it unchecked.")
     job_shape_examples: int = Field(
         8, ge=0, le=1000, description="Random job shapes the property-based placement check submits (default 8; 0 = off)."
     )

@@ -149,3 +149,11 @@ def leftover_pids(node, marker: str) -> list[int]:
 
 def kill_leftovers(node, marker: str) -> None:
     node.run(f"pkill -KILL -f {_pattern(marker)} || true", timeout=15)
+
+
+def parse_ulimit(text: str) -> int | str | None:
+    """``ulimit -l`` (or any ``ulimit``) output: ``"unlimited"`` or the number; None otherwise."""
+    value = text.strip().splitlines()[-1].strip() if text.strip() else ""
+    if value == "unlimited":
+        return value
+    return int(value) if value.isdigit() else None

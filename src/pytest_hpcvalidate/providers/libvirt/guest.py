@@ -64,7 +64,7 @@ runuser -u munge -- /usr/sbin/munged || log "munged failed"
 /usr/sbin/sshd || log "sshd failed"
 case "$HPCV_ROLE" in
   controller) /usr/sbin/slurmctld || log "slurmctld failed" ;;
-  compute) /usr/sbin/slurmd -N "$HPCV_HOSTNAME" || log "slurmd failed" ;;
+  compute) ulimit -l unlimited; /usr/sbin/slurmd -N "$HPCV_HOSTNAME" || log "slurmd failed" ;;
 esac
 log "ready $HPCV_HOSTNAME"
 exec sleep infinity

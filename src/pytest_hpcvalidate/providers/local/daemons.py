@@ -10,6 +10,7 @@ provisioning process, which then tears everything down in order.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,8 +72,20 @@ def slurmctld_argv(conf: Path) -> list[str]:
     return ["slurmctld", "-D", "-c", "-f", str(conf)]
 
 
+def memlock_prefix() -> list[str]:
+    """``prlimit`` raising the locked-memory limit to the hard limit this process may give
+    (unlimited where it is; raising the hard limit itself needs CAP_SYS_RESOURCE, which a
+    container often lacks). Jobs get slurmd's limit (PropagateResourceLimitsExcept=MEMLOCK), as
+    HPC sites configure for MPI over RDMA (systemd's LimitMEMLOCK=infinity)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if soft == hard:
+        return []
+    value = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    return ["prlimit", f"--memlock={value}:{value}"]
+
+
 def slurmd_argv(conf: Path, node: str) -> list[str]:
-    return ["slurmd", "-D", "-N", node, "-f", str(conf)]
+    return [*memlock_prefix(), "slurmd", "-D", "-N", node, "-f", str(conf)]
 
 
 def mariadbd_argv(datadir: Path, paths: NodePaths, socket: str) -> list[str]:

@@ -25,6 +25,7 @@ REQUIRED_BINARIES = {
     "ip": "iproute2",
     "nsenter": "util-linux",
     "unshare": "util-linux",
+    "prlimit": "util-linux",
     "mount": "mount",
     "ssh-keygen": "openssh-client",
     "/usr/sbin/sshd": "openssh-server",

@@ -97,6 +97,8 @@ def render_slurm_conf(spec: LocalSpec, work_dir: Path | None = None) -> str:
         # CPUs/RealMemory of a simulated node may exceed the machine's: use the configured values
         "SlurmdParameters=config_overrides",
         "ProctrackType=proctrack/cgroup",
+        # a job's locked-memory limit is slurmd's (unlimited), not that of the shell srun ran in
+        "PropagateResourceLimitsExcept=MEMLOCK",
         "TaskPlugin=task/cgroup,task/affinity",
         *accounting_lines(spec),
         f"MpiDefault={spec.mpi_default}",
