@@ -9,7 +9,7 @@ import time
 import pytest
 
 from pytest_hpcvalidate.hostlist import expand
-from pytest_hpcvalidate.probes import munge, network, slurm
+from pytest_hpcvalidate.probes import munge, network, slurm, storage
 
 SLURMCTLD_PORT = 6817
 SLURMD_PORT = 6818
@@ -107,6 +107,22 @@ def test_slurm_conf_is_the_controllers(compute_node, controller_conf, each_node)
         f"{compute_node.name}: {mine.path} (sha256 {mine.sha256[:12]}…) differs from {controller_conf.node}'s "
         f"{controller_conf.path} (sha256 {controller_conf.sha256[:12]}…): copy the controller's to the node "
         "(or run configless) and restart its slurmd")
+
+
+def test_slurm_state_directory_has_room(node, slurm_config, thresholds, metric, each_node):
+    """Where Slurm keeps its state (the controller's StateSaveLocation, each compute node's
+    SlurmdSpoolDir) has ``thresholds.slurm_dir_free_gib_min`` free: full, slurmctld cannot save
+    job state and slurmd cannot start jobs."""
+    def probe(n):
+        setting, path = slurm.state_dir(slurm_config, n)
+        return (setting, path, *storage.disk_space(n, path))
+
+    setting, path, space, r = each_node(probe)
+    assert space is not None, f"{node.name}: cannot read the free space of {setting}={path}: {r.describe()}"
+    m = metric("slurm_state_free_gib", round(space.avail_gib, 2), "GiB", thresholds.slurm_dir_free_gib_min, ">=",
+               node=node.name)
+    assert m.passed, (f"{node.name}: {setting}={path} (on {space.mounted_on}) has {space.avail_gib:.2f} GiB free: "
+                      f"{m.message}")
 
 
 def test_slurm_ports_reachable(compute_node, controller, each_node):

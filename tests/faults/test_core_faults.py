@@ -287,6 +287,18 @@ def test_jobs_get_the_submitting_shells_locked_memory_limit(broken, pytester):
     assert "PropagateResourceLimitsExcept=MEMLOCK" in msg
 
 
+def test_slurmd_spool_dir_full_on_one_node(broken, pytester):
+    engine, path = broken
+    spool = str(engine.node_paths("g1").root / "spool")
+    check = "l2_slurm/test_registration.py::test_slurm_state_directory_has_room"
+    with slurmfaults.slurm_dir_full(engine, "g1", spool):
+        results = run_checks(pytester, path, check)
+    failed = failures(results)
+    assert list(failed) == ["test_slurm_state_directory_has_room[g1]"]
+    assert "g1: SlurmdSpoolDir=" in failed["test_slurm_state_directory_has_room[g1]"]
+    assert "GiB free" in failed["test_slurm_state_directory_has_room[g1]"]
+
+
 def test_mpi_default_not_pmix(broken, pytester):
     engine, path = broken
     with slurmfaults.slurm_conf_setting(engine, "MpiDefault", "none"):

@@ -275,6 +275,9 @@ class Thresholds(Strict):
     clock_skew_s_max: float = Field(1.0, gt=0, description="A compute node's wall clock differs from the controller's "
                                     "by at most, s, beyond the measurement's own error (default 1; munge refuses "
                                     "credentials from clocks minutes apart, and skew muddles logs and file times).")
+    slurm_dir_free_gib_min: float = Field(1.0, ge=0, description="Free space where Slurm keeps its state, GiB: "
+                                          "StateSaveLocation on the controller, SlurmdSpoolDir on every compute node "
+                                          "(default 1; a full one stops slurmctld saving jobs, or slurmd starting them).")
     job_start_s_max: float = Field(30.0, gt=0, description="A one-step job on every node completes within, s (default 30).")
     job_cleanup_s_max: float = Field(10.0, gt=0, description="A process a job left behind is gone within, s after the "
                                      "job ended (default 10: Slurm's KillWait and slurmstepd's sweep, with room).")

@@ -233,3 +233,18 @@ def stale_slurm_conf(engine, name: str, extra_line: str = "# edited on this node
     finally:
         node.run(f"umount {shlex.quote(target)}", timeout=15)
         copy.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def slurm_dir_full(engine, name: str, path: str):
+    """``path`` (a Slurm state directory) on ``name`` is a 1 MiB tmpfs of its own, its files
+    copied in: a nearly full filesystem (in the node's mount namespace only)."""
+    require_local(engine)
+    node = engine.cluster.node(name)
+    q = shlex.quote(path)
+    node.run(f"d=$(mktemp -d) && cp -a {q}/. \"$d\"/ && mount -t tmpfs -o size=1m hpcv-fault-full {q} && "
+             f"cp -a \"$d\"/. {q}/ 2>/dev/null; rm -rf \"$d\"", timeout=30).check()
+    try:
+        yield
+    finally:
+        node.run(f"umount {q}", timeout=30)

@@ -377,6 +377,15 @@ def config_digest(node) -> ConfigDigest:
     return ConfigDigest(node.name, path, digest, "" if digest else r.describe())
 
 
+def state_dir(config: dict[str, str], node) -> tuple[str, str]:
+    """(setting, path) of the directory Slurm keeps its state in on ``node``: the controller's
+    StateSaveLocation, a compute node's SlurmdSpoolDir (``%n``/``%h`` filled in)."""
+    if node.role == "controller":
+        return "StateSaveLocation", config.get("StateSaveLocation", "/var/spool/slurmctld")
+    path = config.get("SlurmdSpoolDir", "/var/spool/slurmd")
+    return "SlurmdSpoolDir", path.replace("%n", node.name).replace("%h", node.name)
+
+
 def config_dir(node) -> str:
     """The directory of the slurm.conf the node uses (``scontrol show config``'s SLURM_CONF)."""
     path = config_value(node, "SLURM_CONF") or "/etc/slurm/slurm.conf"
