@@ -69,12 +69,15 @@ def _registry(path: Path):
 
 
 def wanted(original: dict[str, int], total_need: int) -> dict[str, int]:
-    """The limits for ``total_need`` entries: the hard limit (thresh3) above the need by a
-    reserve, the point where the kernel starts pruning hard (thresh2) at the need; never
-    below ``original``."""
+    """The limits for ``total_need`` entries: the point where the kernel starts pruning hard
+    (thresh2) at twice the need, the hard limit (thresh3) a reserve above that; never below
+    ``original``. With thresh2 at the need itself, the forced pruning near it dropped the
+    first echo request of one pair in thirty while its neighbour entry was being resolved
+    (1+32 nodes, all pairs at once)."""
+    soft = 2 * total_need
     return {"gc_thresh1": original["gc_thresh1"],
-            "gc_thresh2": max(original["gc_thresh2"], total_need),
-            "gc_thresh3": max(original["gc_thresh3"], total_need + RESERVE)}
+            "gc_thresh2": max(original["gc_thresh2"], soft),
+            "gc_thresh3": max(original["gc_thresh3"], soft + RESERVE)}
 
 
 def _apply(data: dict, sysctl_dir: Path) -> dict[str, int] | None:
