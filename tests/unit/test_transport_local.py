@@ -196,3 +196,18 @@ def test_node_host_property_uses_the_node_transport(local: LocalTransport) -> No
     node = Node(name="n7", role="compute", address="127.0.0.1", transport=local)
     assert node.host.check_output("echo $((6*7))") == "42"
     assert node.host is node.host  # cached per node
+
+
+def test_ping_many_in_waves_reports_every_target_once():
+    """More targets than one wave (the loopback answers on all of 127/8): each target's own
+    statistics come back, none lost between waves, the unreachable one named as such."""
+    from pytest_hpcvalidate.probes import network
+
+    if shutil.which("ping") is None:
+        pytest.skip("needs ping (iputils-ping)")
+    node = Node("h", "compute", "127.0.0.1", LocalTransport("h"))
+    targets = [f"127.0.0.{i}" for i in range(1, 2 * network.PING_WAVE + 3)]
+    stats = network.ping_many(node, [*targets, "no-such-host.invalid"], count=2, interval_s=0.01)
+    assert list(stats) == [*targets, "no-such-host.invalid"]
+    assert all(stats[t].sent == stats[t].received == 2 for t in targets), {t: (s.sent, s.received) for t, s in stats.items()}
+    assert stats["no-such-host.invalid"].loss_pct == 100.0 and stats["no-such-host.invalid"].error
