@@ -18,6 +18,7 @@ cgroups, MPI plugin); storage and container faults live beside their addons' con
 from __future__ import annotations
 
 import contextlib
+import shlex
 from pathlib import Path
 from typing import Callable
 
@@ -39,3 +40,15 @@ def edited(path: Path, edit: Callable[[str], str]):
         yield
     finally:
         path.write_text(original)
+
+
+@contextlib.contextmanager
+def mounted_on_node(node, target: str, *mount_args: str):
+    """``mount <mount_args> <target>`` in ``node``'s mount namespace only (the local
+    provider's are private) while inside; unmounted on the way out."""
+    q = shlex.quote(target)
+    node.run(f"mount {' '.join(shlex.quote(a) for a in mount_args)} {q}", timeout=30).check()
+    try:
+        yield
+    finally:
+        node.run(f"umount {q}", timeout=30)

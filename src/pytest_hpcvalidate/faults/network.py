@@ -9,7 +9,7 @@ import shutil
 import time
 
 from ..providers.local.naming import NODE_IFACE  # the node side of every local node's link
-from . import edited, require_local
+from . import edited, mounted_on_node, require_local
 from ._wait import until
 
 
@@ -123,11 +123,10 @@ def clock_ahead(engine, name: str, seconds: float):
                       f"t=$({d / 'real-date'} +%s.%N) && "
                       f"awk -v t=\"$t\" 'BEGIN {{ printf \"%.9f\\n\", t + {float(seconds)} }}'\n")
     script.chmod(0o755)
-    node.run(f"mount --bind {shlex.quote(str(script))} /usr/bin/date", timeout=15).check()
     try:
-        until(lambda: abs(float(node.run("date +%s.%N", timeout=10).stdout.split()[-1]) - time.time() - seconds) < 5,
-              f"{name}'s date to run {seconds:g} s ahead", 10)
-        yield
+        with mounted_on_node(node, "/usr/bin/date", "--bind", str(script)):
+            until(lambda: abs(float(node.run("date +%s.%N", timeout=10).stdout.split()[-1]) - time.time() - seconds) < 5,
+                  f"{name}'s date to run {seconds:g} s ahead", 10)
+            yield
     finally:
-        node.run("umount /usr/bin/date", timeout=15)
         shutil.rmtree(d, ignore_errors=True)

@@ -9,7 +9,7 @@ import re
 import shlex
 from pathlib import Path
 
-from . import edited, require_local
+from . import edited, mounted_on_node, require_local
 from ._wait import until
 from ..probes import slurm as slurm_probe
 
@@ -133,12 +133,10 @@ def _reconfigure(engine, restart_slurmd: bool) -> None:
 
 
 @contextlib.contextmanager
-def _conf_setting(engine, path: Path, key: str, value: str, restart_slurmd: bool):
+def _conf_edited(engine, path: Path, edit, restart_slurmd: bool):
+    """``path`` rewritten by ``edit`` and Slurm reconfigured (slurmd restarted if asked) while
+    inside; the original back and Slurm reconfigured again on the way out."""
     require_local(engine)
-
-    def edit(text: str) -> str:
-        return re.sub(rf"^{re.escape(key)}=.*$", f"{key}={value}", text, flags=re.M)
-
     try:
         with edited(path, edit):
             _reconfigure(engine, restart_slurmd)
@@ -147,21 +145,18 @@ def _conf_setting(engine, path: Path, key: str, value: str, restart_slurmd: bool
         _reconfigure(engine, restart_slurmd)
 
 
-@contextlib.contextmanager
+def _conf_setting(engine, path: Path, key: str, value: str, restart_slurmd: bool):
+    return _conf_edited(engine, path, lambda text: re.sub(rf"^{re.escape(key)}=.*$", f"{key}={value}", text, flags=re.M),
+                        restart_slurmd)
+
+
 def slurm_conf_added(engine, line: str, restart_slurmd: bool = True):
     """slurm.conf with ``line`` (``Key=value``) added before the node lines."""
-    require_local(engine)
-
     def edit(text: str) -> str:
         head, sep, rest = text.partition("\nNodeName=")
         return f"{head}\n{line}{sep}{rest}"
 
-    try:
-        with edited(engine.slurm_conf, edit):
-            _reconfigure(engine, restart_slurmd)
-            yield
-    finally:
-        _reconfigure(engine, restart_slurmd)
+    return _conf_edited(engine, engine.slurm_conf, edit, restart_slurmd)
 
 
 def cgroup_setting(engine, key: str, value: str):
@@ -226,12 +221,10 @@ def stale_slurm_conf(engine, name: str, extra_line: str = "# edited on this node
     node = engine.cluster.node(name)
     copy = engine.node_paths(name).root / "fault-slurm.conf"
     copy.write_text(engine.slurm_conf.read_text() + extra_line + "\n")
-    target = f"{slurm_probe.config_dir(node)}/slurm.conf"
-    node.run(f"mount --bind {shlex.quote(str(copy))} {shlex.quote(target)}", timeout=15).check()
     try:
-        yield
+        with mounted_on_node(node, f"{slurm_probe.config_dir(node)}/slurm.conf", "--bind", str(copy)):
+            yield
     finally:
-        node.run(f"umount {shlex.quote(target)}", timeout=15)
         copy.unlink(missing_ok=True)
 
 
@@ -242,9 +235,11 @@ def slurm_dir_full(engine, name: str, path: str):
     require_local(engine)
     node = engine.cluster.node(name)
     q = shlex.quote(path)
-    node.run(f"d=$(mktemp -d) && cp -a {q}/. \"$d\"/ && mount -t tmpfs -o size=1m hpcv-fault-full {q} && "
-             f"cp -a \"$d\"/. {q}/ 2>/dev/null; rm -rf \"$d\"", timeout=30).check()
+    keep = node.run("mktemp -d", timeout=15).check().stdout.strip()
+    node.run(f"cp -a {q}/. {shlex.quote(keep)}/", timeout=30).check()
     try:
-        yield
+        with mounted_on_node(node, path, "-t", "tmpfs", "-o", "size=1m", "hpcv-fault-full"):
+            node.run(f"cp -a {shlex.quote(keep)}/. {q}/ 2>/dev/null", timeout=30)  # what fits
+            yield
     finally:
-        node.run(f"umount {q}", timeout=30)
+        node.run(f"rm -rf {shlex.quote(keep)}", timeout=30)

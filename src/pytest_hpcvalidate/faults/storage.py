@@ -13,7 +13,7 @@ import shlex
 
 from ..probes import storage as probe
 from ..providers.local.addons import glusterfs
-from . import require_local
+from . import mounted_on_node, require_local
 from ._wait import until
 
 
@@ -132,12 +132,8 @@ def stale_directory(engine, name: str, mount_point: str):
 def private_directory(engine, names: list[str], path: str):
     """Each of ``names`` sees an empty tmpfs of its own at ``path`` (a directory that should be
     shared, such as the cluster's shared directory): what a node writes there no other sees."""
-    nodes = [engine.cluster.node(n) for n in names]
-    q = shlex.quote(path)
-    for node in nodes:
-        node.run(f"mount -t tmpfs -o size=16m hpcv-fault-private {q}", timeout=30).check()
-    try:
+    with contextlib.ExitStack() as stack:
+        for n in names:
+            stack.enter_context(mounted_on_node(engine.cluster.node(n), path, "-t", "tmpfs", "-o", "size=16m",
+                                                "hpcv-fault-private"))
         yield
-    finally:
-        for node in nodes:
-            node.run(f"umount {q}", timeout=30)
