@@ -163,28 +163,23 @@ def test_batch_job_completes(controller, cluster, thresholds):
     file holds what it printed, readable where it was submitted (in the directory every node
     shares; without one, the state alone is checked)."""
     shared = cluster.shared_dir
-    out = f"{shared}/hpcv-batch-%j.out" if shared else "/dev/null"
-    err = f"{shared}/hpcv-batch-%j.err" if shared else "/dev/null"  # slurmstepd's own messages go there
-    job_id, submitted = slurm.sbatch(controller, f"-N1 -o {out} -e {err}", 'echo "hpcv-batch $SLURM_JOB_ID $(hostname)"')
-    assert job_id is not None, f"sbatch failed: {submitted.describe()}"
-    info = slurm.wait_job(controller, job_id, timeout=thresholds.job_start_s_max)
+    run = slurm.batch_run(controller, shared, "batch", "-N1", 'echo "hpcv-batch $SLURM_JOB_ID $(hostname)"',
+                          timeout=thresholds.job_start_s_max)
+    job_id, info = run.job_id, run.info
+    assert job_id is not None, f"sbatch failed: {run.submitted.describe()}"
     assert info is not None, f"job {job_id} vanished from slurmctld before it finished"
     assert info.state == "COMPLETED" and info.exit_code == "0:0", (
         f"batch job {job_id} ended {info.state} (exit {info.exit_code}, nodes {info.nodes or 'none'}"
         + (f", reason {info.reason}" if info.reason and info.reason != "None" else "") + ")"
     )
-    if not shared:
+    if run.output is None:
         return
-    path, err_path = out.replace("%j", str(job_id)), err.replace("%j", str(job_id))
-    try:
-        r = controller.run(f"cat {path}", timeout=20)
-        assert r.ok and r.stdout.split() == ["hpcv-batch", str(job_id), info.nodes], (
-            f"batch job {job_id} ran on {info.nodes} but its output file {path} "
-            + (f"holds {r.stdout.strip()[:200]!r}" if r.ok else f"is not readable on {controller.name} ({r.stderr.strip()})")
-            + f", expected 'hpcv-batch {job_id} {info.nodes}': is {shared} shared between {info.nodes} and {controller.name}?"
-        )
-    finally:
-        controller.run(f"rm -f {path} {err_path}", timeout=20)
+    assert run.output.ok and run.output.stdout.split() == ["hpcv-batch", str(job_id), info.nodes], (
+        f"batch job {job_id} ran on {info.nodes} but its output file {run.path} "
+        + (f"holds {run.output.stdout.strip()[:200]!r}" if run.output.ok
+           else f"is not readable on {controller.name} ({run.output.stderr.strip()})")
+        + f", expected 'hpcv-batch {job_id} {info.nodes}': is {shared} shared between {info.nodes} and {controller.name}?"
+    )
 
 
 @pytest.mark.requires("accounting")

@@ -31,13 +31,18 @@ def test_mpi_default_is_the_configured_plugin(controller, hpc_config):
     assert value == want, f"slurm.conf MpiDefault is {value or 'unset'}, the config says {want}"
 
 
+def _every_compute_node(controller, cluster, node_spec) -> tuple[list[str], int, int, str]:
+    """(hosts, ranks per node, ranks, -p option): one rank per CPU of the smallest compute node
+    on every compute node, in a partition holding them all."""
+    hosts = sorted(n.name for n in cluster.compute)
+    per_node = max(1, min(node_spec[h].cpus for h in hosts))
+    return hosts, per_node, per_node * len(hosts), _partition_with_all(controller, hosts)
+
+
 def test_mpi_ranks_span_every_compute_node(controller, cluster, node_spec, mpi_binary, thresholds):
     """With Slurm's default MPI plugin (no --mpi flag): one rank per CPU of the smallest node on
     every compute node, each reports, world size right, allreduce sum right."""
-    hosts = sorted(n.name for n in cluster.compute)
-    per_node = max(1, min(node_spec[h].cpus for h in hosts))
-    ntasks = per_node * len(hosts)
-    partition = _partition_with_all(controller, hosts)
+    hosts, per_node, ntasks, partition = _every_compute_node(controller, cluster, node_spec)
     r = slurm.srun(controller, f"{partition} -N{len(hosts)} --ntasks-per-node={per_node}",
                    f"{mpi_binary} ranks", timeout=thresholds.job_start_s_max + 30)
     report = mpi.parse_ranks(r.stdout)
@@ -51,28 +56,17 @@ def test_mpirun_inside_a_batch_job_spans_every_compute_node(controller, cluster,
     """The other way users start MPI: ``mpirun`` inside an ``sbatch`` allocation (Open MPI reads
     the allocation from Slurm and starts its daemons with srun): every rank reports, on every
     compute node, world size and allreduce right."""
-    hosts = sorted(n.name for n in cluster.compute)
-    per_node = max(1, min(node_spec[h].cpus for h in hosts))
-    ntasks = per_node * len(hosts)
-    partition = _partition_with_all(controller, hosts)
-    out = f"{cluster.shared_dir}/hpcv-mpirun-%j.out"
-    job_id, submitted = slurm.sbatch(controller, f"{partition} -N{len(hosts)} --ntasks-per-node={per_node} -o {out}",
-                                     mpi.mpirun_script(mpi_binary, "ranks"))
-    assert job_id is not None, f"sbatch failed: {submitted.describe()}"
-    path = out.replace("%j", str(job_id))
-    try:
-        info = slurm.wait_job(controller, job_id, timeout=thresholds.job_start_s_max + 60)
-        output = controller.run(f"cat {path}", timeout=20)
-        report = mpi.parse_ranks(output.stdout)
-        problems = report.problems(ntasks, hosts)
-        if info is None or info.state != "COMPLETED":
-            said = (output.stdout.strip()[-1200:] if output.ok
-                    else f"its output file {path} is not readable on {controller.name} ({output.stderr.strip()})")
-            problems.append(f"the job ended {info.state if info else 'unseen'} "
-                            f"(exit {info.exit_code if info else '?'}): {said}")
-        assert not problems, f"mpirun in batch job {job_id} ({ntasks} ranks on {', '.join(hosts)}): " + "; ".join(problems)
-    finally:
-        controller.run(f"rm -f {path}", timeout=20)
+    hosts, per_node, ntasks, partition = _every_compute_node(controller, cluster, node_spec)
+    run = slurm.batch_run(controller, cluster.shared_dir, "mpirun",
+                          f"{partition} -N{len(hosts)} --ntasks-per-node={per_node}",
+                          mpi.mpirun_script(mpi_binary, "ranks"), timeout=thresholds.job_start_s_max + 60)
+    assert run.job_id is not None, f"sbatch failed: {run.submitted.describe()}"
+    problems = mpi.parse_ranks(run.output.stdout if run.output else "").problems(ntasks, hosts)
+    info = run.info
+    if info is None or info.state != "COMPLETED":
+        problems.append(f"the job ended {info.state if info else 'unseen'} "
+                        f"(exit {info.exit_code if info else '?'}): {run.output_said(controller.name)}")
+    assert not problems, f"mpirun in batch job {run.job_id} ({ntasks} ranks on {', '.join(hosts)}): " + "; ".join(problems)
 
 
 def test_point_to_point_latency_and_bandwidth(controller, cluster, node_spec, mpi_binary, thresholds, metric):

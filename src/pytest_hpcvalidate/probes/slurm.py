@@ -207,6 +207,44 @@ class JobInfo:
         return self.state in FINAL_STATES
 
 
+@dataclass(frozen=True)
+class BatchRun:
+    """A batch job submitted, waited for, and its output file read where it was submitted."""
+
+    job_id: int | None
+    submitted: CommandResult
+    info: JobInfo | None = None
+    output: CommandResult | None = None  # ``cat`` of the output file (None: no directory given)
+    path: str = ""
+
+    def output_said(self, submitter: str) -> str:
+        """What the output file holds, or why it could not be read on ``submitter``."""
+        if self.output is None:
+            return "no output file"
+        if self.output.ok:
+            return self.output.stdout.strip()[-1200:]
+        return f"its output file {self.path} is not readable on {submitter} ({self.output.stderr.strip()})"
+
+
+def batch_run(node, directory, tag: str, args: str, script: str, timeout: float) -> BatchRun:
+    """``sbatch`` ``script`` from ``node`` with its stdout to ``<directory>/hpcv-<tag>-<job>.out``
+    (stderr, where slurmstepd writes its own messages, to ``.err``), wait until it ends, read the
+    output file on ``node`` and remove both files. ``directory`` None: output to /dev/null."""
+    out = f"{directory}/hpcv-{tag}-%j.out" if directory else "/dev/null"
+    err = f"{directory}/hpcv-{tag}-%j.err" if directory else "/dev/null"
+    job_id, submitted = sbatch(node, f"{args} -o {out} -e {err}", script)
+    if job_id is None:
+        return BatchRun(None, submitted)
+    path, err_path = out.replace("%j", str(job_id)), err.replace("%j", str(job_id))
+    try:
+        info = wait_job(node, job_id, timeout=timeout)
+        output = node.run(f"cat {shlex.quote(path)}", timeout=20) if directory else None
+    finally:
+        if directory:
+            node.run(f"rm -f {shlex.quote(path)} {shlex.quote(err_path)}", timeout=20)
+    return BatchRun(job_id, submitted, info, output, path if directory else "")
+
+
 def parse_job(text: str) -> JobInfo | None:
     recs = records(text, "JobId")
     if not recs:
