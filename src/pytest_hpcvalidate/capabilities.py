@@ -49,6 +49,10 @@ def _storage(state) -> str | None:
     return "the config declares no shared storage (no storage entry, no virtio-fs mount)"
 
 
+def _monitoring(state) -> str | None:
+    return None if state.model.monitoring is not None else "the config has no monitoring section"
+
+
 def _accounting(state) -> str | None:
     return None if state.model.slurm.accounting else "slurm.accounting is off in the config"
 
@@ -92,6 +96,7 @@ CHECKS: dict[str, Callable] = {
     "container-torch": _container_torch,
     "slurm-oci": _slurm_oci,
     "storage": _storage,
+    "monitoring": _monitoring,
     "accounting": _accounting,
     "memlock": _memlock,
     "mutation": _mutation,

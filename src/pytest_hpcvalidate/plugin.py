@@ -258,9 +258,11 @@ def cluster(request: pytest.FixtureRequest, hpc_config):
 #: fixture name -> which configured nodes it is parametrized over (one test per node), and
 #: the skip reason when the config has none of them
 NODE_PARAMS = {
-    "node_name": (lambda nodes: [n.name for n in nodes], "the config declares no nodes"),
-    "compute_name": (lambda nodes: [n.name for n in nodes if n.role == "compute"], "requires compute nodes: the config declares none"),
-    "gpu_node_name": (lambda nodes: [n.name for n in nodes if n.gpus], "requires gpu: the config gives no node GPUs"),
+    "node_name": (lambda m: [n.name for n in m.resolved_nodes()], "the config declares no nodes"),
+    "compute_name": (lambda m: [n.name for n in m.resolved_nodes() if n.role == "compute"],
+                     "requires compute nodes: the config declares none"),
+    "gpu_node_name": (lambda m: [n.name for n in m.resolved_nodes() if n.gpus], "requires gpu: the config gives no node GPUs"),
+    "monitored_name": (lambda m: m.monitored_nodes(), "requires monitoring: the config has no monitoring section"),
 }
 
 
@@ -271,7 +273,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     model = state.model if state is not None else None
     for fixture, (pick, none_reason) in NODE_PARAMS.items():
         if fixture in metafunc.fixturenames:
-            names = pick(model.resolved_nodes()) if model is not None else []
+            names = pick(model) if model is not None else []
             if names:
                 metafunc.parametrize(fixture, names, ids=names, scope="session")
             else:  # pytest's own "got empty parameter set" would tell an operator nothing
@@ -302,6 +304,12 @@ def compute_node(cluster, compute_name):
 def gpu_node(cluster, gpu_node_name):
     """One compute node the config gives GPUs (the test runs once per such node)."""
     return cluster.node(gpu_node_name)
+
+
+@pytest.fixture(scope="session")
+def monitored_node(cluster, monitored_name):
+    """One node ``monitoring.nodes`` names (the test runs once per such node)."""
+    return cluster.node(monitored_name)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ AREA_LAYER: dict[str, int] = {
     "mpi": 4,
     "containers": 4,
     "storage": 5,
+    "monitoring": 5,
 }
 
 LAYER_TITLES: dict[int, str] = {
@@ -20,7 +21,7 @@ LAYER_TITLES: dict[int, str] = {
     2: "L2 Slurm registration",
     3: "L3 GRES and cgroup isolation",
     4: "L4 MPI and containers",
-    5: "L5 Shared storage",
+    5: "L5 Shared storage and monitoring",
 }
 
 AREAS = tuple(AREA_LAYER)

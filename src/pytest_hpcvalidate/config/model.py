@@ -33,7 +33,7 @@ from .types import (
     Version,
 )
 
-Area = Literal["network", "pcie", "gpu", "slurm", "gres", "cgroup", "mpi", "containers", "storage"]
+Area = Literal["network", "pcie", "gpu", "slurm", "gres", "cgroup", "mpi", "containers", "storage", "monitoring"]
 assert set(Area.__args__) == set(AREAS)  # type: ignore[attr-defined]
 
 
@@ -259,6 +259,45 @@ class Storage(Strict):
         "brick can fill up; default: a directory on the work directory's filesystem.")
 
 
+# --------------------------------------------------------------------------- monitoring
+#: what every node exporter must serve (the seed project's list: CPU, memory, filesystems, load,
+#: network and disk counters)
+NODE_EXPORTER_METRICS = [
+    "node_cpu_seconds_total", "node_memory_MemTotal_bytes", "node_filesystem_size_bytes",
+    "node_load1", "node_load5", "node_load15",
+    "node_network_receive_bytes_total", "node_network_transmit_bytes_total",
+    "node_disk_read_bytes_total", "node_disk_written_bytes_total",
+]
+#: the node exporter's collectors behind those metrics
+NODE_EXPORTER_COLLECTORS = ["cpu", "meminfo", "filesystem", "loadavg", "netdev", "diskstats"]
+
+
+class Monitoring(Strict):
+    """Prometheus and the node exporter: every node serves its metrics, Prometheus scrapes every
+    node and answers queries about it. The local provider runs both; on other clusters the
+    checks read what is there (HTTP GETs from the Prometheus node, nothing is changed)."""
+
+    prometheus_node: NodeName | None = Field(
+        None, description="The node Prometheus runs on (default: the controller); the checks' HTTP requests start there.")
+    prometheus_port: int = Field(9090, ge=1, le=65535, description="Prometheus's HTTP port (default 9090).")
+    node_exporter_port: int = Field(9100, ge=1, le=65535, description="The node exporter's port on every node (default 9100).")
+    nodes: str = Field("ALL", description="Hostlist of the nodes that must be monitored, or ALL (every node, "
+                                          "the controller included).")
+    job: str | None = Field(None, description="The Prometheus scrape job the node exporters must be in (default: any).")
+    required_metrics: list[str] = Field(
+        default_factory=lambda: list(NODE_EXPORTER_METRICS), min_length=1,
+        description="Metrics every node exporter must serve, with at least one sample each (default: the seed's list).")
+    required_collectors: list[str] = Field(
+        default_factory=lambda: list(NODE_EXPORTER_COLLECTORS),
+        description="Collectors every node exporter must run with success (node_scrape_collector_success 1; add "
+                    "e.g. infiniband, nvme or textfile where the site relies on them). Collectors with nothing to "
+                    "report also read 0, so the default is only those behind the required metrics.")
+    scrape_age_s_max: float = Field(
+        30.0, gt=0, description="A node's last scrape by Prometheus is at most this old, s (default 30).")
+    scrape_interval_s: float = Field(
+        1.0, gt=0, le=300, description="Local provider: Prometheus's scrape interval, s (default 1).")
+
+
 # --------------------------------------------------------------------------- thresholds
 class Thresholds(Strict):
     """Every number a suite asserts. Defaults suit the local provider; tighten for real fabrics."""
@@ -409,6 +448,7 @@ class ClusterConfig(Strict):
     slurm: Slurm = Field(default_factory=Slurm)
     containers: Containers | None = None
     storage: list[Storage] = Field(default_factory=list)
+    monitoring: Monitoring | None = None
     thresholds: Thresholds = Field(default_factory=Thresholds)
     signoff: Signoff = Field(default_factory=Signoff)
     ssh: SSHAccess = Field(default_factory=SSHAccess)
@@ -422,6 +462,24 @@ class ClusterConfig(Strict):
         if isinstance(data, dict) and data.get("provider") == "existing" and isinstance(data.get("network"), dict):
             data = {**data, "network": {"bridge": "none", **data["network"]}}
         return data
+
+    @model_validator(mode="after")
+    def _monitoring_names_known_nodes(self) -> "ClusterConfig":
+        m = self.monitoring
+        if m is None or (self.existing is not None and self.existing.discover == "slurm"):
+            return self
+        known = {self.controller.name, *(n for g in self.compute for n in g.node_names())}
+        if m.prometheus_node is not None and m.prometheus_node not in known:
+            raise ValueError(f"monitoring.prometheus_node: {m.prometheus_node} is not a node of this cluster; "
+                             f"known: {', '.join(sorted(known))}")
+        if m.nodes != "ALL":
+            try:
+                unknown = sorted(set(expand_hostlist(m.nodes)) - known)
+            except ValueError as exc:
+                raise ValueError(f"monitoring.nodes: {exc}") from None
+            if unknown:
+                raise ValueError(f"monitoring.nodes: unknown node(s) {', '.join(unknown)}; use ALL or nodes of this cluster")
+        return self
 
     @model_validator(mode="after")
     def _existing_nodes_are_addressed(self) -> "ClusterConfig":
@@ -507,6 +565,21 @@ class ClusterConfig(Strict):
                 out[name] = tuple(mine)
         return out
 
+    def monitored_nodes(self) -> list[str]:
+        """The nodes ``monitoring.nodes`` names, in config order (none without a monitoring section)."""
+        if self.monitoring is None:
+            return []
+        names = [n.name for n in self.resolved_nodes()]
+        if self.monitoring.nodes == "ALL":
+            return names
+        wanted = set(expand_hostlist(self.monitoring.nodes))
+        return [n for n in names if n in wanted]
+
+    def prometheus_node(self) -> str:
+        """Where Prometheus runs (``monitoring.prometheus_node``, default the controller)."""
+        m = self.monitoring
+        return m.prometheus_node if m is not None and m.prometheus_node else self.controller.name
+
     def declared_areas(self) -> list[str]:
         """The areas this config gives something to check in, in layer order."""
         nodes = self.resolved_nodes()
@@ -521,6 +594,8 @@ class ClusterConfig(Strict):
             areas.append("containers")
         if self.storage or any(n.virtio_fs for n in nodes):
             areas.append("storage")
+        if self.monitoring is not None:
+            areas.append("monitoring")
         return [a for a in AREAS if a in areas]
 
     def required_areas(self) -> list[str]:

@@ -565,6 +565,9 @@ class LocalCluster:
             return daemons.mariadbd_argv(self.work_dir / "nodes" / node / "mysql", paths, slurmconf.MARIADB_SOCKET)
         if what == "slurmdbd" and n.role == "controller" and self.spec.accounting:
             return daemons.slurmdbd_argv()
+        argv = addons.daemon_argv(self, node, what)
+        if argv:
+            return argv
         raise ValueError(f"node {node} ({n.role}) runs no {what!r}; daemons: {', '.join(self.DAEMONS)}")
 
     def node_spec_of(self, node: str) -> NodeSpec:

@@ -61,6 +61,8 @@ def spec_from_config(model, state_root: Path = STATE_ROOT) -> LocalSpec:
         extra={
             "storage": [s.model_dump(mode="json") for s in model.storage],
             "containers": model.containers.model_dump(mode="json") if model.containers else None,
+            "monitoring": {**model.monitoring.model_dump(mode="json"), "nodes": model.monitored_nodes(),
+                           "prometheus_node": model.prometheus_node()} if model.monitoring else None,
         },
     )
 

@@ -13,7 +13,9 @@ module in this folder exposing an object with
   returns what could not be removed, never raises;
 - optionally ``undo_recorded(state) -> list[str]``: the part of ``down`` that needs only the
   cluster's state file (what ``up`` made on the host and recorded there), so that ``cleanup``
-  and ``destroy`` also undo it for a crashed or kept cluster; same contract as ``down``.
+  and ``destroy`` also undo it for a crashed or kept cluster; same contract as ``down``;
+- optionally ``daemon_argv(engine, node, what) -> list[str] | None``: how the engine's
+  ``start_daemon`` (re)starts a daemon this addon launched (None: not one of its own).
 
 Addons run in the order of :data:`ADDONS`; ``down`` in reverse. The config reaches them
 through ``LocalSpec.extra`` (``spec_from_config`` puts the validated sections there).
@@ -25,7 +27,7 @@ import importlib
 import time
 
 #: "module:attribute" of every addon, in build order
-ADDONS: list[str] = ["glusterfs:ADDON", "container_image:ADDON"]
+ADDONS: list[str] = ["glusterfs:ADDON", "container_image:ADDON", "monitoring:ADDON"]
 
 
 def load() -> list:
@@ -43,6 +45,17 @@ def up_all(engine, progress) -> None:
             progress("addon", "", addon.name)
             addon.up(engine, progress)
             engine.timings[f"addon_{addon.name}"] = round(time.monotonic() - start, 4)
+
+
+def daemon_argv(engine, node: str, what: str) -> list[str] | None:
+    """The command line of an addon's daemon ``what`` on ``node`` (None: no addon runs one)."""
+    for addon in load():
+        argv_of = getattr(addon, "daemon_argv", None)
+        if argv_of is not None and addon.applies(engine.spec):
+            argv = argv_of(engine, node, what)
+            if argv:
+                return argv
+    return None
 
 
 def down_all(engine) -> list[str]:

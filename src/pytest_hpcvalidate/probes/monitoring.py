@@ -1,0 +1,219 @@
+"""Prometheus and the node exporter, read over HTTP from a node of the cluster.
+
+Every request is ``curl`` on a node (the Prometheus node, as the checks run it): the path
+Prometheus itself takes to an exporter, and the only one an operator's workstation may lack.
+Nothing here changes anything: GETs of ``/metrics``, ``/-/ready``, ``/api/v1/targets`` and
+``/api/v1/query``. Parsing is separate from fetching, so recorded real outputs
+(``fixtures/monitoring/``) test the same code offline.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import quote, urlsplit
+
+from ..cluster import Node
+
+#: curl's exit status when it cannot connect / times out (for the messages)
+_CURL_WHY = {6: "name does not resolve", 7: "connection refused or no route", 28: "timed out",
+             52: "empty reply", 56: "connection reset"}
+
+
+class MonitoringError(Exception):
+    """A reply that is not what Prometheus or the node exporter sends (the message says what)."""
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    url: str
+    status: int       # HTTP status; 0 when no reply came
+    body: str
+    error: str        # why no reply came (curl's words), else ""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def describe(self) -> str:
+        if self.status == 0:
+            return f"GET {self.url}: no reply ({self.error})"
+        return f"GET {self.url}: HTTP {self.status} {self.body.strip()[:200]!r}"
+
+
+def http_get(node: Node, url: str, timeout: float = 10.0) -> HttpReply:
+    """GET ``url`` with curl on ``node``."""
+    r = node.run(f"curl -sS -m {timeout:g} -w '\\n%{{http_code}}' {shlex.quote(url)}", timeout=timeout + 10)
+    if r.exit_code == 127:
+        raise MonitoringError(f"curl is not installed on {node.name}: install it there (the monitoring checks "
+                              f"send their HTTP requests from {node.name})")
+    body, _, code = r.stdout.rpartition("\n")
+    status = int(code) if code.strip().isdigit() else 0
+    error = ""
+    if not r.ok:
+        why = _CURL_WHY.get(r.exit_code, f"curl exit {r.exit_code}")
+        error = f"{why}: {r.stderr.strip()[-300:]}" if r.stderr.strip() else why
+    return HttpReply(url, status, body, error)
+
+
+# -- the node exporter ---------------------------------------------------------------------------
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def parse_metrics(text: str) -> Samples:
+    """The Prometheus text exposition format → {sample name: [(labels, value), ...]}
+    (prometheus_client's own parser)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: Samples = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise MonitoringError(f"not the Prometheus text format ({exc}): {text.strip()[:120]!r}") from None
+    return out
+
+
+def exporter_problems(samples: Samples, required: list[str], collectors: list[str] = ()) -> list[str]:
+    """What is wrong with one node exporter's metrics: required metrics without a sample,
+    required collectors not enabled or not successful, a memory total of zero."""
+    problems = []
+    missing = [m for m in required if not samples.get(m)]
+    if missing:
+        problems.append(f"no sample of {', '.join(missing)} (a collector disabled or failing?)")
+    success = {labels.get("collector", "?"): v for labels, v in samples.get("node_scrape_collector_success", [])}
+    absent = [c for c in collectors if c not in success]
+    if absent:
+        problems.append(f"collector(s) {', '.join(absent)} not enabled (started with --no-collector.<name>?)")
+    failed = [c for c in collectors if success.get(c, 1) != 1]
+    if failed:
+        problems.append(f"collector(s) {', '.join(failed)} failed (node_scrape_collector_success 0: the "
+                        f"exporter's log says why)")
+    mem = [v for _, v in samples.get("node_memory_MemTotal_bytes", [])]
+    if mem and not any(v > 0 for v in mem):
+        problems.append("node_memory_MemTotal_bytes is 0")
+    return problems
+
+
+# -- Prometheus ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    address: str          # host:port Prometheus scrapes
+    instance: str         # the instance label
+    job: str
+    health: str           # up | down | unknown
+    last_error: str
+    last_scrape: float | None   # epoch seconds; None: never scraped
+
+    @property
+    def host(self) -> str:
+        return self.address.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int | None:
+        tail = self.address.rsplit(":", 1)[-1]
+        return int(tail) if ":" in self.address and tail.isdigit() else None
+
+
+def _api_data(text: str, what: str):
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise MonitoringError(f"{what}: not JSON: {text.strip()[:120]!r}") from None
+    if not isinstance(doc, dict) or doc.get("status") != "success":
+        err = doc.get("error") if isinstance(doc, dict) else None
+        raise MonitoringError(f"{what}: {err or 'status is not success'}: {text.strip()[:200]!r}")
+    return doc.get("data")
+
+
+def parse_time(stamp: str) -> float | None:
+    """Prometheus's RFC 3339 time (nanoseconds) → epoch seconds; its zero time → None."""
+    if not stamp or stamp.startswith("0001-01-01"):
+        return None
+    head, dot, frac = stamp.rstrip("Z").partition(".")
+    tz = ""
+    for sign in ("+", "-"):
+        if sign in frac:
+            frac, _, rest = frac.partition(sign)
+            tz = sign + rest
+    text = head + (("." + frac[:6]) if dot else "") + (tz or "+00:00")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise MonitoringError(f"not a Prometheus time: {stamp!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def parse_targets(text: str) -> list[ScrapeTarget]:
+    """``/api/v1/targets?state=active`` → its active targets."""
+    data = _api_data(text, "Prometheus targets")
+    out = []
+    for t in (data or {}).get("activeTargets") or []:
+        labels = t.get("labels") or {}
+        discovered = t.get("discoveredLabels") or {}
+        address = discovered.get("__address__") or urlsplit(t.get("scrapeUrl", "")).netloc
+        out.append(ScrapeTarget(address=address, instance=labels.get("instance", address),
+                                job=labels.get("job", t.get("scrapePool", "")), health=t.get("health", "unknown"),
+                                last_error=t.get("lastError", ""), last_scrape=parse_time(t.get("lastScrape", ""))))
+    return out
+
+
+def targets_of_node(targets: list[ScrapeTarget], name: str, address: str, port: int,
+                    job: str | None = None) -> list[ScrapeTarget]:
+    """The targets that scrape ``name``'s exporter on ``port``: by node name, a name with a
+    domain (``name.cluster.example``) or its address, in ``job`` when one is given."""
+    def is_node(host: str) -> bool:
+        return host in (name, address) or host.startswith(name + ".")
+
+    return [t for t in targets if is_node(t.host) and t.port == port and (job is None or t.job == job)]
+
+
+def parse_query(text: str) -> list[tuple[dict[str, str], float, float]]:
+    """``/api/v1/query`` → [(labels, value, timestamp)] of an instant vector (a scalar gives one
+    row with no labels)."""
+    data = _api_data(text, "Prometheus query")
+    kind, result = (data or {}).get("resultType"), (data or {}).get("result")
+    try:
+        if kind == "scalar":
+            return [({}, float(result[1]), float(result[0]))]
+        if kind == "vector":
+            return [(r.get("metric") or {}, float(r["value"][1]), float(r["value"][0])) for r in result]
+    except (TypeError, KeyError, IndexError, ValueError):
+        pass
+    raise MonitoringError(f"Prometheus query: not an instant vector or scalar: {text.strip()[:200]!r}")
+
+
+class Prometheus:
+    """The Prometheus API at ``url``, asked from ``node`` (curl there)."""
+
+    def __init__(self, node: Node, url: str, timeout: float = 10.0):
+        self.node, self.url, self.timeout = node, url.rstrip("/"), timeout
+
+    def get(self, path: str) -> HttpReply:
+        return http_get(self.node, self.url + path, self.timeout)
+
+    def _ok(self, path: str, what: str) -> str:
+        reply = self.get(path)
+        if not reply.ok:
+            raise MonitoringError(f"{what}: {reply.describe()} (asked from {self.node.name})")
+        return reply.body
+
+    def ready(self) -> HttpReply:
+        return self.get("/-/ready")
+
+    def targets(self) -> list[ScrapeTarget]:
+        return parse_targets(self._ok("/api/v1/targets?state=active", "Prometheus targets"))
+
+    def query(self, promql: str) -> list[tuple[dict[str, str], float, float]]:
+        return parse_query(self._ok("/api/v1/query?query=" + quote(promql, safe=""), f"query {promql!r}"))
+
+    def now(self) -> float:
+        """Prometheus's own clock (``time()``), against which scrape ages are judged."""
+        return self.query("time()")[0][1]

@@ -1,0 +1,115 @@
+"""Layer 5, monitoring: every node's exporter serves what dashboards and alerts need, and
+Prometheus scrapes every node, recently, and holds that node's own data.
+
+Every request is an HTTP GET sent from the Prometheus node (curl there): the path Prometheus
+takes to each exporter. Nothing is changed, on any cluster. The seed project's checks matched
+``"success"`` in a query's reply, which an empty result passes too; here a query must return
+the node's own series (``node_uname_info``'s nodename is the node), scraped within
+``monitoring.scrape_age_s_max``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_hpcvalidate.probes import monitoring as probe
+
+pytestmark = pytest.mark.requires("monitoring")
+
+
+@pytest.fixture(scope="module")
+def settings(hpc_config):
+    return hpc_config.monitoring
+
+
+@pytest.fixture(scope="module")
+def prometheus(cluster, hpc_config, settings) -> probe.Prometheus:
+    node = cluster.node(hpc_config.prometheus_node())
+    return probe.Prometheus(node, f"http://{node.address}:{settings.prometheus_port}")
+
+
+@pytest.fixture(scope="module")
+def scrape_view(prometheus):
+    """(Prometheus's active targets, its clock), read once for all the per-node checks; the
+    error instead when Prometheus cannot say (each check fails with it)."""
+    try:
+        return prometheus.targets(), prometheus.now()
+    except probe.MonitoringError as exc:
+        return exc
+
+
+def _view(scrape_view):
+    if isinstance(scrape_view, Exception):
+        pytest.fail(f"Prometheus cannot list its targets: {scrape_view}")
+    return scrape_view
+
+
+def _node_target(node, targets, settings, prometheus) -> probe.ScrapeTarget:
+    """The target that scrapes ``node``'s exporter: the one that is up, else the first."""
+    port = settings.node_exporter_port
+    mine = probe.targets_of_node(targets, node.name, node.address, port, settings.job)
+    if not mine:
+        listed = ", ".join(sorted({f"{t.address} ({t.job})" for t in targets})[:12]) or "none"
+        job = f" in job {settings.job!r}" if settings.job else ""
+        pytest.fail(f"{node.name}: Prometheus ({prometheus.url}) has no scrape target for {node.name}:{port} or "
+                    f"{node.address}:{port}{job}; its targets: {listed}. Add {node.name}:{port} to its scrape config")
+    return next((t for t in mine if t.health == "up"), mine[0])
+
+
+def test_prometheus_is_ready_and_answers_queries(prometheus):
+    reply = prometheus.ready()
+    assert reply.ok, (f"Prometheus on {prometheus.node.name} is not ready: {reply.describe()}: is it running "
+                      f"and listening on {prometheus.url}?")
+    try:
+        rows = prometheus.query("up")
+    except probe.MonitoringError as exc:
+        pytest.fail(f"Prometheus on {prometheus.node.name} does not answer a query: {exc}")
+    assert rows, f"Prometheus ({prometheus.url}) has no 'up' series at all: it scrapes nothing"
+
+
+def test_node_exporter_serves_the_required_metrics(monitored_node, prometheus, settings, each_node):
+    port = settings.node_exporter_port
+    reply = each_node(lambda n: probe.http_get(prometheus.node, f"http://{n.address}:{port}/metrics"))
+    assert reply.ok, (f"{monitored_node.name}: its node exporter does not answer: {reply.describe()} (asked from "
+                      f"{prometheus.node.name}): is prometheus-node-exporter running there, on port {port}, "
+                      f"and the port open?")
+    try:
+        samples = probe.parse_metrics(reply.body)
+    except probe.MonitoringError as exc:
+        pytest.fail(f"{monitored_node.name}: {reply.url}: {exc}")
+    problems = probe.exporter_problems(samples, settings.required_metrics, settings.required_collectors)
+    assert not problems, f"{monitored_node.name}'s node exporter ({reply.url}): " + "; ".join(problems)
+
+
+def test_prometheus_scrapes_the_node(monitored_node, prometheus, settings, scrape_view, metric):
+    targets, now = _view(scrape_view)
+    target = _node_target(monitored_node, targets, settings, prometheus)
+    assert target.health == "up", (f"{monitored_node.name}: Prometheus cannot scrape {target.address} (job "
+                                   f"{target.job}): health {target.health}, last error: {target.last_error or 'none'}")
+    assert target.last_scrape is not None, f"{monitored_node.name}: Prometheus has never scraped {target.address}"
+    age = metric("monitoring_scrape_age_s", round(max(0.0, now - target.last_scrape), 3), "s",
+                 settings.scrape_age_s_max, "<=", node=monitored_node.name)
+    assert age.passed, f"{monitored_node.name}: Prometheus last scraped {target.address} {age.value:g} s ago: {age.message}"
+
+
+def test_prometheus_holds_the_nodes_own_current_data(monitored_node, prometheus, settings, scrape_view):
+    targets, now = _view(scrape_view)
+    target = _node_target(monitored_node, targets, settings, prometheus)
+    selector = f'node_uname_info{{instance="{target.instance}"}}'
+    try:
+        rows = prometheus.query(f"timestamp({selector})")
+        info = prometheus.query(selector)
+    except probe.MonitoringError as exc:
+        pytest.fail(f"{monitored_node.name}: {exc}")
+    assert rows and info, (f"{monitored_node.name}: Prometheus holds no {selector} (target {target.address} "
+                           f"is {target.health}): nothing of this node's can be graphed or alerted on")
+    names = sorted({labels.get("nodename", "?") for labels, _, _ in info})
+    assert names == [monitored_node.name], (
+        f"{monitored_node.name}: the series Prometheus keeps as instance {target.instance} come from "
+        f"{', '.join(names)} (node_uname_info nodename), not from {monitored_node.name}: the target reaches "
+        f"another host (name resolution on {prometheus.node.name}, or the scrape config's address)")
+    newest = max(value for _, value, _ in rows)
+    age = now - newest
+    assert age <= settings.scrape_age_s_max, (
+        f"{monitored_node.name}: Prometheus's newest sample of {selector} is {age:.1f} s old (at most "
+        f"{settings.scrape_age_s_max:g} s): its data for the node is stale")

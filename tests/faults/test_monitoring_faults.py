@@ -1,0 +1,100 @@
+"""Every monitoring check goes red when the thing it checks is broken — and names the node.
+
+One real local cluster (1 controller + 2 compute nodes) with Prometheus and a node exporter on
+every node serves the module. Each test breaks one thing with
+``pytest_hpcvalidate.faults.monitoring``, runs the shipped ``l5_monitoring`` checks through the
+plugin (``--hpc-reuse``) and asserts which tests fail and what they say. The first test proves
+the healthy cluster passes every one, so a red result below is the fault's doing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import clusterkit
+import pytest
+
+from pytest_hpcvalidate.faults import monitoring as monfaults
+
+SUITES = Path(__file__).resolve().parents[2] / "suites"
+CHECKS = "l5_monitoring/test_monitoring.py"
+pytestmark = [pytest.mark.integration, clusterkit.needs_local]
+
+BODY = {
+    "controller": {"name": "ctl", "cpus": 1, "memory_mb": 512},
+    "compute": [{"names": "c[1-2]", "cpus": 1, "memory_mb": 512}],
+    "slurm": {"partitions": [{"name": "all", "nodes": "ALL", "default": True}]},
+    "monitoring": {"nodes": "ALL", "scrape_age_s_max": 20},
+}
+NODES = ("ctl", "c1", "c2")
+
+
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory):
+    """(engine, config path) of the module's running cluster."""
+    with clusterkit.running_cluster("m", BODY, tmp_path_factory.mktemp("monitoring")) as made:
+        yield made
+
+
+def run_checks(pytester, path: Path):
+    return clusterkit.run_checks(pytester, path, SUITES, CHECKS)
+
+
+def per_node(name: str) -> set[str]:
+    return {f"test_prometheus_scrapes_the_node[{name}]", f"test_prometheus_holds_the_nodes_own_current_data[{name}]"}
+
+
+def test_healthy_cluster_passes_every_monitoring_check(monitored, pytester):
+    _, path = monitored
+    results = run_checks(pytester, path)
+    assert len(results) == 1 + 3 * len(NODES)
+    assert clusterkit.failures(results) == {}
+
+
+def test_exporter_stopped_fails_the_nodes_three_checks(monitored, pytester):
+    engine, path = monitored
+    with monfaults.exporter_stopped(engine, "c2"):
+        failed = clusterkit.failures(run_checks(pytester, path))
+    assert set(failed) == {"test_node_exporter_serves_the_required_metrics[c2]", *per_node("c2")}
+    msg = failed["test_node_exporter_serves_the_required_metrics[c2]"]
+    assert "c2: its node exporter does not answer" in msg and "connection refused" in msg
+    assert "Prometheus cannot scrape c2:9100" in failed["test_prometheus_scrapes_the_node[c2]"]
+    assert "health down" in failed["test_prometheus_scrapes_the_node[c2]"]
+    assert "holds no node_uname_info" in failed["test_prometheus_holds_the_nodes_own_current_data[c2]"]
+
+
+def test_exporter_without_a_required_collector(monitored, pytester):
+    engine, path = monitored
+    with monfaults.exporter_without_collector(engine, "c1", "loadavg"):
+        failed = clusterkit.failures(run_checks(pytester, path))
+    assert list(failed) == ["test_node_exporter_serves_the_required_metrics[c1]"]
+    msg = failed["test_node_exporter_serves_the_required_metrics[c1]"]
+    assert "no sample of node_load1, node_load5, node_load15" in msg
+    assert "collector(s) loadavg not enabled" in msg
+
+
+def test_node_missing_from_the_scrape_config(monitored, pytester):
+    engine, path = monitored
+    with monfaults.scrape_target_dropped(engine, "c1"):
+        failed = clusterkit.failures(run_checks(pytester, path))
+    assert set(failed) == per_node("c1")
+    for msg in failed.values():
+        assert "has no scrape target for c1:9100" in msg and "Add c1:9100 to its scrape config" in msg
+
+
+def test_target_that_reaches_another_host(monitored, pytester):
+    engine, path = monitored
+    with monfaults.target_reaches_other_host(engine, "c1", "c2"):
+        failed = clusterkit.failures(run_checks(pytester, path))
+    assert list(failed) == ["test_prometheus_holds_the_nodes_own_current_data[c1]"]
+    assert "come from c2 (node_uname_info nodename), not from c1" in failed[
+        "test_prometheus_holds_the_nodes_own_current_data[c1]"]
+
+
+def test_prometheus_stopped(monitored, pytester):
+    engine, path = monitored
+    with monfaults.prometheus_stopped(engine):
+        failed = clusterkit.failures(run_checks(pytester, path))
+    assert set(failed) == {"test_prometheus_is_ready_and_answers_queries"} | set().union(*map(per_node, NODES))
+    assert "Prometheus on ctl is not ready" in failed["test_prometheus_is_ready_and_answers_queries"]
+    assert "Prometheus cannot list its targets" in failed["test_prometheus_scrapes_the_node[c1]"]
