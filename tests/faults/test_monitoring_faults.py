@@ -98,3 +98,36 @@ def test_prometheus_stopped(monitored, pytester):
     assert set(failed) == {"test_prometheus_is_ready_and_answers_queries"} | set().union(*map(per_node, NODES))
     assert "Prometheus on ctl is not ready" in failed["test_prometheus_is_ready_and_answers_queries"]
     assert "Prometheus cannot list its targets" in failed["test_prometheus_scrapes_the_node[c1]"]
+
+
+def test_an_existing_cluster_is_only_read_over_ssh(monitored, pytester, tmp_path):
+    """The same checks through the existing provider (the cluster's ``--hpc-keep`` handoff,
+    reached over SSH): they pass, go red for a stopped exporter, and change nothing (the
+    Prometheus configuration and every daemon's pid are as before)."""
+    import yaml
+
+    from pytest_hpcvalidate.config import load_config
+    from pytest_hpcvalidate.providers.handoff import kept_cluster_doc
+    from pytest_hpcvalidate.providers.local.addons import monitoring as addon
+
+    engine, path = monitored
+    doc = kept_cluster_doc(load_config(str(path)), engine.cluster)
+    assert doc["provider"] == "existing" and doc["monitoring"]["nodes"] == "ALL"
+    existing = tmp_path / "existing.yaml"
+    existing.write_text(yaml.safe_dump(doc, sort_keys=False))
+    before = (addon.config_path(engine).read_text(),
+              {(n, w): engine.daemon_pids(n, w) for n in NODES for w in (addon.EXPORTER, addon.PROMETHEUS)})
+    def over_ssh() -> dict[str, str]:
+        result = pytester.runpytest("--hpc-config", str(existing), "-p", "no:cacheprovider",
+                                    "--hpc-report-dir", str(pytester.path / "reports"), str(SUITES / CHECKS))
+        reports = [r for r in result.reprec.getreports("pytest_runtest_logreport") if r.when == "call"]
+        assert len(reports) == 1 + 3 * len(NODES)
+        return {r.nodeid.split("::", 1)[1]: r.longreprtext for r in reports if r.outcome == "failed"}
+
+    assert over_ssh() == {}
+    after = (addon.config_path(engine).read_text(),
+             {(n, w): engine.daemon_pids(n, w) for n in NODES for w in (addon.EXPORTER, addon.PROMETHEUS)})
+    assert after == before
+    with monfaults.exporter_stopped(engine, "c1"):
+        failed = over_ssh()
+    assert set(failed) == {"test_node_exporter_serves_the_required_metrics[c1]", *per_node("c1")}

@@ -172,3 +172,16 @@ def test_cleanup_without_a_usable_libvirt_says_so_in_one_line(tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith(f"cleanup: {tmp_path} holds libvirt clusters' files, and libvirt cannot be used here")
+
+
+def test_monitoring_is_refused_before_anything_is_made(tmp_path):
+    """The guests run no Prometheus: a config that asks for monitoring stops with one line
+    naming the section and what to use instead, before a domain or network exists."""
+    from pytest_hpcvalidate.providers.base import ProvisioningError
+    from pytest_hpcvalidate.providers.libvirt.provider import LibvirtProvider
+
+    model = ClusterConfig.model_validate({"name": "t", "provider": "libvirt", "network": {"subnet": "10.9.0.0/24",
+                                          "bridge": "br-t"}, "compute": [{"names": "c1"}], "monitoring": {}})
+    with pytest.raises(ProvisioningError, match=r"^monitoring: the libvirt provider does not run Prometheus"):
+        LibvirtProvider(tmp_path).provision(model)
+    assert list(tmp_path.iterdir()) == []

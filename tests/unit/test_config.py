@@ -156,6 +156,10 @@ slurm:
         ("compute:\n  - names: c[1-\n", "'[' without ']'"),
         ("compute:\n  - names: c1\nsignoff: {required: [storage]}\n", "'storage' is required but the config declares nothing"),
         ("compute:\n  - names: c1\nnetwork: {subnet: 10.9.0.1/24, bridge: b}\n", "is not an IPv4 network"),
+        ("compute:\n  - names: c1\nmonitoring: {nodes: 'c[1-3]'}\n", "monitoring.nodes: unknown node(s) c2, c3"),
+        ("compute:\n  - names: c1\nmonitoring: {prometheus_node: mon}\n", "monitoring.prometheus_node: mon is not a node"),
+        ("compute:\n  - names: c1\nmonitoring: {node_exporter_port: 0}\n", "monitoring.node_exporter_port: must be >= 1"),
+        ("compute:\n  - names: c1\nsignoff: {required: [monitoring]}\n", "'monitoring' is required but the config declares nothing"),
     ],
 )
 def test_semantic_and_field_problems(patch, expected):
@@ -163,6 +167,17 @@ def test_semantic_and_field_problems(patch, expected):
     text = base + patch if not patch.count("network:") else "name: t\n" + patch
     lines = errors_of(text)
     assert any(expected in line for line in lines), lines
+
+
+def test_monitoring_nodes_and_area():
+    cfg = load_text(MINIMAL + "monitoring: {nodes: 'c2', prometheus_node: c1}\n", "cfg.yaml")
+    assert cfg.monitored_nodes() == ["c2"] and cfg.prometheus_node() == "c1"
+    assert "monitoring" in cfg.declared_areas() and "monitoring" in cfg.required_areas()
+    every = load_text(MINIMAL + "monitoring: {}\n", "cfg.yaml")
+    assert every.monitored_nodes() == ["ctl", "c1", "c2"] and every.prometheus_node() == "ctl"
+    assert "node_load1" in every.monitoring.required_metrics
+    assert load_text(MINIMAL, "cfg.yaml").monitored_nodes() == []
+    assert "monitoring" not in load_text(MINIMAL, "cfg.yaml").declared_areas()
 
 
 def test_yaml_syntax_error_has_line_and_column():

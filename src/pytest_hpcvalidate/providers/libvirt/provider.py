@@ -486,6 +486,10 @@ class LibvirtProvider(EngineProvider):
         return STATE_ROOT
 
     def make_engine(self, model) -> LibvirtCluster:
+        if model.monitoring is not None:
+            raise ProvisioningError(
+                "monitoring: the libvirt provider does not run Prometheus or node exporters in its guests; "
+                "use provider local, or attach to a cluster that runs them (provider existing)")
         return LibvirtCluster(model, self.state_root)
 
 

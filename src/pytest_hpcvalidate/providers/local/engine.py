@@ -266,6 +266,7 @@ class LocalCluster:
             paths = self.node_paths(n.name)
             self.launch_daemon(n, "sshd", daemons.sshd_argv(sshp, n.address, paths), [paths.log / "sshd.log"])
         self.record_launched()
+        addons.start_all(self, progress)  # daemons that settle slowly start now, addons wait for them later
         self.wait_until(lambda: all(daemons.unix_listening(self.anchors[n.name].pid, daemons.MUNGE_SOCKET)
                                for n in spec.nodes),
                    "munged to create its socket", 10.0, [d for d in self.daemons if d.what == "munged"])

@@ -14,6 +14,10 @@ module in this folder exposing an object with
 - optionally ``undo_recorded(state) -> list[str]``: the part of ``down`` that needs only the
   cluster's state file (what ``up`` made on the host and recorded there), so that ``cleanup``
   and ``destroy`` also undo it for a crashed or kept cluster; same contract as ``down``;
+- optionally ``start(engine, progress) -> None``: called early, once the nodes' namespaces
+  exist and munged runs (before Slurm starts; ``engine.cluster`` is not built yet), to launch
+  daemons that take a while to settle, so that their wait overlaps the base start-up; ``up``
+  then waits for them;
 - optionally ``daemon_argv(engine, node, what) -> list[str] | None``: how the engine's
   ``start_daemon`` (re)starts a daemon this addon launched (None: not one of its own).
 
@@ -36,6 +40,13 @@ def load() -> list:
         mod, _, attr = ref.partition(":")
         out.append(getattr(importlib.import_module(f"{__name__}.{mod}"), attr))
     return out
+
+
+def start_all(engine, progress) -> None:
+    for addon in load():
+        start = getattr(addon, "start", None)
+        if start is not None and addon.applies(engine.spec):
+            start(engine, progress)
 
 
 def up_all(engine, progress) -> None:

@@ -1,0 +1,144 @@
+"""The monitoring probe's parsers and judgements, against outputs recorded from Debian 12's
+Prometheus 2.42 and node exporter 1.5.0 (``fixtures/monitoring/README.md``), and degraded
+variants made from them."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_hpcvalidate.config.model import NODE_EXPORTER_COLLECTORS, NODE_EXPORTER_METRICS
+from pytest_hpcvalidate.probes import monitoring as probe
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "monitoring"
+
+
+def fixture(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+@pytest.fixture(scope="module")
+def exporter_text() -> str:
+    return fixture("node-exporter-1.5.0-metrics.txt")
+
+
+def test_recorded_exporter_output_has_every_required_metric(exporter_text):
+    samples = probe.parse_metrics(exporter_text)
+    assert probe.exporter_problems(samples, NODE_EXPORTER_METRICS, NODE_EXPORTER_COLLECTORS) == []
+    assert [labels["nodename"] for labels, _ in samples["node_uname_info"]] == ["c1"]
+    assert samples["node_memory_MemTotal_bytes"][0][1] > 0
+
+
+def without(text: str, pattern: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not re.match(pattern, line)) + "\n"
+
+
+def test_a_disabled_collector_is_named_with_its_missing_metrics(exporter_text):
+    degraded = without(exporter_text, r"(node_load\d+ |node_scrape_collector_\w+\{collector=\"loadavg\"\})")
+    problems = probe.exporter_problems(probe.parse_metrics(degraded), NODE_EXPORTER_METRICS, NODE_EXPORTER_COLLECTORS)
+    assert problems == ["no sample of node_load1, node_load5, node_load15 (a collector disabled or failing?)",
+                        "collector(s) loadavg not enabled (started with --no-collector.<name>?)"]
+
+
+def test_a_failing_required_collector_is_named(exporter_text):
+    degraded = exporter_text.replace('node_scrape_collector_success{collector="netdev"} 1',
+                                     'node_scrape_collector_success{collector="netdev"} 0')
+    assert degraded != exporter_text
+    problems = probe.exporter_problems(probe.parse_metrics(degraded), NODE_EXPORTER_METRICS, ["netdev", "cpu"])
+    assert len(problems) == 1 and problems[0].startswith("collector(s) netdev failed")
+
+
+def test_collectors_with_no_data_fail_only_when_required(exporter_text):
+    """The node exporter reports success 0 for a collector with nothing to report (no
+    InfiniBand here): not a problem unless the config requires that collector."""
+    samples = probe.parse_metrics(exporter_text)
+    assert ({"collector": "infiniband"}, 0.0) in samples["node_scrape_collector_success"]
+    assert probe.exporter_problems(samples, [], ["cpu"]) == []
+    assert probe.exporter_problems(samples, [], ["infiniband"])[0].startswith("collector(s) infiniband failed")
+
+
+def test_a_zero_memory_total_is_a_problem(exporter_text):
+    degraded = re.sub(r"^node_memory_MemTotal_bytes .*$", "node_memory_MemTotal_bytes 0", exporter_text, flags=re.M)
+    assert "node_memory_MemTotal_bytes is 0" in probe.exporter_problems(probe.parse_metrics(degraded), [], [])
+
+
+def test_what_is_not_the_text_format_is_an_error():
+    with pytest.raises(probe.MonitoringError, match="not the Prometheus text format"):
+        probe.parse_metrics('<html><body>404 page not found {"</body></html>\n')
+
+
+@given(st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True).filter(lambda n: not n.endswith(("_total", "_created", "_count", "_sum", "_bucket"))),
+                       st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=1, max_size=20))
+def test_exposition_round_trips(values):
+    text = "".join(f'# TYPE {n} gauge\n{n}{{node="x"}} {v!r}\n' for n, v in values.items())
+    samples = probe.parse_metrics(text)
+    assert {n: s[0][1] for n, s in samples.items()} == pytest.approx(values)
+    assert all(s[0][0] == {"node": "x"} for s in samples.values())
+    assert probe.exporter_problems(samples, list(values), []) == []
+    assert probe.exporter_problems(samples, [*values, "node_absent"], [])[0] == \
+        "no sample of node_absent (a collector disabled or failing?)"
+
+
+def test_recorded_targets():
+    targets = probe.parse_targets(fixture("prometheus-2.42-targets.json"))
+    assert [(t.address, t.instance, t.job, t.health) for t in targets] == [
+        ("ctl:9100", "ctl:9100", "node", "up"), ("c1:9100", "c1:9100", "node", "up"), ("c2:9100", "c2:9100", "node", "up")]
+    assert targets[1].last_scrape == pytest.approx(
+        datetime(2026, 12, 3, 15, 20, 33, 614814, tzinfo=timezone.utc).timestamp())
+    assert (targets[1].host, targets[1].port) == ("c1", 9100)
+
+
+def test_recorded_target_down_keeps_its_error():
+    down = [t for t in probe.parse_targets(fixture("prometheus-2.42-targets-c2-down.json")) if t.health != "up"]
+    assert [t.address for t in down] == ["c2:9100"]
+    assert "connection refused" in down[0].last_error and down[0].health == "down"
+
+
+@pytest.mark.parametrize("address, found", [
+    ("c1:9100", True), ("10.0.0.11:9100", True), ("c1.cluster.example:9100", True),
+    ("c10:9100", False), ("c1:9101", False), ("c1", False), ("10.0.0.111:9100", False),
+])
+def test_targets_of_node_by_name_domain_or_address(address, found):
+    t = probe.ScrapeTarget(address, address, "node", "up", "", 1.0)
+    assert bool(probe.targets_of_node([t], "c1", "10.0.0.11", 9100)) is found
+
+
+def test_targets_of_node_in_the_configured_job_only():
+    ts = [probe.ScrapeTarget("c1:9100", "c1:9100", "other", "up", "", 1.0)]
+    assert probe.targets_of_node(ts, "c1", "10.0.0.11", 9100, job="node") == []
+    assert probe.targets_of_node(ts, "c1", "10.0.0.11", 9100, job="other") == ts
+
+
+def test_recorded_queries():
+    assert probe.parse_query(fixture("prometheus-2.42-query-time.json")) == [({}, 1796311234.296, 1796311234.296)]
+    [(labels, value, _)] = probe.parse_query(fixture("prometheus-2.42-query-uname.json"))
+    assert labels["nodename"] == "c1" and value == 1.0
+    [(_, sample_time, evaluated)] = probe.parse_query(fixture("prometheus-2.42-query-timestamp.json"))
+    assert 0 < evaluated - sample_time < 2
+
+
+def test_a_query_error_says_what_prometheus_said():
+    with pytest.raises(probe.MonitoringError, match="parse error: unclosed left parenthesis"):
+        probe.parse_query(fixture("prometheus-2.42-query-error.json"))
+    with pytest.raises(probe.MonitoringError, match="not JSON"):
+        probe.parse_targets("Prometheus Server is Ready.")
+
+
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)), st.integers(0, 999))
+def test_prometheus_times_to_epoch(moment, nanos):
+    moment = moment.replace(tzinfo=timezone.utc)
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + f"{nanos:03d}Z"
+    assert probe.parse_time(stamp) == pytest.approx(moment.timestamp(), abs=1e-6)
+    offset = (moment + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.%f") + "+02:00"
+    assert probe.parse_time(offset) == pytest.approx(moment.timestamp(), abs=1e-6)
+
+
+def test_never_scraped_is_none():
+    assert probe.parse_time("0001-01-01T00:00:00Z") is None
+    with pytest.raises(probe.MonitoringError):
+        probe.parse_time("yesterday")
