@@ -5,6 +5,7 @@ that a check's wall time follows the slowest node, not the number of nodes.
     sudo .venv/bin/python bench/bench_scale_suites.py                 # 1+4, 1+16 and 1+32 nodes
     sudo .venv/bin/python bench/bench_scale_suites.py --compute 8 64  # other sizes (at most 200)
     sudo .venv/bin/python bench/bench_scale_suites.py --compute 16 --gpus 2 --suites suites/l3_cgroup suites/l3_gres
+    sudo .venv/bin/python bench/bench_scale_suites.py --compute 32 --monitoring --suites suites/l5_monitoring
 
 For each size: a fresh local cluster (``pytest --hpc-config`` on a generated config, what an
 operator runs) runs ``suites/l1_network`` and ``suites/l2_slurm``; the junit XML gives each
@@ -30,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SUITES = ["suites/l1_network", "suites/l2_slurm"]
 
 
-def config_text(compute: int, octet: int, gpus: int = 0) -> str:
+def config_text(compute: int, octet: int, gpus: int = 0, monitoring: bool = False) -> str:
+    monitored = "monitoring: {nodes: ALL}\n" if monitoring else ""
     gpu_lines = f"\n    gpus: {{count: {gpus}, type: sim}}" if gpus else ""
     gres = "\n  gres_types: [gpu]" if gpus else ""
     return f"""name: scale{compute}
@@ -44,13 +46,13 @@ compute:
 slurm:{gres}
   partitions: [{{name: all, default: true}}]
 thresholds: {{bandwidth_pairs_max: 4, bandwidth_seconds: 1}}
-"""
+{monitored}"""
 
 
-def one_size(compute: int, octet: int, suites: list[str] = SUITES, gpus: int = 0) -> dict:
+def one_size(compute: int, octet: int, suites: list[str] = SUITES, gpus: int = 0, monitoring: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp, "scale.yaml")
-        cfg.write_text(config_text(compute, octet, gpus))
+        cfg.write_text(config_text(compute, octet, gpus, monitoring))
         junit = Path(tmp, "junit.xml")
         start = time.monotonic()
         proc = subprocess.run([sys.executable, "-m", "pytest", "--hpc-config", str(cfg), "-q", "-p",
@@ -79,6 +81,7 @@ def main() -> int:
     ap.add_argument("--compute", type=int, nargs="+", default=[4, 16, 32])
     ap.add_argument("--suites", nargs="+", default=SUITES, help="suite directories or files to run")
     ap.add_argument("--gpus", type=int, default=0, help="simulated GPUs (and 2 CPUs) on every compute node")
+    ap.add_argument("--monitoring", action="store_true", help="Prometheus and a node exporter on every node")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -87,7 +90,7 @@ def main() -> int:
     if max(args.compute) > 200:
         print("at most 200 compute nodes fit the bench's /24", file=sys.stderr)
         return 2
-    results = [one_size(n, 200 + i, args.suites, args.gpus) for i, n in enumerate(args.compute)]
+    results = [one_size(n, 200 + i, args.suites, args.gpus, args.monitoring) for i, n in enumerate(args.compute)]
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

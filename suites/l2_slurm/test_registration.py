@@ -4,7 +4,6 @@ usable, and has the CPUs, memory and GRES the config promises; jobs run on every
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
@@ -189,16 +188,10 @@ def test_accounting_records_the_job(controller, thresholds):
     job_id, submitted = slurm.sbatch(controller, "-N1 -o /dev/null", "true")
     assert job_id is not None, f"sbatch failed: {submitted.describe()}"
     slurm.wait_job(controller, job_id, timeout=thresholds.job_start_s_max)
-    deadline = time.monotonic() + thresholds.job_start_s_max
-    while True:
-        r = controller.run(f"sacct -n -X -P -j {job_id} -o JobID,State,ExitCode", timeout=30)
-        assert r.ok, f"sacct failed: {r.describe()}"
-        rows = [line.split("|") for line in r.stdout.splitlines() if line.strip()]
-        if (rows and rows[0][1] == "COMPLETED") or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert rows and rows[0][1] == "COMPLETED", (
-        f"sacct shows job {job_id} as {rows or 'nothing'} {thresholds.job_start_s_max:g}s after it ended, "
+    row, r = slurm.sacct_record(controller, job_id, lambda row: row[1] == "COMPLETED", thresholds.job_start_s_max)
+    assert r.ok, f"sacct failed: {r.describe()}"
+    assert row and row[1] == "COMPLETED", (
+        f"sacct shows job {job_id} as {row or 'nothing'} {thresholds.job_start_s_max:g}s after it ended, "
         "expected COMPLETED"
     )
 
@@ -226,14 +219,9 @@ def test_accounting_records_a_steps_memory_use(controller, thresholds):
     assert job_id is not None, f"sbatch failed: {submitted.describe()}"
     info = slurm.wait_job(controller, job_id, timeout=thresholds.job_start_s_max + hold_s)
     assert info is not None and info.state == "COMPLETED", f"job {job_id} ended {info.state if info else 'unseen'}"
-    deadline = time.monotonic() + thresholds.job_start_s_max
-    while True:
-        r = controller.run(f"sacct -n -P --noconvert -j {job_id}.0 -o JobID,State,MaxRSS", timeout=30)
-        assert r.ok, f"sacct failed: {r.describe()}"
-        row = next((line.split("|") for line in r.stdout.splitlines() if line.startswith(f"{job_id}.0|")), None)
-        if (row and row[1] == "COMPLETED") or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    row, r = slurm.sacct_record(controller, f"{job_id}.0", lambda row: row[1] == "COMPLETED", thresholds.job_start_s_max,
+                                "JobID,State,MaxRSS", flags="--noconvert")
+    assert r.ok, f"sacct failed: {r.describe()}"
     rss = row[2].strip() if row else ""
     mib = slurm.parse_size_mib(rss) if rss else 0.0
     want = HOLD_MIB * RSS_SEEN_MIN_FRACTION

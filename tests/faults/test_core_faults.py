@@ -376,3 +376,28 @@ def test_default_partition_differs_from_config(broken, pytester):
     failed = failures(results)
     assert list(failed) == ["test_partitions_match_config"]
     assert "default partition is none, config says all" in failed["test_partitions_match_config"]
+
+
+def test_srun_wrapper_that_drops_the_exit_status(broken, pytester):
+    engine, path = broken
+    with slurmfaults.wrapped_on_controller(engine, "srun", slurmfaults.SRUN_WRAPPER_DROPS_STATUS):
+        results = run_checks(pytester, path, "l2_slurm/test_job_failures.py")
+    failed = failures(results)
+    assert set(failed) == {"test_srun_returns_the_exit_status_of_a_failing_task",
+                           "test_job_killed_by_a_signal_is_recorded_with_the_signal[9-KILL]",
+                           "test_job_killed_by_a_signal_is_recorded_with_the_signal[11-SEGV]"}
+    msg = failed["test_srun_returns_the_exit_status_of_a_failing_task"]
+    assert "a task that exits 3 returned 0: a failing job step looks like a success" in msg
+    assert "srun is /usr/bin/srun (a script: #!/bin/sh)" in msg
+    assert "returned 0, not 139" in failed["test_job_killed_by_a_signal_is_recorded_with_the_signal[11-SEGV]"]
+
+
+def test_sbatch_wrapper_that_appends_to_scripts(broken, pytester):
+    engine, path = broken
+    with slurmfaults.wrapped_on_controller(engine, "sbatch", slurmfaults.SBATCH_WRAPPER_APPENDS):
+        results = run_checks(pytester, path, "l2_slurm/test_job_failures.py")
+    failed = failures(results)
+    assert list(failed) == ["test_failing_batch_job_is_recorded_failed_with_its_exit_code"]
+    msg = failed["test_failing_batch_job_is_recorded_failed_with_its_exit_code"]
+    assert "ended COMPLETED with exit code 0:0 (expected FAILED, 3:0)" in msg
+    assert "sbatch is /usr/bin/sbatch (a script: #!/bin/sh)" in msg

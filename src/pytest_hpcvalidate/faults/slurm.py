@@ -243,3 +243,39 @@ def slurm_dir_full(engine, name: str, path: str):
             yield
     finally:
         node.run(f"rm -rf {shlex.quote(keep)}", timeout=30)
+
+
+#: site wrappers that lose the exit status of what they wrap (the ``REAL`` is the real program)
+SRUN_WRAPPER_DROPS_STATUS = """#!/bin/sh
+# a site's srun wrapper (loads the site's modules, then runs srun) that loses srun's exit status
+REAL "$@"
+echo "srun finished" >&2
+"""
+SBATCH_WRAPPER_APPENDS = """#!/bin/sh
+# a site's sbatch wrapper that appends job statistics to every script read from standard input
+{ cat; echo 'echo "job $SLURM_JOB_ID ended on $(hostname)"'; } | REAL "$@"
+"""
+
+
+@contextlib.contextmanager
+def wrapped_on_controller(engine, program: str, wrapper: str):
+    """The controller's ``program`` (srun, sbatch: what users run there) is replaced, in its mount
+    namespace only, by the ``wrapper`` script, which calls a copy of the real program."""
+    import shutil
+
+    require_local(engine)
+    real = shutil.which(program, path="/usr/bin:/bin")
+    if real is None:
+        raise RuntimeError(f"no {program} in /usr/bin to wrap")
+    folder = engine.work_dir / "faults"
+    folder.mkdir(parents=True, exist_ok=True)
+    copy, script = folder / f"{program}.real", folder / f"{program}.wrapper"
+    shutil.copy2(real, copy)
+    script.write_text(wrapper.replace("REAL", shlex.quote(str(copy))))
+    script.chmod(0o755)
+    try:
+        with mounted_on_node(engine.cluster.controller, real, "--bind", str(script)):
+            yield
+    finally:
+        copy.unlink(missing_ok=True)
+        script.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ import re
 import shlex
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..transport import CommandResult
 
@@ -264,6 +265,32 @@ def wait_job(controller, job_id: int, timeout: float = 60.0, poll_s: float = 0.2
         if (info is not None and info.final) or time.monotonic() > deadline:
             return info
         time.sleep(poll_s)
+
+
+def sacct_record(controller, job: int | str, done: Callable[[list[str]], bool], timeout: float,
+                 fields: str = "JobID,State,ExitCode", flags: str = "-X") -> tuple[list[str] | None, CommandResult]:
+    """The ``sacct`` row of ``job`` (a job id, or ``<id>.<step>``; ``-P``, ``fields`` starting
+    with JobID, ``flags``: ``-X`` for the allocation), polled until ``done(row)`` or ``timeout``
+    (slurmdbd gets records asynchronously): (the last row seen or None, the last sacct result)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = controller.run(f"sacct -n -P {flags} -j {job} -o {fields}", timeout=30)
+        row = next((line.split("|") for line in r.stdout.splitlines() if line.startswith(f"{job}|")), None) \
+            if r.ok else None
+        if not r.ok or (row is not None and done(row)) or time.monotonic() > deadline:
+            return row, r
+        time.sleep(0.5)
+
+
+def program_kind(node, program: str) -> str:
+    """Where ``program`` comes from on ``node`` and whether it is a script (a site's wrapper):
+    ``/usr/bin/srun (an ELF binary)`` / ``/usr/local/bin/srun (a script: #!/bin/sh)``."""
+    r = node.run(f"p=$(command -v {shlex.quote(program)}) && echo \"$p\" && head -c 64 \"$p\" | head -n 1", timeout=15)
+    lines = r.stdout.splitlines()
+    if not r.ok or not lines:
+        return f"{program} (not found)"
+    head = lines[1] if len(lines) > 1 else ""
+    return f"{lines[0]} ({'a script: ' + head.strip()[:40] if head.startswith('#!') else 'a binary'})"
 
 
 # -- gres.conf ----------------------------------------------------------------------------------
