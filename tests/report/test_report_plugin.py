@@ -47,7 +47,7 @@ def test_every_placed_test_gets_layer_area_check_severity_and_node_labels(pytest
     assert reach["severity"] == ["critical"]
     assert set(reach["tag"]) == {"local", "c2", "ctl"}
     storage = label_map(docs["test_mounted"])
-    assert (storage["epic"], storage["feature"], storage["severity"]) == (["L5 Shared storage"], ["storage"], ["normal"])
+    assert (storage["epic"], storage["feature"], storage["severity"]) == (["L5 Shared storage and monitoring"], ["storage"], ["normal"])
     assert {"name": "cluster", "value": "'t'"} in docs["test_mounted"]["parameters"]
 
 
@@ -152,7 +152,7 @@ def test_all_required_areas_pass_exit_zero(pytester):
     md = (out / "signoff.md").read_text()
     assert "# Sign-off: cluster `t`: PASS" in md
     assert "| network | L1 Networking and PCIe | yes | **PASS** | 3 | 0 | 0 | 0 |" in md
-    assert "| storage | L5 Shared storage | no | **PASS** |" in md
+    assert "| storage | L5 Shared storage and monitoring | no | **PASS** |" in md
     result.stdout.fnmatch_lines(["*hpcvalidate sign-off: PASS (cluster 't')*", "*L1 network*PASS*3*",
                                  f"HTML report: python -m pytest_hpcvalidate report {out}"])
 

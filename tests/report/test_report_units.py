@@ -137,7 +137,7 @@ def test_labels_for_a_required_and_an_optional_area(model):
         ("tag", "c1"),
     ]
     storage = dict(labels.labels_for(_item("test_mount"), 5, "storage", model))
-    assert storage["severity"] == "normal" and storage["epic"] == "L5 Shared storage"
+    assert storage["severity"] == "normal" and storage["epic"] == "L5 Shared storage and monitoring"
 
 
 def test_labels_set_by_hand_win(model):
@@ -217,7 +217,7 @@ def test_signoff_needs_every_required_area_and_run_metrics(model):
     slow = signoff.compute(tests, model, {}, run_metrics=[evaluate("provision_s", 90, "s", 60, "<=")])
     assert not slow.passed
     md = signoff.markdown(slow)
-    assert "| storage | L5 Shared storage | no | **FAIL** |" in md and "provision_s" in md
+    assert "| storage | L5 Shared storage and monitoring | no | **FAIL** |" in md and "provision_s" in md
 
 
 def test_terminal_table_keeps_test_ids_literal(model):

@@ -69,6 +69,18 @@ def daemon_argv(engine, node: str, what: str) -> list[str] | None:
     return None
 
 
+def stop_daemons(engine, daemons: list[tuple[str, str]], timeout: float = 5.0) -> list[str]:
+    """Stop each (node, what) daemon in order (SIGTERM, then SIGKILL after ``timeout``); what
+    could not be stopped, for an addon's ``down`` to return."""
+    errors: list[str] = []
+    for node, what in daemons:
+        try:
+            engine.stop_daemon(node, what, timeout=timeout)
+        except Exception as exc:  # teardown goes on; the error is reported
+            errors.append(f"stopping {what} on {node}: {exc}")
+    return errors
+
+
 def down_all(engine) -> list[str]:
     errors: list[str] = []
     for addon in reversed(load()):

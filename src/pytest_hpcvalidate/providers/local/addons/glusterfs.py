@@ -34,7 +34,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from ....hostlist import expand
 from ....probes import storage as probe
 from ...base import ProvisioningError
 from .. import daemons, procs
+from . import stop_daemons
 
 NAME = "glusterfs"
 GLUSTERD_PORT = 24007
@@ -364,7 +364,6 @@ def up(engine, progress) -> None:
 
 def down(engine) -> list[str]:
     """Unmount the clients, then stop bricks and glusterd (what is left goes with the nodes)."""
-    errors: list[str] = []
     try:
         vols = volumes(engine.spec)
     except ProvisioningError as exc:
@@ -375,13 +374,9 @@ def down(engine) -> list[str]:
             # undo here, and the end of the node's mount namespace unmounts whatever remains
             with contextlib.suppress(Exception):
                 engine.cluster.node(n).run(f"umount -l {shlex.quote(vol.mount_point)}", timeout=15)
-    for what in ("glusterfs-client", "glusterfsd", "glusterd"):
-        for n in sorted({n for v in vols for n in (*v.servers, *v.clients)}):
-            try:
-                engine.stop_daemon(n, what, signal.SIGTERM, timeout=5.0)
-            except Exception as exc:
-                errors.append(f"stopping {what} on {n}: {exc}")
-    return errors
+    nodes = sorted({n for v in vols for n in (*v.servers, *v.clients)})
+    return stop_daemons(engine, [(n, what) for what in ("glusterfs-client", "glusterfsd", "glusterd")
+                                 for n in nodes])
 
 
 class _Addon:

@@ -22,6 +22,7 @@ import time
 from ....probes.monitoring import MonitoringError, Prometheus
 from ...base import ProvisioningError
 from .. import daemons
+from . import stop_daemons
 
 NAME = "monitoring"
 #: program -> the Debian package that ships it
@@ -147,14 +148,8 @@ def up(engine, progress) -> None:
 
 def down(engine) -> list[str]:
     """Stop Prometheus first (no scrape errors from exporters going away), then the exporters."""
-    errors: list[str] = []
     m = settings(engine.spec)
-    for node, what in [(m["prometheus_node"], PROMETHEUS), *((n, EXPORTER) for n in m["nodes"])]:
-        try:
-            engine.stop_daemon(node, what, timeout=5.0)
-        except Exception as exc:
-            errors.append(f"stopping {what} on {node}: {exc}")
-    return errors
+    return stop_daemons(engine, [(m["prometheus_node"], PROMETHEUS), *((n, EXPORTER) for n in m["nodes"])])
 
 
 class _Addon:
