@@ -10,6 +10,8 @@ the node's own series (``node_uname_info``'s nodename is the node), scraped with
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 
 from pytest_hpcvalidate.probes import monitoring as probe
@@ -28,20 +30,31 @@ def prometheus(cluster, hpc_config, settings) -> probe.Prometheus:
     return probe.Prometheus(node, f"http://{node.address}:{settings.prometheus_port}")
 
 
+@dataclass(frozen=True)
+class View:
+    """What Prometheus says about every node at once, read once for all the per-node checks
+    (a constant number of requests, whatever the node count)."""
+
+    targets: list[probe.ScrapeTarget]
+    now: float                                  # Prometheus's clock
+    uname: list[tuple[dict, float, float]]      # node_uname_info, every instance
+    uname_at: list[tuple[dict, float, float]]   # timestamp(node_uname_info): when each was scraped
+
+
 @pytest.fixture(scope="module")
-def scrape_view(prometheus):
-    """(Prometheus's active targets, its clock), read once for all the per-node checks; the
-    error instead when Prometheus cannot say (each check fails with it)."""
+def view(prometheus):
+    """The :class:`View`, or the error instead when Prometheus cannot say (each check fails with it)."""
     try:
-        return prometheus.targets(), prometheus.now()
+        return View(prometheus.targets(), prometheus.now(), prometheus.query("node_uname_info"),
+                    prometheus.query("timestamp(node_uname_info)"))
     except probe.MonitoringError as exc:
         return exc
 
 
-def _view(scrape_view):
-    if isinstance(scrape_view, Exception):
-        pytest.fail(f"Prometheus cannot list its targets: {scrape_view}")
-    return scrape_view
+def _view(view) -> View:
+    if isinstance(view, Exception):
+        pytest.fail(f"Prometheus cannot say what it scrapes: {view}")
+    return view
 
 
 def _node_target(node, targets, settings, prometheus) -> probe.ScrapeTarget:
@@ -81,35 +94,31 @@ def test_node_exporter_serves_the_required_metrics(monitored_node, prometheus, s
     assert not problems, f"{monitored_node.name}'s node exporter ({reply.url}): " + "; ".join(problems)
 
 
-def test_prometheus_scrapes_the_node(monitored_node, prometheus, settings, scrape_view, metric):
-    targets, now = _view(scrape_view)
-    target = _node_target(monitored_node, targets, settings, prometheus)
+def test_prometheus_scrapes_the_node(monitored_node, prometheus, settings, view, metric):
+    v = _view(view)
+    target = _node_target(monitored_node, v.targets, settings, prometheus)
     assert target.health == "up", (f"{monitored_node.name}: Prometheus cannot scrape {target.address} (job "
                                    f"{target.job}): health {target.health}, last error: {target.last_error or 'none'}")
     assert target.last_scrape is not None, f"{monitored_node.name}: Prometheus has never scraped {target.address}"
-    age = metric("monitoring_scrape_age_s", round(max(0.0, now - target.last_scrape), 3), "s",
+    age = metric("monitoring_scrape_age_s", round(max(0.0, v.now - target.last_scrape), 3), "s",
                  settings.scrape_age_s_max, "<=", node=monitored_node.name)
     assert age.passed, f"{monitored_node.name}: Prometheus last scraped {target.address} {age.value:g} s ago: {age.message}"
 
 
-def test_prometheus_holds_the_nodes_own_current_data(monitored_node, prometheus, settings, scrape_view):
-    targets, now = _view(scrape_view)
-    target = _node_target(monitored_node, targets, settings, prometheus)
+def test_prometheus_holds_the_nodes_own_current_data(monitored_node, prometheus, settings, view):
+    v = _view(view)
+    target = _node_target(monitored_node, v.targets, settings, prometheus)
     selector = f'node_uname_info{{instance="{target.instance}"}}'
-    try:
-        rows = prometheus.query(f"timestamp({selector})")
-        info = prometheus.query(selector)
-    except probe.MonitoringError as exc:
-        pytest.fail(f"{monitored_node.name}: {exc}")
-    assert rows and info, (f"{monitored_node.name}: Prometheus holds no {selector} (target {target.address} "
-                           f"is {target.health}): nothing of this node's can be graphed or alerted on")
+    info = [row for row in v.uname if row[0].get("instance") == target.instance]
+    stamps = [value for labels, value, _ in v.uname_at if labels.get("instance") == target.instance]
+    assert info and stamps, (f"{monitored_node.name}: Prometheus holds no {selector} (target {target.address} "
+                             f"is {target.health}): nothing of this node's can be graphed or alerted on")
     names = sorted({labels.get("nodename", "?") for labels, _, _ in info})
     assert names == [monitored_node.name], (
         f"{monitored_node.name}: the series Prometheus keeps as instance {target.instance} come from "
         f"{', '.join(names)} (node_uname_info nodename), not from {monitored_node.name}: the target reaches "
         f"another host (name resolution on {prometheus.node.name}, or the scrape config's address)")
-    newest = max(value for _, value, _ in rows)
-    age = now - newest
+    age = v.now - max(stamps)
     assert age <= settings.scrape_age_s_max, (
         f"{monitored_node.name}: Prometheus's newest sample of {selector} is {age:.1f} s old (at most "
         f"{settings.scrape_age_s_max:g} s): its data for the node is stale")

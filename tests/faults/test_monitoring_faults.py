@@ -97,7 +97,7 @@ def test_prometheus_stopped(monitored, pytester):
         failed = clusterkit.failures(run_checks(pytester, path))
     assert set(failed) == {"test_prometheus_is_ready_and_answers_queries"} | set().union(*map(per_node, NODES))
     assert "Prometheus on ctl is not ready" in failed["test_prometheus_is_ready_and_answers_queries"]
-    assert "Prometheus cannot list its targets" in failed["test_prometheus_scrapes_the_node[c1]"]
+    assert "Prometheus cannot say what it scrapes" in failed["test_prometheus_scrapes_the_node[c1]"]
 
 
 def test_an_existing_cluster_is_only_read_over_ssh(monitored, pytester, tmp_path):
