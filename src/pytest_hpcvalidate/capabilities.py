@@ -53,6 +53,13 @@ def _monitoring(state) -> str | None:
     return None if state.model.monitoring is not None else "the config has no monitoring section"
 
 
+def _alerting(state) -> str | None:
+    m = state.model.monitoring
+    if m is None:
+        return "the config has no monitoring section"
+    return None if m.alerting is not None else "the config has no monitoring.alerting section"
+
+
 def _accounting(state) -> str | None:
     return None if state.model.slurm.accounting else "slurm.accounting is off in the config"
 
@@ -97,6 +104,7 @@ CHECKS: dict[str, Callable] = {
     "slurm-oci": _slurm_oci,
     "storage": _storage,
     "monitoring": _monitoring,
+    "alerting": _alerting,
     "accounting": _accounting,
     "memlock": _memlock,
     "mutation": _mutation,

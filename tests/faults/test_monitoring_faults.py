@@ -17,16 +17,19 @@ import pytest
 from pytest_hpcvalidate.faults import monitoring as monfaults
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
-CHECKS = "l5_monitoring/test_monitoring.py"
+CHECKS = "l5_monitoring"
 pytestmark = [pytest.mark.integration, clusterkit.needs_local]
 
 BODY = {
     "controller": {"name": "ctl", "cpus": 1, "memory_mb": 512},
     "compute": [{"names": "c[1-2]", "cpus": 1, "memory_mb": 512}],
     "slurm": {"partitions": [{"name": "all", "nodes": "ALL", "default": True}]},
-    "monitoring": {"nodes": "ALL", "scrape_age_s_max": 20},
+    "monitoring": {"nodes": "ALL", "scrape_age_s_max": 20, "alerting": {}},
 }
 NODES = ("ctl", "c1", "c2")
+ALERTING = {"test_prometheus_rules_load_and_evaluate_without_errors", "test_prometheus_sends_to_the_alertmanager",
+            "test_the_watchdog_alert_reaches_the_alertmanager"}
+CHECK_COUNT = 1 + 3 * len(NODES) + len(ALERTING)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,7 @@ def per_node(name: str) -> set[str]:
 def test_healthy_cluster_passes_every_monitoring_check(monitored, pytester):
     _, path = monitored
     results = run_checks(pytester, path)
-    assert len(results) == 1 + 3 * len(NODES)
+    assert len(results) == CHECK_COUNT
     assert clusterkit.failures(results) == {}
 
 
@@ -95,7 +98,7 @@ def test_prometheus_stopped(monitored, pytester):
     engine, path = monitored
     with monfaults.prometheus_stopped(engine):
         failed = clusterkit.failures(run_checks(pytester, path))
-    assert set(failed) == {"test_prometheus_is_ready_and_answers_queries"} | set().union(*map(per_node, NODES))
+    assert set(failed) == {"test_prometheus_is_ready_and_answers_queries", *ALERTING} | set().union(*map(per_node, NODES))
     assert "Prometheus on ctl is not ready" in failed["test_prometheus_is_ready_and_answers_queries"]
     assert "Prometheus cannot say what it scrapes" in failed["test_prometheus_scrapes_the_node[c1]"]
 
@@ -121,7 +124,7 @@ def test_an_existing_cluster_is_only_read_over_ssh(monitored, pytester, tmp_path
         result = pytester.runpytest("--hpc-config", str(existing), "-p", "no:cacheprovider",
                                     "--hpc-report-dir", str(pytester.path / "reports"), str(SUITES / CHECKS))
         reports = [r for r in result.reprec.getreports("pytest_runtest_logreport") if r.when == "call"]
-        assert len(reports) == 1 + 3 * len(NODES)
+        assert len(reports) == CHECK_COUNT
         return {r.nodeid.split("::", 1)[1]: r.longreprtext for r in reports if r.outcome == "failed"}
 
     assert over_ssh() == {}
@@ -131,3 +134,38 @@ def test_an_existing_cluster_is_only_read_over_ssh(monitored, pytester, tmp_path
     with monfaults.exporter_stopped(engine, "c1"):
         failed = over_ssh()
     assert set(failed) == {"test_node_exporter_serves_the_required_metrics[c1]", *per_node("c1")}
+
+
+def test_alertmanager_stopped(monitored, pytester):
+    engine, path = monitored
+    with monfaults.alertmanager_stopped(engine):
+        failed = clusterkit.failures(run_checks(pytester, path))
+    assert set(failed) == {"test_prometheus_sends_to_the_alertmanager", "test_the_watchdog_alert_reaches_the_alertmanager"}
+    assert "Alertmanager on ctl is not ready" in failed["test_prometheus_sends_to_the_alertmanager"]
+    assert "connection refused" in failed["test_the_watchdog_alert_reaches_the_alertmanager"]
+
+
+def test_a_rule_that_fails_to_evaluate(monitored, pytester):
+    engine, path = monitored
+    with monfaults.broken_rule_added(engine):
+        failed = clusterkit.failures(run_checks(pytester, path))
+    assert list(failed) == ["test_prometheus_rules_load_and_evaluate_without_errors"]
+    msg = failed["test_prometheus_rules_load_and_evaluate_without_errors"]
+    assert "hpcv-broken/hpcv:cpu_per_load: multiple matches for labels" in msg and "can never fire" in msg
+
+
+def test_prometheus_sending_to_no_alertmanager(monitored, pytester):
+    engine, path = monitored
+    with monfaults.prometheus_without_alertmanager(engine):
+        failed = clusterkit.failures(run_checks(pytester, path))
+    assert set(failed) == {"test_prometheus_sends_to_the_alertmanager", "test_the_watchdog_alert_reaches_the_alertmanager"}
+    assert "sends alerts to no Alertmanager, not to the one on ctl:9093" in failed["test_prometheus_sends_to_the_alertmanager"]
+    assert "Prometheus fires Watchdog but Alertmanager" in failed["test_the_watchdog_alert_reaches_the_alertmanager"]
+
+
+def test_watchdog_silenced(monitored, pytester):
+    engine, path = monitored
+    with monfaults.watchdog_silenced(engine) as silence:
+        failed = clusterkit.failures(run_checks(pytester, path))
+    assert list(failed) == ["test_the_watchdog_alert_reaches_the_alertmanager"]
+    assert f"but suppressed (silenced by {silence}" in failed["test_the_watchdog_alert_reaches_the_alertmanager"]

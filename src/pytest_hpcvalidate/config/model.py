@@ -272,6 +272,21 @@ NODE_EXPORTER_METRICS = [
 NODE_EXPORTER_COLLECTORS = ["cpu", "meminfo", "filesystem", "loadavg", "netdev", "diskstats"]
 
 
+class Alerting(Strict):
+    """Prometheus's rules and its Alertmanager: rules evaluate without errors, Prometheus sends
+    to the Alertmanager, and an always-firing alert (the dead man's switch) arrives there."""
+
+    alertmanager_node: NodeName | None = Field(
+        None, description="The node Alertmanager runs on (default: the Prometheus node).")
+    alertmanager_port: int = Field(9093, ge=1, le=65535, description="Alertmanager's HTTP port (default 9093).")
+    watchdog_alert: str | None = Field(
+        "Watchdog", description="An alert that always fires (expr: vector(1)) and must be active in Alertmanager: "
+                                "proof that rules are evaluated and alerts delivered (null: not checked).")
+    rule_groups: list[str] = Field(
+        default_factory=list, description="Rule groups Prometheus must have loaded (default: none named; every "
+                                          "loaded rule must evaluate without error either way).")
+
+
 class Monitoring(Strict):
     """Prometheus and the node exporter: every node serves its metrics, Prometheus scrapes every
     node and answers queries about it. The local provider runs both; on other clusters the
@@ -296,6 +311,7 @@ class Monitoring(Strict):
         30.0, gt=0, description="A node's last scrape by Prometheus is at most this old, s (default 30).")
     scrape_interval_s: float = Field(
         1.0, gt=0, le=300, description="Local provider: Prometheus's scrape interval, s (default 1).")
+    alerting: Alerting | None = Field(None, description="Check rules and Alertmanager too (default: not checked).")
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -469,6 +485,10 @@ class ClusterConfig(Strict):
         if m is None or (self.existing is not None and self.existing.discover == "slurm"):
             return self
         known = {self.controller.name, *(n for g in self.compute for n in g.node_names())}
+        am = m.alerting.alertmanager_node if m.alerting else None
+        if am is not None and am not in known:
+            raise ValueError(f"monitoring.alerting.alertmanager_node: {am} is not a node of this cluster; "
+                             f"known: {', '.join(sorted(known))}")
         if m.prometheus_node is not None and m.prometheus_node not in known:
             raise ValueError(f"monitoring.prometheus_node: {m.prometheus_node} is not a node of this cluster; "
                              f"known: {', '.join(sorted(known))}")
@@ -579,6 +599,14 @@ class ClusterConfig(Strict):
         """Where Prometheus runs (``monitoring.prometheus_node``, default the controller)."""
         m = self.monitoring
         return m.prometheus_node if m is not None and m.prometheus_node else self.controller.name
+
+    def alertmanager_node(self) -> str | None:
+        """Where Alertmanager runs (``monitoring.alerting.alertmanager_node``, default the
+        Prometheus node); None without alerting."""
+        m = self.monitoring
+        if m is None or m.alerting is None:
+            return None
+        return m.alerting.alertmanager_node or self.prometheus_node()
 
     def declared_areas(self) -> list[str]:
         """The areas this config gives something to check in, in layer order."""

@@ -1,16 +1,20 @@
 """Monitoring faults on a local cluster with a ``monitoring`` section: a node exporter stopped
 or started without one of its collectors, Prometheus stopped, a node dropped from Prometheus's
-scrape config, a node's target name reaching another host. Each waits until Prometheus shows
-the fault (or, on repair, has scraped every node again)."""
+scrape config, a node's target name reaching another host; with ``monitoring.alerting``:
+Alertmanager stopped, a rule that fails to evaluate, Prometheus sending to no Alertmanager, the
+watchdog alert silenced. Each waits until Prometheus or Alertmanager shows the fault (or, on
+repair, that every node is scraped and the watchdog active again)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shlex
 import signal
 import time
 
-from ..probes.monitoring import MonitoringError
+from ..probes.monitoring import MonitoringError, http_get, parse_metrics
 from ..providers.local import daemons
 from ..providers.local.addons import monitoring as addon
 from . import require_local
@@ -48,9 +52,12 @@ def _restart_exporter(engine, name: str, extra: list[str]) -> None:
 
 
 def _healthy_again(engine) -> None:
+    """Every node scraped and up, and the watchdog alert (where there is one) active again."""
     addon.wait_scraped(engine, addon.settings(engine.spec)["nodes"])
     until(lambda: all(_target_health(engine, n) == "up" for n in addon.settings(engine.spec)["nodes"]),
           "Prometheus to see every node exporter up again", 20)
+    if (addon.alerting(engine.spec) or {}).get("watchdog_alert"):
+        until(lambda: _watchdog_state(engine) == "active", "the watchdog alert to be active in Alertmanager again", 30)
 
 
 @contextlib.contextmanager
@@ -92,11 +99,39 @@ def prometheus_stopped(engine):
         _healthy_again(engine)
 
 
-def _reload(engine) -> None:
+def _sends_to_alertmanager(engine) -> bool:
+    try:
+        return bool(addon.prometheus(engine).alertmanagers())
+    except MonitoringError:
+        return False
+
+
+def _reload(engine, settle: bool = True) -> None:
+    """SIGHUP to Prometheus: it reads its configuration and rules again. It then sends alerts
+    nowhere until it has discovered its Alertmanager again (~5 s): ``settle`` waits for that."""
     m = addon.settings(engine.spec)
+    before = _last_reload(engine)
+    if before is not None and time.time() - before < 1.1:  # the metric counts whole seconds
+        time.sleep(1.1 - (time.time() - before))
     for pid in engine.daemon_pids(m["prometheus_node"], addon.PROMETHEUS):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGHUP)
+    until(lambda: _last_reload(engine) not in (None, before), "Prometheus to reload its configuration", 20)
+    if settle and addon.alerting(engine.spec):
+        until(lambda: _sends_to_alertmanager(engine), "Prometheus to discover its Alertmanager again", 20)
+
+
+def _last_reload(engine) -> float | None:
+    """When Prometheus last loaded its configuration (its own metric), None if it cannot say."""
+    api = addon.prometheus(engine)
+    reply = http_get(api.node, api.url + "/metrics", 5.0)
+    if not reply.ok:
+        return None
+    try:
+        samples = parse_metrics(reply.body).get("prometheus_config_last_reload_success_timestamp_seconds") or []
+    except MonitoringError:
+        return None
+    return samples[0][1] if samples else None
 
 
 @contextlib.contextmanager
@@ -106,7 +141,7 @@ def scrape_target_dropped(engine, name: str):
     m = _settings(engine)
     path = addon.config_path(engine)
     original = path.read_text()
-    path.write_text(addon.prometheus_yml(engine.spec, [n for n in m["nodes"] if n != name]))
+    path.write_text(addon.prometheus_yml(engine.spec, [n for n in m["nodes"] if n != name], str(addon.rules_path(engine))))
     _reload(engine)
     try:
         until(lambda: _target_health(engine, name) == "absent", f"Prometheus to drop its target {name}", 30)
@@ -149,3 +184,107 @@ def target_reaches_other_host(engine, name: str, other: str):
             yield
     finally:
         reconnect(other, name)
+        _healthy_again(engine)
+
+
+def _alerting(engine) -> dict:
+    m = _settings(engine)
+    if not m.get("alerting"):
+        raise RuntimeError(f"cluster {engine.spec.cluster!r} has no monitoring.alerting section")
+    return m
+
+
+def _watchdog_state(engine) -> str:
+    """The watchdog alert's state in Alertmanager: active, suppressed, ... or absent."""
+    name = addon.alerting(engine.spec)["watchdog_alert"]
+    try:
+        alerts = addon.alertmanager(engine).alerts()
+    except MonitoringError:
+        return "unreachable"
+    return next((a.state for a in alerts if a.name == name), "absent")
+
+
+@contextlib.contextmanager
+def alertmanager_stopped(engine):
+    m = _alerting(engine)
+    node, port = m["alertmanager_node"], int(m["alerting"]["alertmanager_port"])
+    engine.stop_daemon(node, addon.ALERTMANAGER)
+    try:
+        until(lambda: not _listening(engine, node, port), f"Alertmanager on {node} to stop listening", 10)
+        yield
+    finally:
+        engine.start_daemon(node, addon.ALERTMANAGER)
+        until(lambda: _listening(engine, node, port), f"Alertmanager on {node} to listen again", 15)
+        _healthy_again(engine)
+
+
+#: a recording rule that loads but fails at every evaluation (two series per instance on the left)
+BROKEN_RULE = """  - name: hpcv-broken
+    rules:
+      - record: hpcv:cpu_per_load
+        expr: node_cpu_seconds_total / on(instance) node_load1
+"""
+
+
+def _rule_health(engine, group: str) -> set[str]:
+    try:
+        return {r.health for r in addon.prometheus(engine).rules() if r.group == group}
+    except MonitoringError:
+        return set()
+
+
+@contextlib.contextmanager
+def broken_rule_added(engine):
+    """Prometheus's rules file gains a group whose rule fails at every evaluation (reloaded)."""
+    _alerting(engine)
+    path = addon.rules_path(engine)
+    original = path.read_text()
+    path.write_text(original + BROKEN_RULE)
+    _reload(engine)
+    try:
+        until(lambda: _rule_health(engine, "hpcv-broken") == {"err"}, "Prometheus to evaluate the broken rule", 30)
+        yield
+    finally:
+        path.write_text(original)
+        _reload(engine)
+        until(lambda: not _rule_health(engine, "hpcv-broken"), "Prometheus to drop the broken rule", 30)
+        _healthy_again(engine)
+
+
+@contextlib.contextmanager
+def prometheus_without_alertmanager(engine):
+    """Prometheus's configuration loses its alerting section (reloaded): it evaluates its
+    rules and sends their alerts nowhere; Alertmanager's copy of the watchdog expires."""
+    _alerting(engine)
+    path = addon.config_path(engine)
+    original = path.read_text()
+    path.write_text(original.split("alerting:\n", 1)[0])
+    _reload(engine, settle=False)
+    try:
+        until(lambda: _watchdog_state(engine) == "absent", "the watchdog alert to expire in Alertmanager", 40)
+        yield
+    finally:
+        path.write_text(original)
+        _reload(engine)
+        _healthy_again(engine)
+
+
+@contextlib.contextmanager
+def watchdog_silenced(engine):
+    """A silence in Alertmanager matches the watchdog alert (as an operator silencing noise
+    makes one): Alertmanager holds it suppressed and sends it to no receiver."""
+    m = _alerting(engine)
+    name = m["alerting"]["watchdog_alert"]
+    api = addon.alertmanager(engine)
+    body = json.dumps({"matchers": [{"name": "alertname", "value": name, "isRegex": False}],
+                       "startsAt": "2000-01-01T00:00:00Z", "endsAt": "2999-01-01T00:00:00Z",
+                       "createdBy": "hpcvalidate fault injection", "comment": "fault: watchdog silenced"})
+    r = api.node.run(f"curl -sS -m 5 -X POST -H 'Content-Type: application/json' -d {shlex.quote(body)} "
+                     f"{shlex.quote(api.url + '/api/v2/silences')}", timeout=15).check()
+    silence = json.loads(r.stdout)["silenceID"]
+    try:
+        until(lambda: _watchdog_state(engine) == "suppressed", "Alertmanager to silence the watchdog alert", 20)
+        yield silence
+    finally:
+        api.node.run(f"curl -sS -m 5 -X DELETE {shlex.quote(api.url + '/api/v2/silence/' + silence)}", timeout=15).check()
+        until(lambda: _watchdog_state(engine) == "active", "the watchdog alert to be active again", 20)

@@ -200,10 +200,7 @@ class Prometheus:
         return http_get(self.node, self.url + path, self.timeout)
 
     def _ok(self, path: str, what: str) -> str:
-        reply = self.get(path)
-        if not reply.ok:
-            raise MonitoringError(f"{what}: {reply.describe()} (asked from {self.node.name})")
-        return reply.body
+        return _get_ok(self.node, self.url + path, what, self.timeout)
 
     def ready(self) -> HttpReply:
         return self.get("/-/ready")
@@ -214,6 +211,93 @@ class Prometheus:
     def query(self, promql: str) -> list[tuple[dict[str, str], float, float]]:
         return parse_query(self._ok("/api/v1/query?query=" + quote(promql, safe=""), f"query {promql!r}"))
 
+    def rules(self) -> list[Rule]:
+        return parse_rules(self._ok("/api/v1/rules", "Prometheus rules"))
+
+    def alertmanagers(self) -> list[str]:
+        return parse_alertmanagers(self._ok("/api/v1/alertmanagers", "Prometheus alertmanagers"))
+
     def now(self) -> float:
         """Prometheus's own clock (``time()``), against which scrape ages are judged."""
         return self.query("time()")[0][1]
+
+
+# -- rules and Alertmanager ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rule:
+    group: str
+    name: str             # alert name or recorded series
+    kind: str             # alerting | recording
+    health: str           # ok | err | unknown
+    last_error: str
+    state: str            # alerting rules: firing | pending | inactive; recording rules: ""
+
+
+def parse_rules(text: str) -> list[Rule]:
+    """``/api/v1/rules`` → every rule of every loaded group."""
+    data = _api_data(text, "Prometheus rules")
+    out = []
+    for group in (data or {}).get("groups") or []:
+        for r in group.get("rules") or []:
+            out.append(Rule(group.get("name", ""), r.get("name", ""), r.get("type", ""), r.get("health", "unknown"),
+                            r.get("lastError", ""), r.get("state", "")))
+    return out
+
+
+def parse_alertmanagers(text: str) -> list[str]:
+    """``/api/v1/alertmanagers`` → the URLs of the Alertmanagers Prometheus sends to."""
+    data = _api_data(text, "Prometheus alertmanagers")
+    return [a.get("url", "") for a in (data or {}).get("activeAlertmanagers") or []]
+
+
+def url_names(url: str, name: str, address: str, port: int) -> bool:
+    """The URL's host is the node (name, name with a domain, or address) on ``port``."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return (host in (name, address) or host.startswith(name + ".")) and parts.port == port
+
+
+@dataclass(frozen=True)
+class ReceivedAlert:
+    name: str
+    state: str            # active | suppressed | unprocessed
+    silenced_by: tuple[str, ...]
+    inhibited_by: tuple[str, ...]
+    labels: dict
+
+
+def parse_received_alerts(text: str) -> list[ReceivedAlert]:
+    """Alertmanager's ``/api/v2/alerts`` (a JSON list) → the alerts it holds."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise MonitoringError(f"Alertmanager alerts: not JSON: {text.strip()[:120]!r}") from None
+    if not isinstance(doc, list):
+        raise MonitoringError(f"Alertmanager alerts: not a list of alerts: {text.strip()[:200]!r}")
+    out = []
+    for a in doc:
+        labels, status = a.get("labels") or {}, a.get("status") or {}
+        out.append(ReceivedAlert(labels.get("alertname", ""), status.get("state", ""),
+                                 tuple(status.get("silencedBy") or ()), tuple(status.get("inhibitedBy") or ()), labels))
+    return out
+
+
+def _get_ok(node: Node, url: str, what: str, timeout: float) -> str:
+    reply = http_get(node, url, timeout)
+    if not reply.ok:
+        raise MonitoringError(f"{what}: {reply.describe()} (asked from {node.name})")
+    return reply.body
+
+
+class Alertmanager:
+    """The Alertmanager API at ``url``, asked from ``node``."""
+
+    def __init__(self, node: Node, url: str, timeout: float = 10.0):
+        self.node, self.url, self.timeout = node, url.rstrip("/"), timeout
+
+    def ready(self) -> HttpReply:
+        return http_get(self.node, self.url + "/-/ready", self.timeout)
+
+    def alerts(self) -> list[ReceivedAlert]:
+        return parse_received_alerts(_get_ok(self.node, self.url + "/api/v2/alerts", "Alertmanager alerts", self.timeout))

@@ -62,7 +62,8 @@ def spec_from_config(model, state_root: Path = STATE_ROOT) -> LocalSpec:
             "storage": [s.model_dump(mode="json") for s in model.storage],
             "containers": model.containers.model_dump(mode="json") if model.containers else None,
             "monitoring": {**model.monitoring.model_dump(mode="json"), "nodes": model.monitored_nodes(),
-                           "prometheus_node": model.prometheus_node()} if model.monitoring else None,
+                           "prometheus_node": model.prometheus_node(),
+                           "alertmanager_node": model.alertmanager_node()} if model.monitoring else None,
         },
     )
 

@@ -6,12 +6,17 @@
 - one ``prometheus`` on the Prometheus node (default: the controller), its configuration and
   TSDB under the work directory, scraping every exporter by node name (``c1:9100``, so the
   instance label names the node) every ``scrape_interval_s`` in one job (``monitoring.job``,
-  default ``node``); ``--web.enable-lifecycle`` so a configuration can be reloaded.
+  default ``node``); ``--web.enable-lifecycle`` so a configuration can be reloaded;
+- with ``monitoring.alerting``: ``prometheus-alertmanager`` on the Alertmanager node (no HA
+  cluster port, a receiver that discards), and a rules file with the always-firing watchdog
+  alert and an exporter-down alert, evaluated every scrape interval; alerts are resent every
+  3 s (``--rules.alert.resend-delay``) so the first reaches Alertmanager within seconds.
 
 All of them are recorded daemons of their node, launched like slurmd (foreground, the node's
 namespaces and cgroups): teardown and ``cleanup`` find them with the rest. ``up`` returns
 once every target has been scraped once (Prometheus applies new targets about 5 s after it
-starts), so the checks judge a steady state, not a start-up.
+starts) and the watchdog alert is in Alertmanager, so the checks judge a steady state, not a
+start-up.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import shutil
 import time
 
-from ....probes.monitoring import MonitoringError, Prometheus
+from ....probes.monitoring import Alertmanager, MonitoringError, Prometheus
 from ...base import ProvisioningError
 from .. import daemons
 from . import stop_daemons
@@ -27,9 +32,12 @@ from . import stop_daemons
 NAME = "monitoring"
 #: program -> the Debian package that ships it
 BINARIES = {"prometheus": "prometheus", "prometheus-node-exporter": "prometheus-node-exporter", "curl": "curl"}
+ALERTING_BINARIES = {"prometheus-alertmanager": "prometheus-alertmanager"}
 EXPORTER = "node-exporter"
 PROMETHEUS = "prometheus"
+ALERTMANAGER = "alertmanager"
 READY_TIMEOUT_S = 40.0
+RESEND_S = 3
 
 
 def settings(spec) -> dict:
@@ -50,16 +58,47 @@ def job_name(spec) -> str:
     return settings(spec).get("job") or "node"
 
 
-def prometheus_yml(spec, nodes: list[str] | None = None) -> str:
-    """Prometheus's configuration: one static job over ``nodes`` (default: every monitored node)."""
+def alerting(spec) -> dict | None:
+    return settings(spec).get("alerting")
+
+
+def rules_path(engine):
+    return engine.work_dir / "monitoring" / "rules.yml"
+
+
+def prometheus_yml(spec, nodes: list[str] | None = None, rules: str | None = None) -> str:
+    """Prometheus's configuration: one static job over ``nodes`` (default: every monitored node);
+    with alerting, the ``rules`` file and the Alertmanager."""
     m = settings(spec)
     interval = float(m["scrape_interval_s"])
     port = int(m["node_exporter_port"])
     targets = ", ".join(f"'{n}:{port}'" for n in (m["nodes"] if nodes is None else nodes))
-    return (f"# written by pytest-hpcvalidate (local provider)\n"
+    text = (f"# written by pytest-hpcvalidate (local provider)\n"
             f"global:\n  scrape_interval: {interval:g}s\n  scrape_timeout: {min(interval, 10.0):g}s\n"
+            f"  evaluation_interval: {interval:g}s\n"
             f"scrape_configs:\n  - job_name: '{job_name(spec)}'\n    static_configs:\n"
             f"      - targets: [{targets}]\n")
+    a = alerting(spec)
+    if a:
+        text += (f"rule_files: ['{rules}']\n"
+                 f"alerting:\n  alertmanagers:\n    - static_configs:\n"
+                 f"        - targets: ['{m['alertmanager_node']}:{int(a['alertmanager_port'])}']\n")
+    return text
+
+
+def rules_yml(spec) -> str:
+    """The always-firing watchdog (named as the config says) and an exporter-down alert."""
+    a = alerting(spec) or {}
+    rules = []
+    if a.get("watchdog_alert"):
+        rules.append(f"      - alert: {a['watchdog_alert']}\n        expr: vector(1)\n"
+                     f"        annotations: {{summary: 'always firing: proves that alerts reach Alertmanager'}}\n")
+    rules.append(f"      - alert: NodeExporterDown\n        expr: up{{job='{job_name(spec)}'}} == 0\n        for: 1m\n")
+    return "groups:\n  - name: hpcvalidate\n    rules:\n" + "".join(rules)
+
+
+def alertmanager_yml() -> str:
+    return "route: {receiver: 'null'}\nreceivers:\n  - name: 'null'\n"
 
 
 def exporter_argv(engine, node: str, extra: list[str] | None = None) -> list[str]:
@@ -72,9 +111,21 @@ def prometheus_argv(engine) -> list[str]:
     m = settings(engine.spec)
     n = engine.node_spec_of(m["prometheus_node"])
     data = engine.node_paths(n.name).root / "prometheus"
+    # alerts resent every 3 s (default 1 min): the first one reaches Alertmanager as soon as
+    # Prometheus has discovered it (~5 s after start or a reload; alerts sent before go nowhere),
+    # not a minute later; each stays valid in Alertmanager for 4 x 3 s, longer than that gap
+    resend = [f"--rules.alert.resend-delay={RESEND_S}s"] if alerting(engine.spec) else []
     return ["prometheus", f"--config.file={config_path(engine)}", f"--storage.tsdb.path={data}",
             f"--web.listen-address={n.address}:{int(m['prometheus_port'])}", "--web.enable-lifecycle",
-            "--storage.tsdb.retention.time=1d"]
+            "--storage.tsdb.retention.time=1d", *resend]
+
+
+def alertmanager_argv(engine) -> list[str]:
+    a, node = alerting(engine.spec), settings(engine.spec)["alertmanager_node"]
+    n = engine.node_spec_of(node)
+    return ["prometheus-alertmanager", f"--config.file={engine.work_dir / 'monitoring' / 'alertmanager.yml'}",
+            f"--storage.path={engine.node_paths(node).root / 'alertmanager'}",
+            f"--web.listen-address={n.address}:{int(a['alertmanager_port'])}", "--cluster.listen-address="]
 
 
 def daemon_argv(engine, node: str, what: str) -> list[str] | None:
@@ -84,6 +135,8 @@ def daemon_argv(engine, node: str, what: str) -> list[str] | None:
         return exporter_argv(engine, node)
     if what == PROMETHEUS and node == m.get("prometheus_node"):
         return prometheus_argv(engine)
+    if what == ALERTMANAGER and alerting(engine.spec) and node == m.get("alertmanager_node"):
+        return alertmanager_argv(engine)
     return None
 
 
@@ -97,7 +150,7 @@ def prometheus(engine) -> Prometheus:
 def _watched(engine) -> list:
     """This addon's daemons, the newest of each node and kind (a fault's restart leaves the old
     one, exited, in the engine's list)."""
-    newest = {(d.node, d.what): d for d in engine.daemons if d.what in (PROMETHEUS, EXPORTER)}
+    newest = {(d.node, d.what): d for d in engine.daemons if d.what in (PROMETHEUS, EXPORTER, ALERTMANAGER)}
     return list(newest.values())
 
 
@@ -118,38 +171,78 @@ def wait_scraped(engine, nodes: list[str], timeout: float = READY_TIMEOUT_S) -> 
                       timeout, _watched(engine))
 
 
+def alertmanager(engine) -> Alertmanager:
+    m = settings(engine.spec)
+    n = engine.node_spec_of(m["alertmanager_node"])
+    return Alertmanager(engine.cluster.node(m["prometheus_node"]),
+                        f"http://{n.address}:{int(alerting(engine.spec)['alertmanager_port'])}", timeout=5.0)
+
+
+def wait_watchdog(engine, timeout: float = READY_TIMEOUT_S) -> None:
+    """Until the watchdog alert is active in Alertmanager (no watchdog configured: at once)."""
+    name = (alerting(engine.spec) or {}).get("watchdog_alert")
+    if not name:
+        return
+    api = alertmanager(engine)
+
+    def received() -> bool:
+        try:
+            return any(a.name == name and a.state == "active" for a in api.alerts())
+        except MonitoringError:
+            return False
+
+    engine.wait_until(received, f"alert {name} to reach Alertmanager at {api.url}", timeout, _watched(engine))
+
+
 def start(engine, progress) -> None:
-    """Launch the exporters and Prometheus early: Prometheus applies its targets about 5 s
-    after it starts, a wait that then overlaps Slurm's start-up and the other addons."""
-    missing = sorted({pkg for b, pkg in BINARIES.items() if shutil.which(b) is None})
+    """Launch the exporters, Prometheus (and Alertmanager) early: Prometheus applies its targets
+    about 5 s after it starts, a wait that then overlaps Slurm's start-up and the other addons."""
+    wanted = {**BINARIES, **(ALERTING_BINARIES if alerting(engine.spec) else {})}
+    missing = sorted({pkg for b, pkg in wanted.items() if shutil.which(b) is None})
     if missing:
         raise ProvisioningError(f"monitoring needs: apt-get install -y {' '.join(missing)}")
     m = settings(engine.spec)
     path = config_path(engine)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(prometheus_yml(engine.spec))
+    if alerting(engine.spec):
+        rules_path(engine).write_text(rules_yml(engine.spec))
+        (path.parent / "alertmanager.yml").write_text(alertmanager_yml())
+    path.write_text(prometheus_yml(engine.spec, rules=str(rules_path(engine))))
     for n in m["nodes"]:
         engine.launch_daemon(engine.node_spec_of(n), EXPORTER, exporter_argv(engine, n), [])
-    progress(NAME, m["prometheus_node"], f"prometheus, {len(m['nodes'])} node exporters")
+    if alerting(engine.spec):
+        engine.launch_daemon(engine.node_spec_of(m["alertmanager_node"]), ALERTMANAGER, alertmanager_argv(engine), [])
+    progress(NAME, m["prometheus_node"], f"prometheus, {len(m['nodes'])} node exporters"
+             + (", alertmanager" if alerting(engine.spec) else ""))
     engine.launch_daemon(engine.node_spec_of(m["prometheus_node"]), PROMETHEUS, prometheus_argv(engine), [])
     engine.record_launched()
 
 
-def up(engine, progress) -> None:
-    """Wait until the exporters and Prometheus listen and every node has been scraped once."""
-    t0 = time.monotonic()
+def listening_ports(engine) -> list[tuple[str, int]]:
     m = settings(engine.spec)
     ports = [(n, int(m["node_exporter_port"])) for n in m["nodes"]] + [(m["prometheus_node"], int(m["prometheus_port"]))]
+    if alerting(engine.spec):
+        ports.append((m["alertmanager_node"], int(alerting(engine.spec)["alertmanager_port"])))
+    return ports
+
+
+def up(engine, progress) -> None:
+    """Wait until every daemon listens, every node has been scraped once and the watchdog
+    alert has reached Alertmanager."""
+    t0 = time.monotonic()
+    ports = listening_ports(engine)
     engine.wait_until(lambda: all(daemons.listening(engine.anchor_pid(n), p) for n, p in ports),
                       "the node exporters and Prometheus to listen", READY_TIMEOUT_S, _watched(engine))
-    wait_scraped(engine, m["nodes"])
+    wait_scraped(engine, settings(engine.spec)["nodes"])
+    wait_watchdog(engine)
     engine.timings["monitoring_scraped"] = round(time.monotonic() - t0, 4)
 
 
 def down(engine) -> list[str]:
     """Stop Prometheus first (no scrape errors from exporters going away), then the exporters."""
     m = settings(engine.spec)
-    return stop_daemons(engine, [(m["prometheus_node"], PROMETHEUS), *((n, EXPORTER) for n in m["nodes"])])
+    am = [(m["alertmanager_node"], ALERTMANAGER)] if alerting(engine.spec) else []
+    return stop_daemons(engine, [(m["prometheus_node"], PROMETHEUS), *am, *((n, EXPORTER) for n in m["nodes"])])
 
 
 class _Addon:

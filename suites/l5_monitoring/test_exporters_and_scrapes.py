@@ -19,17 +19,6 @@ from pytest_hpcvalidate.probes import monitoring as probe
 pytestmark = pytest.mark.requires("monitoring")
 
 
-@pytest.fixture(scope="module")
-def settings(hpc_config):
-    return hpc_config.monitoring
-
-
-@pytest.fixture(scope="module")
-def prometheus(cluster, hpc_config, settings) -> probe.Prometheus:
-    node = cluster.node(hpc_config.prometheus_node())
-    return probe.Prometheus(node, f"http://{node.address}:{settings.prometheus_port}")
-
-
 @dataclass(frozen=True)
 class View:
     """What Prometheus says about every node at once, read once for all the per-node checks

@@ -1,0 +1,63 @@
+"""Layer 5, alerting (``monitoring.alerting``): Prometheus's rules evaluate, it sends to the
+Alertmanager, and an alert that always fires (the dead man's switch, ``watchdog_alert``) is
+active there — the one end-to-end proof that a node going down would page someone. The seed
+project checked only that the Alertmanager service was active and that ``alertmanagers:``
+appeared in the configuration. All GETs, from the Prometheus node: nothing is changed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_hpcvalidate.probes import monitoring as probe
+
+pytestmark = pytest.mark.requires("alerting")
+
+
+def _or_fail(what: str, call):
+    try:
+        return call()
+    except probe.MonitoringError as exc:
+        pytest.fail(f"{what}: {exc}")
+
+
+def test_prometheus_rules_load_and_evaluate_without_errors(prometheus, settings):
+    rules = _or_fail("Prometheus cannot list its rules", prometheus.rules)
+    groups = {r.group for r in rules}
+    missing = [g for g in settings.alerting.rule_groups if g not in groups]
+    assert not missing, (f"Prometheus ({prometheus.url}) has not loaded the rule group(s) {', '.join(missing)}; "
+                         f"loaded: {', '.join(sorted(groups)) or 'none'} (rule_files in its configuration)")
+    broken = [f"{r.group}/{r.name}: {r.last_error or r.health}" for r in rules if r.health != "ok"]
+    assert not broken, (f"{len(broken)} of Prometheus's {len(rules)} rules do not evaluate (health not ok), so "
+                        f"their alerts can never fire: " + "; ".join(broken[:8]))
+
+
+def test_prometheus_sends_to_the_alertmanager(prometheus, alertmanager, hpc_config, settings, cluster):
+    node = cluster.node(hpc_config.alertmanager_node())
+    port = settings.alerting.alertmanager_port
+    urls = _or_fail("Prometheus cannot list its Alertmanagers", prometheus.alertmanagers)
+    assert any(probe.url_names(u, node.name, node.address, port) for u in urls), (
+        f"Prometheus ({prometheus.url}) sends alerts to {', '.join(urls) or 'no Alertmanager'}, not to the one on "
+        f"{node.name}:{port}: add it under alerting.alertmanagers in Prometheus's configuration")
+    reply = alertmanager.ready()
+    assert reply.ok, f"Alertmanager on {node.name} is not ready: {reply.describe()} (asked from {alertmanager.node.name})"
+
+
+def test_the_watchdog_alert_reaches_the_alertmanager(prometheus, alertmanager, settings):
+    name = settings.alerting.watchdog_alert
+    if not name:
+        pytest.skip("monitoring.alerting.watchdog_alert is null: no always-firing alert to follow")
+    rules = _or_fail("Prometheus cannot list its rules", prometheus.rules)
+    mine = [r for r in rules if r.kind == "alerting" and r.name == name]
+    assert mine, (f"Prometheus has no alerting rule {name}: add one that always fires (expr: vector(1)), so that "
+                  f"Alertmanager shows the path from rules to receivers works")
+    assert any(r.state == "firing" for r in mine), (
+        f"Prometheus's alert {name} is {', '.join(sorted({r.state for r in mine}))}, not firing: its expression "
+        f"must always hold (vector(1))")
+    received = [a for a in _or_fail(f"Alertmanager at {alertmanager.url}", alertmanager.alerts) if a.name == name]
+    assert received, (f"Prometheus fires {name} but Alertmanager ({alertmanager.url}) has not received it: alerts "
+                      f"do not reach Alertmanager (Prometheus's alerting configuration, or the network between them)")
+    active = [a for a in received if a.state == "active"]
+    assert active, (f"Alertmanager holds {name} but {received[0].state} (silenced by "
+                    f"{', '.join(received[0].silenced_by) or 'nothing'}, inhibited by "
+                    f"{', '.join(received[0].inhibited_by) or 'nothing'}): it would reach no receiver")
