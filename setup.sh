@@ -16,7 +16,7 @@ PACKAGES=(
   slurmctld slurmd slurm-client munge slurmdbd mariadb-server
   openmpi-bin libopenmpi-dev libpmix-dev
   openssh-server openssh-client sudo
-  prometheus prometheus-node-exporter curl
+  prometheus prometheus-node-exporter prometheus-alertmanager curl
   fio iperf3 iputils-ping iproute2 bridge-utils iptables hwloc procps psmisc util-linux
   glusterfs-server glusterfs-client
   chromium openjdk-17-jre-headless nodejs

@@ -16,6 +16,20 @@ from pytest_hpcvalidate.probes import slurm
 
 #: what the failing jobs exit with (unlike 1, no shell or Slurm error produces it by accident)
 EXIT = 3
+#: the failing batch jobs: the last command fails (a ``sh -c 'exit 3'``, not the shell's own
+#: ``exit``, so that anything run after it, lines a wrapper appended, would show in the exit
+#: code), or the batch shell kills itself with a signal
+BATCH = {"exit": f"echo started\nsh -c 'exit {EXIT}'", "KILL": "kill -KILL $$", "SEGV": "kill -SEGV $$"}
+
+
+@pytest.fixture(scope="module")
+def failed_batch_jobs(controller, thresholds) -> dict[str, slurm.BatchRun]:
+    """The module's failing batch jobs, submitted at once and waited for together (each job's
+    wait is mostly the scheduler's next pass): {tag: BatchRun}."""
+    submitted = {tag: slurm.sbatch(controller, "-N1 -o /dev/null -e /dev/null", script) for tag, script in BATCH.items()}
+    return {tag: slurm.BatchRun(job_id, result,
+                                slurm.wait_job(controller, job_id, timeout=thresholds.job_start_s_max) if job_id else None)
+            for tag, (job_id, result) in submitted.items()}
 
 
 def test_srun_returns_the_exit_status_of_a_failing_task(controller, thresholds):
@@ -27,11 +41,8 @@ def test_srun_returns_the_exit_status_of_a_failing_task(controller, thresholds):
         f"status); stderr: {r.stderr.strip()[-300:] or 'empty'}")
 
 
-def test_failing_batch_job_is_recorded_failed_with_its_exit_code(controller, thresholds, hpc_config):
-    """The script's last command fails (a ``sh -c 'exit 3'``, not the shell's own ``exit``), so
-    that anything run after it (lines a wrapper appended) would show in the job's exit code."""
-    run = slurm.batch_run(controller, None, "fail", "-N1", f"echo started\nsh -c 'exit {EXIT}'",
-                          timeout=thresholds.job_start_s_max)
+def test_failing_batch_job_is_recorded_failed_with_its_exit_code(controller, thresholds, hpc_config, failed_batch_jobs):
+    run = failed_batch_jobs["exit"]
     assert run.job_id is not None, f"sbatch failed: {run.submitted.describe()}"
     info = run.info
     assert info is not None and info.final, f"job {run.job_id} did not end within {thresholds.job_start_s_max:g}s"
@@ -50,11 +61,12 @@ def test_failing_batch_job_is_recorded_failed_with_its_exit_code(controller, thr
 
 
 @pytest.mark.parametrize("signal_number, name", [(9, "KILL"), (11, "SEGV")])
-def test_job_killed_by_a_signal_is_recorded_with_the_signal(controller, thresholds, signal_number, name):
+def test_job_killed_by_a_signal_is_recorded_with_the_signal(controller, thresholds, signal_number, name,
+                                                            failed_batch_jobs):
     """A batch job whose shell is killed by a signal (an OOM kill, a segfault) ends FAILED with
     the signal in its exit code (``0:<signal>``), and ``srun`` of such a task returns 128 +
     the signal, as a shell does: either way never a success."""
-    run = slurm.batch_run(controller, None, "signal", "-N1", f"kill -{name} $$", timeout=thresholds.job_start_s_max)
+    run = failed_batch_jobs[name]
     assert run.job_id is not None, f"sbatch failed: {run.submitted.describe()}"
     info = run.info
     assert info is not None and info.final, f"job {run.job_id} did not end within {thresholds.job_start_s_max:g}s"

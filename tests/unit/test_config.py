@@ -160,6 +160,8 @@ slurm:
         ("compute:\n  - names: c1\nmonitoring: {prometheus_node: mon}\n", "monitoring.prometheus_node: mon is not a node"),
         ("compute:\n  - names: c1\nmonitoring: {node_exporter_port: 0}\n", "monitoring.node_exporter_port: must be >= 1"),
         ("compute:\n  - names: c1\nsignoff: {required: [monitoring]}\n", "'monitoring' is required but the config declares nothing"),
+        ("compute:\n  - names: c1\nmonitoring: {alerting: {alertmanager_node: am}}\n",
+         "monitoring.alerting.alertmanager_node: am is not a node"),
     ],
 )
 def test_semantic_and_field_problems(patch, expected):
@@ -177,6 +179,9 @@ def test_monitoring_nodes_and_area():
     assert every.monitored_nodes() == ["ctl", "c1", "c2"] and every.prometheus_node() == "ctl"
     assert "node_load1" in every.monitoring.required_metrics
     assert load_text(MINIMAL, "cfg.yaml").monitored_nodes() == []
+    assert every.alertmanager_node() is None
+    alerting = load_text(MINIMAL + "monitoring: {prometheus_node: c1, alerting: {}}\n", "cfg.yaml")
+    assert alerting.alertmanager_node() == "c1" and alerting.monitoring.alerting.watchdog_alert == "Watchdog"
     assert "monitoring" not in load_text(MINIMAL, "cfg.yaml").declared_areas()
 
 

@@ -142,3 +142,37 @@ def test_never_scraped_is_none():
     assert probe.parse_time("0001-01-01T00:00:00Z") is None
     with pytest.raises(probe.MonitoringError):
         probe.parse_time("yesterday")
+
+
+def test_recorded_rules_name_the_one_that_fails():
+    rules = probe.parse_rules(fixture("prometheus-2.42-rules-one-broken.json"))
+    assert [(r.group, r.name, r.kind, r.health) for r in rules] == [
+        ("broken", "bad:sum", "recording", "err"), ("hpcvalidate", "Watchdog", "alerting", "ok"),
+        ("hpcvalidate", "NodeExporterDown", "alerting", "ok")]
+    assert "many-to-one matching must be explicit" in rules[0].last_error
+    assert [r.state for r in rules[1:]] == ["firing", "inactive"]
+
+
+def test_recorded_alertmanagers_and_received_alerts():
+    [url] = probe.parse_alertmanagers(fixture("prometheus-2.42-alertmanagers.json"))
+    assert probe.url_names(url, "ctl", "127.0.0.1", 19093)
+    [alert] = probe.parse_received_alerts(fixture("alertmanager-0.25-alerts.json"))
+    assert (alert.name, alert.state, alert.silenced_by, alert.inhibited_by) == ("Watchdog", "active", (), ())
+
+
+@pytest.mark.parametrize("url, found", [
+    ("http://ctl:9093/api/v2/alerts", True), ("http://ctl.cluster.example:9093/api/v2/alerts", True),
+    ("http://10.0.0.10:9093/api/v2/alerts", True), ("http://ctl:9094/api/v2/alerts", False),
+    ("http://ctl2:9093/api/v2/alerts", False), ("not a url", False),
+])
+def test_url_names_the_node_on_its_port(url, found):
+    assert probe.url_names(url, "ctl", "10.0.0.10", 9093) is found
+
+
+def test_a_silenced_alert_keeps_who_silenced_it():
+    text = fixture("alertmanager-0.25-alerts.json").replace('"silencedBy":[]', '"silencedBy":["7f3a"]').replace(
+        '"state":"active"', '"state":"suppressed"')
+    [alert] = probe.parse_received_alerts(text)
+    assert (alert.state, alert.silenced_by) == ("suppressed", ("7f3a",))
+    with pytest.raises(probe.MonitoringError, match="not a list of alerts"):
+        probe.parse_received_alerts('{"status": "success"}')
