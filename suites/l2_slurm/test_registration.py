@@ -80,8 +80,9 @@ def slurm_config(controller):
 
 def test_prolog_and_epilog_scripts_are_in_place(node, slurm_config, each_node):
     """Every Prolog/Epilog script the running configuration names exists as an executable file
-    where it runs (compute nodes: Prolog, Epilog, TaskProlog, TaskEpilog; the controller:
-    PrologSlurmctld, EpilogSlurmctld): a missing one drains the node after its next job."""
+    where it runs (compute nodes: Prolog, Epilog, TaskProlog, TaskEpilog, HealthCheckProgram;
+    the controller: PrologSlurmctld, EpilogSlurmctld): a missing prolog or epilog drains the node
+    after its next job, a missing health check program leaves the node's health unchecked."""
     def probe(n):
         keys = slurm.CONTROLLER_SCRIPTS if n.role == "controller" else slurm.NODE_SCRIPTS
         return slurm.script_problems(n, slurm.configured_scripts(slurm_config, keys))

@@ -60,12 +60,12 @@ def _node_target(node, targets, settings, prometheus) -> probe.ScrapeTarget:
 
 def test_prometheus_is_ready_and_answers_queries(prometheus):
     reply = prometheus.ready()
-    assert reply.ok, (f"Prometheus on {prometheus.node.name} is not ready: {reply.describe()}: is it running "
-                      f"and listening on {prometheus.url}?")
+    assert reply.ok, (f"Prometheus at {prometheus.url} is not ready (asked from {prometheus.node.name}): "
+                      f"{reply.describe()}: is it running and listening there?")
     try:
         rows = prometheus.query("up")
     except probe.MonitoringError as exc:
-        pytest.fail(f"Prometheus on {prometheus.node.name} does not answer a query: {exc}")
+        pytest.fail(f"Prometheus at {prometheus.url} does not answer a query: {exc}")
     assert rows, f"Prometheus ({prometheus.url}) has no 'up' series at all: it scrapes nothing"
 
 

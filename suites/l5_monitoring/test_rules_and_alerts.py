@@ -7,6 +7,8 @@ appeared in the configuration. All GETs, from the Prometheus node: nothing is ch
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 
 from pytest_hpcvalidate.probes import monitoring as probe
@@ -32,15 +34,23 @@ def test_prometheus_rules_load_and_evaluate_without_errors(prometheus, settings)
                         f"their alerts can never fire: " + "; ".join(broken[:8]))
 
 
-def test_prometheus_sends_to_the_alertmanager(prometheus, alertmanager, hpc_config, settings, cluster):
-    node = cluster.node(hpc_config.alertmanager_node())
-    port = settings.alerting.alertmanager_port
+def test_prometheus_sends_to_the_alertmanager(prometheus, alertmanager, alertmanager_url):
+    """One of the Alertmanagers Prometheus sends to is the configured one: same port, and a host
+    that is the same name, or resolves on the Prometheus node to one of the same addresses."""
+    url, hosts, port = alertmanager_url
     urls = _or_fail("Prometheus cannot list its Alertmanagers", prometheus.alertmanagers)
-    assert any(probe.url_names(u, node.name, node.address, port) for u in urls), (
-        f"Prometheus ({prometheus.url}) sends alerts to {', '.join(urls) or 'no Alertmanager'}, not to the one on "
-        f"{node.name}:{port}: add it under alerting.alertmanagers in Prometheus's configuration")
+    ours = set(hosts).union(*(probe.resolve(prometheus.node, h) for h in hosts))
+
+    def is_ours(u: str) -> bool:
+        parts = urlsplit(u)
+        theirs = {parts.hostname or ""} | probe.resolve(prometheus.node, parts.hostname or "")
+        return parts.port == port and bool(theirs & ours)
+
+    assert any(is_ours(u) for u in urls), (
+        f"Prometheus ({prometheus.url}) sends alerts to {', '.join(urls) or 'no Alertmanager'}, not to the one at "
+        f"{' or '.join(sorted(hosts))}:{port}: add it under alerting.alertmanagers in Prometheus's configuration")
     reply = alertmanager.ready()
-    assert reply.ok, f"Alertmanager on {node.name} is not ready: {reply.describe()} (asked from {alertmanager.node.name})"
+    assert reply.ok, f"Alertmanager at {url} is not ready: {reply.describe()} (asked from {alertmanager.node.name})"
 
 
 def test_the_watchdog_alert_reaches_the_alertmanager(prometheus, alertmanager, settings):

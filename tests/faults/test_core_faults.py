@@ -248,11 +248,16 @@ def test_mpirun_in_a_batch_job_fails_where_a_node_cannot_see_the_program(broken,
 def test_epilog_missing_on_the_nodes(broken, pytester):
     engine, path = broken
     check = "l2_slurm/test_registration.py::test_prolog_and_epilog_scripts_are_in_place"
-    with slurmfaults.slurm_conf_added(engine, "Epilog=/etc/slurm/hpcv-epilog-missing.sh"):
+    # a missing Epilog drains the node after its next job; a missing node health check
+    # (HealthCheckProgram, e.g. LBNL NHC) means the node's health is never checked
+    with slurmfaults.slurm_conf_added(engine, "Epilog=/etc/slurm/hpcv-epilog-missing.sh\n"
+                                              "HealthCheckProgram=/usr/sbin/hpcv-nhc-missing\nHealthCheckInterval=300"):
         results = run_checks(pytester, path, check)
     failed = failures(results)
     assert set(failed) == {f"test_prolog_and_epilog_scripts_are_in_place[{n}]" for n in ("g1", "g2", "c1")}
-    assert "c1: Epilog=/etc/slurm/hpcv-epilog-missing.sh: missing" in failed["test_prolog_and_epilog_scripts_are_in_place[c1]"]
+    msg = failed["test_prolog_and_epilog_scripts_are_in_place[c1]"]
+    assert "c1: Epilog=/etc/slurm/hpcv-epilog-missing.sh: missing" in msg
+    assert "HealthCheckProgram=/usr/sbin/hpcv-nhc-missing: missing" in msg
     assert results["test_prolog_and_epilog_scripts_are_in_place[ctl]"][0] == "passed"
     with slurmfaults.slurm_conf_added(engine, "PrologSlurmctld=/etc/slurm/slurm.conf"):  # there, not executable
         results = run_checks(pytester, path, check)

@@ -9,6 +9,7 @@ the healthy cluster passes every one, so a red result below is the fault's doing
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import clusterkit
@@ -99,14 +100,16 @@ def test_prometheus_stopped(monitored, pytester):
     with monfaults.prometheus_stopped(engine):
         failed = clusterkit.failures(run_checks(pytester, path))
     assert set(failed) == {"test_prometheus_is_ready_and_answers_queries", *ALERTING} | set().union(*map(per_node, NODES))
-    assert "Prometheus on ctl is not ready" in failed["test_prometheus_is_ready_and_answers_queries"]
+    assert re.search(r"Prometheus at http://[\d.]+:9090 is not ready \(asked from ctl\)",
+                     failed["test_prometheus_is_ready_and_answers_queries"])
     assert "Prometheus cannot say what it scrapes" in failed["test_prometheus_scrapes_the_node[c1]"]
 
 
 def test_an_existing_cluster_is_only_read_over_ssh(monitored, pytester, tmp_path):
     """The same checks through the existing provider (the cluster's ``--hpc-keep`` handoff,
-    reached over SSH): they pass, go red for a stopped exporter, and change nothing (the
-    Prometheus configuration and every daemon's pid are as before)."""
+    reached over SSH, Prometheus and Alertmanager given by URL): they pass, go red for a stopped
+    exporter, and change nothing (the Prometheus configuration and every daemon's pid are as
+    before)."""
     import yaml
 
     from pytest_hpcvalidate.config import load_config
@@ -116,6 +119,11 @@ def test_an_existing_cluster_is_only_read_over_ssh(monitored, pytester, tmp_path
     engine, path = monitored
     doc = kept_cluster_doc(load_config(str(path)), engine.cluster)
     assert doc["provider"] == "existing" and doc["monitoring"]["nodes"] == "ALL"
+    # as a cluster whose Prometheus and Alertmanager live on a monitoring host: given by URL
+    ctl = engine.cluster.controller.address
+    doc["monitoring"]["prometheus_url"] = f"http://{ctl}:9090"
+    # by address, while Prometheus sends to it by name (ctl:9093): matched by what the name resolves to
+    doc["monitoring"]["alerting"]["alertmanager_url"] = f"http://{ctl}:9093"
     existing = tmp_path / "existing.yaml"
     existing.write_text(yaml.safe_dump(doc, sort_keys=False))
     before = (addon.config_path(engine).read_text(),
@@ -141,7 +149,7 @@ def test_alertmanager_stopped(monitored, pytester):
     with monfaults.alertmanager_stopped(engine):
         failed = clusterkit.failures(run_checks(pytester, path))
     assert set(failed) == {"test_prometheus_sends_to_the_alertmanager", "test_the_watchdog_alert_reaches_the_alertmanager"}
-    assert "Alertmanager on ctl is not ready" in failed["test_prometheus_sends_to_the_alertmanager"]
+    assert re.search(r"Alertmanager at http://[\d.]+:9093 is not ready", failed["test_prometheus_sends_to_the_alertmanager"])
     assert "connection refused" in failed["test_the_watchdog_alert_reaches_the_alertmanager"]
 
 
@@ -159,7 +167,8 @@ def test_prometheus_sending_to_no_alertmanager(monitored, pytester):
     with monfaults.prometheus_without_alertmanager(engine):
         failed = clusterkit.failures(run_checks(pytester, path))
     assert set(failed) == {"test_prometheus_sends_to_the_alertmanager", "test_the_watchdog_alert_reaches_the_alertmanager"}
-    assert "sends alerts to no Alertmanager, not to the one on ctl:9093" in failed["test_prometheus_sends_to_the_alertmanager"]
+    assert re.search(r"sends alerts to no Alertmanager, not to the one at [\d.]+ or ctl:9093",
+                     failed["test_prometheus_sends_to_the_alertmanager"])
     assert "Prometheus fires Watchdog but Alertmanager" in failed["test_the_watchdog_alert_reaches_the_alertmanager"]
 
 

@@ -162,6 +162,10 @@ slurm:
         ("compute:\n  - names: c1\nsignoff: {required: [monitoring]}\n", "'monitoring' is required but the config declares nothing"),
         ("compute:\n  - names: c1\nmonitoring: {alerting: {alertmanager_node: am}}\n",
          "monitoring.alerting.alertmanager_node: am is not a node"),
+        ("compute:\n  - names: c1\nmonitoring: {prometheus_url: 'http://mon01:9090'}\n",
+         "monitoring.prometheus_url: the local provider runs Prometheus and Alertmanager on a node"),
+        ("compute:\n  - names: c1\nmonitoring: {prometheus_url: 'mon01:9090'}\n",
+         "is not an http(s) URL of a host and port"),
     ],
 )
 def test_semantic_and_field_problems(patch, expected):

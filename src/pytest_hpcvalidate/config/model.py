@@ -25,6 +25,7 @@ from .types import (
     FileMode,
     GresType,
     HexId,
+    HttpUrl,
     NodeName,
     PciAddress,
     Sha256,
@@ -279,6 +280,9 @@ class Alerting(Strict):
     alertmanager_node: NodeName | None = Field(
         None, description="The node Alertmanager runs on (default: the Prometheus node).")
     alertmanager_port: int = Field(9093, ge=1, le=65535, description="Alertmanager's HTTP port (default 9093).")
+    alertmanager_url: HttpUrl | None = Field(
+        None, description="Alertmanager outside the cluster, e.g. http://mon01:9093 (instead of alertmanager_node "
+                          "and alertmanager_port; not with the local provider).")
     watchdog_alert: str | None = Field(
         "Watchdog", description="An alert that always fires (expr: vector(1)) and must be active in Alertmanager: "
                                 "proof that rules are evaluated and alerts delivered (null: not checked).")
@@ -295,6 +299,9 @@ class Monitoring(Strict):
     prometheus_node: NodeName | None = Field(
         None, description="The node Prometheus runs on (default: the controller); the checks' HTTP requests start there.")
     prometheus_port: int = Field(9090, ge=1, le=65535, description="Prometheus's HTTP port (default 9090).")
+    prometheus_url: HttpUrl | None = Field(
+        None, description="Prometheus outside the cluster, e.g. http://mon01:9090 (a monitoring host); the checks' "
+                          "requests then start on prometheus_node, default the controller (not with the local provider).")
     node_exporter_port: int = Field(9100, ge=1, le=65535, description="The node exporter's port on every node (default 9100).")
     nodes: str = Field("ALL", description="Hostlist of the nodes that must be monitored, or ALL (every node, "
                                           "the controller included).")
@@ -484,6 +491,11 @@ class ClusterConfig(Strict):
         m = self.monitoring
         if m is None or (self.existing is not None and self.existing.discover == "slurm"):
             return self
+        outside = [f for f, v in (("monitoring.prometheus_url", m.prometheus_url),
+                                  ("monitoring.alerting.alertmanager_url", m.alerting.alertmanager_url if m.alerting else None)) if v]
+        if outside and self.provider == "local":
+            raise ValueError(f"{outside[0]}: the local provider runs Prometheus and Alertmanager on a node of the "
+                             f"cluster; leave it out (or use provider existing)")
         known = {self.controller.name, *(n for g in self.compute for n in g.node_names())}
         am = m.alerting.alertmanager_node if m.alerting else None
         if am is not None and am not in known:
@@ -596,7 +608,8 @@ class ClusterConfig(Strict):
         return [n for n in names if n in wanted]
 
     def prometheus_node(self) -> str:
-        """Where Prometheus runs (``monitoring.prometheus_node``, default the controller)."""
+        """Where Prometheus runs (``monitoring.prometheus_node``, default the controller); with a
+        ``prometheus_url``, the node the checks' requests start on."""
         m = self.monitoring
         return m.prometheus_node if m is not None and m.prometheus_node else self.controller.name
 

@@ -15,8 +15,9 @@ import signal
 import time
 
 from ..probes.monitoring import MonitoringError, http_get, parse_metrics
-from ..providers.local import daemons
+from ..providers.local import daemons, procs
 from ..providers.local.addons import monitoring as addon
+from ..providers.local.addons.glusterfs import node_pids
 from . import require_local
 from ._wait import until
 from .network import wrong_hosts_entry
@@ -43,12 +44,36 @@ def _listening(engine, name: str, port: int) -> bool:
     return daemons.listening(engine.anchor_pid(name), port)
 
 
-def _restart_exporter(engine, name: str, extra: list[str]) -> None:
+def _scraped_up_since(engine, name: str, moment: float) -> bool:
+    """Prometheus's last scrape of ``name``'s exporter came after ``moment`` and succeeded."""
+    port = int(addon.settings(engine.spec)["node_exporter_port"])
+    try:
+        targets = addon.prometheus(engine).targets()
+    except MonitoringError:
+        return False
+    return any(t.address == f"{name}:{port}" and t.health == "up" and (t.last_scrape or 0) > moment for t in targets)
+
+
+def _stop_exporter(engine, name: str) -> None:
+    """Stop ``name``'s exporter and wait until its port is closed (whatever still listens there
+    in the node, recorded or not, is stopped too)."""
     port = int(addon.settings(engine.spec)["node_exporter_port"])
     engine.stop_daemon(name, addon.EXPORTER)
+    if _listening(engine, name, port):
+        procs.kill(node_pids(engine, name, "prometheus-node"), signal.SIGKILL)
+    until(lambda: not _listening(engine, name, port), f"port {port} on {name} to close", 10)
+
+
+def _restart_exporter(engine, name: str, extra: list[str]) -> None:
+    """Restart ``name``'s exporter (with ``extra`` flags) and wait until Prometheus has scraped
+    the new one: checks run right after see the restarted exporter, not the gap."""
+    port = int(addon.settings(engine.spec)["node_exporter_port"])
+    _stop_exporter(engine, name)
+    moment = time.time()
     engine.launch_daemon(engine.node_spec_of(name), addon.EXPORTER, addon.exporter_argv(engine, name, extra), [])
     engine.record_launched()
     until(lambda: _listening(engine, name, port), f"the node exporter on {name} to listen again", 15)
+    until(lambda: _scraped_up_since(engine, name, moment), f"Prometheus to scrape the restarted exporter on {name}", 20)
 
 
 def _healthy_again(engine) -> None:
@@ -64,7 +89,7 @@ def _healthy_again(engine) -> None:
 def exporter_stopped(engine, name: str):
     """The node exporter of ``name`` is stopped, and Prometheus has seen its target go down."""
     _settings(engine)
-    engine.stop_daemon(name, addon.EXPORTER)
+    _stop_exporter(engine, name)
     try:
         until(lambda: _target_health(engine, name) == "down", f"Prometheus to see {name}'s exporter down", 20)
         yield

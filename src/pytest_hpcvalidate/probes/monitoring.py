@@ -258,6 +258,15 @@ def url_names(url: str, name: str, address: str, port: int) -> bool:
     return (host in (name, address) or host.startswith(name + ".")) and parts.port == port
 
 
+def resolve(node: Node, host: str) -> set[str]:
+    """The IPv4 addresses ``host`` resolves to on ``node`` (``getent ahostsv4``; an address
+    resolves to itself, an unknown name to nothing)."""
+    if not host:
+        return set()
+    r = node.run(f"getent ahostsv4 {shlex.quote(host)}", timeout=15)
+    return {line.split()[0] for line in r.stdout.splitlines() if line.strip()} if r.ok else set()
+
+
 @dataclass(frozen=True)
 class ReceivedAlert:
     name: str

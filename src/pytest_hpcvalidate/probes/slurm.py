@@ -393,7 +393,7 @@ def config_value(node, key: str, default: str = "") -> str:
 
 
 #: the scripts slurmd runs on a compute node, and those slurmctld runs on the controller
-NODE_SCRIPTS = ("Prolog", "Epilog", "TaskProlog", "TaskEpilog")
+NODE_SCRIPTS = ("Prolog", "Epilog", "TaskProlog", "TaskEpilog", "HealthCheckProgram")
 CONTROLLER_SCRIPTS = ("PrologSlurmctld", "EpilogSlurmctld")
 
 
