@@ -41,7 +41,7 @@ cd "$(dirname "$0")/.."
 WHL_DIR=${WHL_DIR:-.whl}
 PY_VERSION=${PY_VERSION:-3.12}
 WHEELS=(pydantic pydantic_core annotated_types typing_inspection typing_extensions ClusterShell paramiko bcrypt
-        cryptography PyNaCl cffi pycparser invoke pytest-testinfra allure-pytest allure-python-commons)
+        cryptography PyNaCl cffi pycparser invoke pytest-testinfra allure-pytest allure-python-commons prometheus-client)
 # what the local provider runs, with what it needs beyond a base system (apt-cache depends
 # --recurse, less Debian's minbase, perl and packaging helpers); the machine's own copies win
 DEBS=(slurmd slurmctld slurm-client slurm-wlm-basic-plugins munge libmunge2
