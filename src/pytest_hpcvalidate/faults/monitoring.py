@@ -160,21 +160,29 @@ def _last_reload(engine) -> float | None:
 
 
 @contextlib.contextmanager
-def scrape_target_dropped(engine, name: str):
-    """Prometheus's scrape config lists every monitored node but ``name`` (reloaded with SIGHUP;
-    Prometheus applies the new targets a few seconds later)."""
-    m = _settings(engine)
-    path = addon.config_path(engine)
+def _reloaded_with(engine, path, text: str, settle: bool = True):
+    """``path`` (Prometheus's configuration or rules) holds ``text`` and Prometheus has reloaded
+    it; on the way out the original is back, reloaded, and every node scraped again."""
     original = path.read_text()
-    path.write_text(addon.prometheus_yml(engine.spec, [n for n in m["nodes"] if n != name], str(addon.rules_path(engine))))
-    _reload(engine)
+    path.write_text(text)
+    _reload(engine, settle)
     try:
-        until(lambda: _target_health(engine, name) == "absent", f"Prometheus to drop its target {name}", 30)
         yield
     finally:
         path.write_text(original)
         _reload(engine)
         _healthy_again(engine)
+
+
+@contextlib.contextmanager
+def scrape_target_dropped(engine, name: str):
+    """Prometheus's scrape config lists every monitored node but ``name`` (reloaded with SIGHUP;
+    Prometheus applies the new targets a few seconds later)."""
+    m = _settings(engine)
+    text = addon.prometheus_yml(engine.spec, [n for n in m["nodes"] if n != name], str(addon.rules_path(engine)))
+    with _reloaded_with(engine, addon.config_path(engine), text):
+        until(lambda: _target_health(engine, name) == "absent", f"Prometheus to drop its target {name}", 30)
+        yield
 
 
 @contextlib.contextmanager
@@ -263,17 +271,9 @@ def broken_rule_added(engine):
     """Prometheus's rules file gains a group whose rule fails at every evaluation (reloaded)."""
     _alerting(engine)
     path = addon.rules_path(engine)
-    original = path.read_text()
-    path.write_text(original + BROKEN_RULE)
-    _reload(engine)
-    try:
+    with _reloaded_with(engine, path, path.read_text() + BROKEN_RULE):
         until(lambda: _rule_health(engine, "hpcv-broken") == {"err"}, "Prometheus to evaluate the broken rule", 30)
         yield
-    finally:
-        path.write_text(original)
-        _reload(engine)
-        until(lambda: not _rule_health(engine, "hpcv-broken"), "Prometheus to drop the broken rule", 30)
-        _healthy_again(engine)
 
 
 @contextlib.contextmanager
@@ -282,16 +282,9 @@ def prometheus_without_alertmanager(engine):
     rules and sends their alerts nowhere; Alertmanager's copy of the watchdog expires."""
     _alerting(engine)
     path = addon.config_path(engine)
-    original = path.read_text()
-    path.write_text(original.split("alerting:\n", 1)[0])
-    _reload(engine, settle=False)
-    try:
+    with _reloaded_with(engine, path, path.read_text().split("alerting:\n", 1)[0], settle=False):
         until(lambda: _watchdog_state(engine) == "absent", "the watchdog alert to expire in Alertmanager", 40)
         yield
-    finally:
-        path.write_text(original)
-        _reload(engine)
-        _healthy_again(engine)
 
 
 @contextlib.contextmanager
