@@ -77,6 +77,14 @@ def test_exporter_without_a_required_collector(monitored, pytester):
     assert "collector(s) loadavg not enabled" in msg
 
 
+def test_exporter_with_a_textfile_it_cannot_read(monitored, pytester):
+    engine, path = monitored
+    with monfaults.exporter_with_unreadable_textfile(engine, "c2"):
+        failed = clusterkit.failures(run_checks(pytester, path))
+    assert list(failed) == ["test_node_exporter_serves_the_required_metrics[c2]"]
+    assert "the textfile collector could not read a .prom file" in failed["test_node_exporter_serves_the_required_metrics[c2]"]
+
+
 def test_node_missing_from_the_scrape_config(monitored, pytester):
     engine, path = monitored
     with monfaults.scrape_target_dropped(engine, "c1"):

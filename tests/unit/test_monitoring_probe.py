@@ -62,6 +62,13 @@ def test_collectors_with_no_data_fail_only_when_required(exporter_text):
     assert probe.exporter_problems(samples, [], ["infiniband"])[0].startswith("collector(s) infiniband failed")
 
 
+def test_a_textfile_that_does_not_parse_is_named():
+    samples = probe.parse_metrics(fixture("node-exporter-1.5.0-metrics-bad-textfile.txt"))
+    assert ({"collector": "textfile"}, 1.0) in samples["node_scrape_collector_success"]  # the collector "succeeds"
+    [problem] = probe.exporter_problems(samples, NODE_EXPORTER_METRICS, NODE_EXPORTER_COLLECTORS)
+    assert problem.startswith("the textfile collector could not read a .prom file")
+
+
 def test_a_zero_memory_total_is_a_problem(exporter_text):
     degraded = re.sub(r"^node_memory_MemTotal_bytes .*$", "node_memory_MemTotal_bytes 0", exporter_text, flags=re.M)
     assert "node_memory_MemTotal_bytes is 0" in probe.exporter_problems(probe.parse_metrics(degraded), [], [])

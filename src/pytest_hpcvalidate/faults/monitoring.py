@@ -1,6 +1,7 @@
-"""Monitoring faults on a local cluster with a ``monitoring`` section: a node exporter stopped
-or started without one of its collectors, Prometheus stopped, a node dropped from Prometheus's
-scrape config, a node's target name reaching another host; with ``monitoring.alerting``:
+"""Monitoring faults on a local cluster with a ``monitoring`` section: a node exporter stopped,
+started without one of its collectors or reading a textfile that does not parse; Prometheus
+stopped; a node dropped from Prometheus's scrape config; a node's target name reaching another
+host; with ``monitoring.alerting``:
 Alertmanager stopped, a rule that fails to evaluate, Prometheus sending to no Alertmanager, the
 watchdog alert silenced. Each waits until Prometheus or Alertmanager shows the fault (or, on
 repair, that every node is scraped and the watchdog active again)."""
@@ -11,6 +12,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import time
 
@@ -107,6 +109,23 @@ def exporter_without_collector(engine, name: str, collector: str):
         yield
     finally:
         _restart_exporter(engine, name, [])
+        _healthy_again(engine)
+
+
+@contextlib.contextmanager
+def exporter_with_unreadable_textfile(engine, name: str):
+    """The node exporter of ``name`` reads a textfile directory holding a ``.prom`` file that
+    does not parse (a site script's broken output: its metrics are silently missing)."""
+    _settings(engine)
+    folder = engine.work_dir / "faults" / f"textfile-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "site.prom").write_text('site_gpu_health{gpu="0"} is fine\n')
+    _restart_exporter(engine, name, [f"--collector.textfile.directory={folder}"])
+    try:
+        yield
+    finally:
+        _restart_exporter(engine, name, [])
+        shutil.rmtree(folder, ignore_errors=True)
         _healthy_again(engine)
 
 

@@ -80,7 +80,8 @@ def parse_metrics(text: str) -> Samples:
 
 def exporter_problems(samples: Samples, required: list[str], collectors: list[str] = ()) -> list[str]:
     """What is wrong with one node exporter's metrics: required metrics without a sample,
-    required collectors not enabled or not successful, a memory total of zero."""
+    required collectors not enabled or not successful, a textfile the collector could not read
+    (site scripts' metrics: GPU health, node health checks), a memory total of zero."""
     problems = []
     missing = [m for m in required if not samples.get(m)]
     if missing:
@@ -93,6 +94,10 @@ def exporter_problems(samples: Samples, required: list[str], collectors: list[st
     if failed:
         problems.append(f"collector(s) {', '.join(failed)} failed (node_scrape_collector_success 0: the "
                         f"exporter's log says why)")
+    if any(v != 0 for _, v in samples.get("node_textfile_scrape_error", [])):
+        problems.append("the textfile collector could not read a .prom file in its directory "
+                        "(node_textfile_scrape_error 1): the metrics a site script writes there are missing; "
+                        "the exporter's log names the file")
     mem = [v for _, v in samples.get("node_memory_MemTotal_bytes", [])]
     if mem and not any(v > 0 for v in mem):
         problems.append("node_memory_MemTotal_bytes is 0")
