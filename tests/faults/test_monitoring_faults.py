@@ -186,3 +186,19 @@ def test_watchdog_silenced(monitored, pytester):
         failed = clusterkit.failures(run_checks(pytester, path))
     assert list(failed) == ["test_the_watchdog_alert_reaches_the_alertmanager"]
     assert f"but suppressed (silenced by {silence}" in failed["test_the_watchdog_alert_reaches_the_alertmanager"]
+
+
+def test_a_rule_group_the_config_names_is_not_loaded(monitored, pytester, tmp_path):
+    """The config asks for a rule group Prometheus does not have (the same running cluster,
+    read with a config that names one more group)."""
+    import yaml
+
+    _, path = monitored
+    doc = yaml.safe_load(path.read_text())
+    doc["monitoring"]["alerting"]["rule_groups"] = ["hpcvalidate", "site-gpu-health"]
+    variant = tmp_path / "cluster.yaml"
+    variant.write_text(yaml.safe_dump(doc, sort_keys=False))
+    failed = clusterkit.failures(clusterkit.run_checks(pytester, variant, SUITES, "l5_monitoring/test_rules_and_alerts.py"))
+    assert list(failed) == ["test_prometheus_rules_load_and_evaluate_without_errors"]
+    assert "has not loaded the rule group(s) site-gpu-health; loaded: hpcvalidate" in failed[
+        "test_prometheus_rules_load_and_evaluate_without_errors"]
