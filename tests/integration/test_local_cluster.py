@@ -645,3 +645,28 @@ def test_thirty_two_nodes_reach_each_other_all_pairs():
     if not registry["clusters"]:  # no other cluster on this host still counts on the raise
         assert hostlimits.read_limits(hostlimits.SYSCTL_DIR) == registry["original"]
     assert leftovers(spec.cluster) == []
+
+
+def _with_monitoring(spec: LocalSpec) -> LocalSpec:
+    """``spec`` with Prometheus, an exporter on every node and Alertmanager (the monitoring
+    addon), as ``spec_from_config`` gives them."""
+    from pytest_hpcvalidate.config.model import Alerting, Monitoring
+
+    section = {**Monitoring(alerting=Alerting()).model_dump(mode="json"), "nodes": [n.name for n in spec.nodes],
+               "prometheus_node": "ctl", "alertmanager_node": "ctl"}
+    return replace(spec, extra={**spec.extra, "monitoring": section})
+
+
+@needs_local
+@pytest.mark.parametrize("at_step", ["monitoring", "addon"])
+def test_ctrl_c_while_monitoring_starts_leaves_nothing(at_step):
+    """Prometheus, Alertmanager and the exporters start before Slurm (``monitoring``) and are
+    waited for after it (``addon``): Ctrl-C at either leaves none of them running."""
+    name, octet = _unique("k")
+    spec = _with_monitoring(make_spec(name, octet, computes=2, gpus_on_first=0))
+    code, seen = _interrupt(spec, signal.SIGINT, at_step, None)
+    assert code != 0 and any(line.startswith(f"STEP {at_step}") for line in seen), seen
+    assert leftovers(spec.cluster) == [], f"interrupted at {at_step}: engine left {leftovers(spec.cluster)}"
+    assert _pgrep_cluster(spec) == []
+    ours = subprocess.run(["pgrep", "-a", "-f", f"web.listen-address=10.234.{octet}."], capture_output=True, text=True)
+    assert [line for line in ours.stdout.splitlines() if "pgrep" not in line] == []
