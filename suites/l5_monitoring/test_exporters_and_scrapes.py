@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from pytest_hpcvalidate.probes import monitoring as probe
+from pytest_hpcvalidate.probes import storage
 
 pytestmark = pytest.mark.requires("monitoring")
 
@@ -111,3 +112,36 @@ def test_prometheus_holds_the_nodes_own_current_data(monitored_node, prometheus,
     assert age <= settings.scrape_age_s_max, (
         f"{monitored_node.name}: Prometheus's newest sample of {selector} is {age:.1f} s old (at most "
         f"{settings.scrape_age_s_max:g} s): its data for the node is stale")
+
+
+def test_prometheus_keeps_its_data_long_enough_and_has_room(prometheus, settings, metric):
+    """Prometheus's retention is at least ``retention_days_min`` (where set) and the filesystem
+    of its data directory has ``tsdb_free_gib_min`` free (read on the Prometheus node; a full
+    disk stops it storing samples: every graph and alert goes blind)."""
+    flags = _or_fail_flags(prometheus)
+    if settings.prometheus_url and settings.retention_days_min is None:
+        pytest.skip("Prometheus is outside the cluster (prometheus_url): its disk cannot be read here; set "
+                    "monitoring.retention_days_min to check its retention")
+    if settings.retention_days_min is not None:
+        kept = probe.retention_s(flags)
+        days = "without a time limit" if kept is None else f"{kept / 86400:g} day{'' if kept == 86400 else 's'}"
+        assert kept is None or kept >= settings.retention_days_min * 86400, (
+            f"Prometheus ({prometheus.url}) keeps its data {days} (storage.tsdb.retention.time="
+            f"{flags.get('storage.tsdb.retention.time')}), the config wants at least "
+            f"{settings.retention_days_min:g} days")
+    if settings.prometheus_url:
+        return
+    path = flags.get("storage.tsdb.path", "")
+    space, r = storage.disk_space(prometheus.node, path)
+    assert space is not None, f"{prometheus.node.name}: cannot read the free space of Prometheus's data {path}: {r.describe()}"
+    m = metric("prometheus_tsdb_free_gib", round(space.avail_gib, 2), "GiB", settings.tsdb_free_gib_min, ">=",
+               node=prometheus.node.name)
+    assert m.passed, (f"{prometheus.node.name}: Prometheus's data directory {path} (on {space.mounted_on}) has "
+                      f"{space.avail_gib:.2f} GiB free: {m.message}")
+
+
+def _or_fail_flags(prometheus) -> dict[str, str]:
+    try:
+        return prometheus.flags()
+    except probe.MonitoringError as exc:
+        pytest.fail(f"Prometheus cannot say how it runs: {exc}")

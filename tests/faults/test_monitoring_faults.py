@@ -30,7 +30,8 @@ BODY = {
 NODES = ("ctl", "c1", "c2")
 ALERTING = {"test_prometheus_rules_load_and_evaluate_without_errors", "test_prometheus_sends_to_the_alertmanager",
             "test_the_watchdog_alert_reaches_the_alertmanager"}
-CHECK_COUNT = 1 + 3 * len(NODES) + len(ALERTING)
+STORAGE = "test_prometheus_keeps_its_data_long_enough_and_has_room"
+CHECK_COUNT = 2 + 3 * len(NODES) + len(ALERTING)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +86,28 @@ def test_exporter_with_a_textfile_it_cannot_read(monitored, pytester):
     assert "the textfile collector could not read a .prom file" in failed["test_node_exporter_serves_the_required_metrics[c2]"]
 
 
+def test_prometheus_data_directory_full(monitored, pytester):
+    engine, path = monitored
+    with monfaults.tsdb_full(engine) as tsdb:
+        failed = clusterkit.failures(run_checks(pytester, path))
+    assert list(failed) == [STORAGE]
+    assert f"ctl: Prometheus's data directory {tsdb} (on {tsdb}) has 0.00 GiB free" in failed[STORAGE]
+
+
+def test_retention_shorter_than_the_config_wants(monitored, pytester, tmp_path):
+    """The local Prometheus keeps 1 day; a config that wants 30 fails (same running cluster)."""
+    import yaml
+
+    _, path = monitored
+    doc = yaml.safe_load(path.read_text())
+    doc["monitoring"]["retention_days_min"] = 30
+    variant = tmp_path / "cluster.yaml"
+    variant.write_text(yaml.safe_dump(doc, sort_keys=False))
+    failed = clusterkit.failures(clusterkit.run_checks(pytester, variant, SUITES, "l5_monitoring"))
+    assert list(failed) == [STORAGE]
+    assert "keeps its data 1 day (storage.tsdb.retention.time=1d), the config wants at least 30 days" in failed[STORAGE]
+
+
 def test_node_missing_from_the_scrape_config(monitored, pytester):
     engine, path = monitored
     with monfaults.scrape_target_dropped(engine, "c1"):
@@ -107,7 +130,8 @@ def test_prometheus_stopped(monitored, pytester):
     engine, path = monitored
     with monfaults.prometheus_stopped(engine):
         failed = clusterkit.failures(run_checks(pytester, path))
-    assert set(failed) == {"test_prometheus_is_ready_and_answers_queries", *ALERTING} | set().union(*map(per_node, NODES))
+    assert set(failed) == {"test_prometheus_is_ready_and_answers_queries", STORAGE, *ALERTING} | set().union(
+        *map(per_node, NODES))
     assert re.search(r"Prometheus at http://[\d.]+:9090 is not ready \(asked from ctl\)",
                      failed["test_prometheus_is_ready_and_answers_queries"])
     assert "Prometheus cannot say what it scrapes" in failed["test_prometheus_scrapes_the_node[c1]"]

@@ -183,3 +183,33 @@ def test_a_silenced_alert_keeps_who_silenced_it():
     assert (alert.state, alert.silenced_by) == ("suppressed", ("7f3a",))
     with pytest.raises(probe.MonitoringError, match="not a list of alerts"):
         probe.parse_received_alerts('{"status": "success"}')
+
+
+def test_recorded_flags_give_path_and_retention():
+    flags = probe.parse_flags(fixture("prometheus-2.42-flags.json"))
+    assert flags["storage.tsdb.path"] == "/tmp/am/data3"
+    assert probe.retention_s(flags) == 15 * 86400
+
+
+@pytest.mark.parametrize("flags, kept", [
+    ({"storage.tsdb.retention.time": "0s", "storage.tsdb.retention": "0s", "storage.tsdb.retention.size": "0B"},
+     15 * 86400),  # neither given: Prometheus's default
+    ({"storage.tsdb.retention.time": "0s", "storage.tsdb.retention.size": "50GB"}, None),  # size only: no time limit
+    ({"storage.tsdb.retention.time": "1y", "storage.tsdb.retention.size": "50GB"}, 365 * 86400),
+    ({"storage.tsdb.retention.time": "0s", "storage.tsdb.retention": "2w"}, 14 * 86400),  # the older flag
+])
+def test_retention_from_flags(flags, kept):
+    assert probe.retention_s(flags) == kept
+
+
+@given(st.lists(st.tuples(st.integers(0, 999), st.sampled_from(["y", "w", "d", "h", "m", "s", "ms"])), min_size=1, max_size=4))
+def test_durations(parts):
+    text = "".join(f"{n}{u}" for n, u in parts)
+    seconds = {"y": 31536000, "w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    assert probe.parse_duration(text) == pytest.approx(sum(n * seconds[u] for n, u in parts))
+
+
+@pytest.mark.parametrize("text", ["", "15", "d", "1.5d", "15 days", "-1d"])
+def test_what_is_not_a_duration(text):
+    with pytest.raises(probe.MonitoringError, match="not a Prometheus duration"):
+        probe.parse_duration(text)

@@ -318,6 +318,12 @@ class Monitoring(Strict):
         30.0, gt=0, description="A node's last scrape by Prometheus is at most this old, s (default 30).")
     scrape_interval_s: float = Field(
         1.0, gt=0, le=300, description="Local provider: Prometheus's scrape interval, s (default 1).")
+    retention_days_min: float | None = Field(
+        None, gt=0, description="Prometheus keeps its data at least this many days (storage.tsdb.retention.time; "
+                                "default: not checked).")
+    tsdb_free_gib_min: float = Field(
+        1.0, ge=0, description="Free space where Prometheus keeps its data (storage.tsdb.path), GiB (default 1; "
+                               "read on the Prometheus node, so not with prometheus_url).")
     alerting: Alerting | None = Field(None, description="Check rules and Alertmanager too (default: not checked).")
 
 

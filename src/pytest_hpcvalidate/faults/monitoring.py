@@ -1,6 +1,6 @@
 """Monitoring faults on a local cluster with a ``monitoring`` section: a node exporter stopped,
 started without one of its collectors or reading a textfile that does not parse; Prometheus
-stopped; a node dropped from Prometheus's scrape config; a node's target name reaching another
+stopped, or its data directory full; a node dropped from Prometheus's scrape config; a node's target name reaching another
 host; with ``monitoring.alerting``:
 Alertmanager stopped, a rule that fails to evaluate, Prometheus sending to no Alertmanager, the
 watchdog alert silenced. Each waits until Prometheus or Alertmanager shows the fault (or, on
@@ -20,7 +20,7 @@ from ..probes.monitoring import MonitoringError, http_get, parse_metrics
 from ..providers.local import daemons, procs
 from ..providers.local.addons import monitoring as addon
 from ..providers.local.addons.glusterfs import node_pids
-from . import require_local
+from . import mounted_on_node, require_local
 from ._wait import until
 from .network import wrong_hosts_entry
 
@@ -127,6 +127,18 @@ def exporter_with_unreadable_textfile(engine, name: str):
         _restart_exporter(engine, name, [])
         shutil.rmtree(folder, ignore_errors=True)
         _healthy_again(engine)
+
+
+@contextlib.contextmanager
+def tsdb_full(engine):
+    """Prometheus's data directory is, for a moment, a 1 MiB tmpfs of its own in the Prometheus
+    node (Prometheus keeps writing to the directory it has open beneath): a full disk as ``df``
+    there sees it."""
+    m = _settings(engine)
+    node = engine.cluster.node(m["prometheus_node"])
+    path = str(engine.node_paths(m["prometheus_node"]).root / "prometheus")
+    with mounted_on_node(node, path, "-t", "tmpfs", "-o", "size=1m", "hpcv-fault-full"):
+        yield path
 
 
 @contextlib.contextmanager

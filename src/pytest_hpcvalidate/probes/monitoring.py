@@ -195,6 +195,40 @@ def parse_query(text: str) -> list[tuple[dict[str, str], float, float]]:
     raise MonitoringError(f"Prometheus query: not an instant vector or scalar: {text.strip()[:200]!r}")
 
 
+_DURATION_UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+
+
+def parse_duration(text: str) -> float:
+    """A Prometheus duration (``15d``, ``1y``, ``2h30m``, ``500ms``; ``0s`` for none) in seconds."""
+    import re
+
+    parts = re.findall(r"(\d+)(ms|[ywdhms])", text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise MonitoringError(f"not a Prometheus duration: {text!r}")
+    return sum(int(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def parse_flags(text: str) -> dict[str, str]:
+    """``/api/v1/status/flags`` → {flag: value} (the command line Prometheus runs with)."""
+    data = _api_data(text, "Prometheus flags")
+    return {str(k): str(v) for k, v in (data or {}).items()}
+
+
+#: Prometheus 2's retention when neither a time nor a size is given
+DEFAULT_RETENTION_S = 15 * 86400
+
+
+def retention_s(flags: dict[str, str]) -> float | None:
+    """How long Prometheus keeps samples, s, from its flags (``retention.time``, the older
+    ``retention``, else 15 days unless only a size limit is set); None: no time limit."""
+    for key in ("storage.tsdb.retention.time", "storage.tsdb.retention"):
+        value = parse_duration(flags.get(key) or "0s")
+        if value > 0:
+            return value
+    size = (flags.get("storage.tsdb.retention.size") or "0B").strip()
+    return DEFAULT_RETENTION_S if size in ("0", "0B", "") else None
+
+
 class Prometheus:
     """The Prometheus API at ``url``, asked from ``node`` (curl there)."""
 
@@ -215,6 +249,9 @@ class Prometheus:
 
     def query(self, promql: str) -> list[tuple[dict[str, str], float, float]]:
         return parse_query(self._ok("/api/v1/query?query=" + quote(promql, safe=""), f"query {promql!r}"))
+
+    def flags(self) -> dict[str, str]:
+        return parse_flags(self._ok("/api/v1/status/flags", "Prometheus flags"))
 
     def rules(self) -> list[Rule]:
         return parse_rules(self._ok("/api/v1/rules", "Prometheus rules"))
