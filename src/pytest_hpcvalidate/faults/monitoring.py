@@ -142,17 +142,23 @@ def tsdb_full(engine):
 
 
 @contextlib.contextmanager
+def _daemon_stopped(engine, node: str, what: str, port: int):
+    """``what`` on ``node`` stopped and its port closed; on the way out started again, listening,
+    and every node scraped (and the watchdog active) again."""
+    engine.stop_daemon(node, what)
+    try:
+        until(lambda: not _listening(engine, node, port), f"{what} on {node} to stop listening", 10)
+        yield
+    finally:
+        engine.start_daemon(node, what)
+        until(lambda: _listening(engine, node, port), f"{what} on {node} to listen again", 15)
+        _healthy_again(engine)
+
+
 def prometheus_stopped(engine):
     """Prometheus is not running (its port closed)."""
     m = _settings(engine)
-    node, port = m["prometheus_node"], int(m["prometheus_port"])
-    engine.stop_daemon(node, addon.PROMETHEUS)
-    try:
-        until(lambda: not _listening(engine, node, port), f"Prometheus on {node} to stop listening", 10)
-        yield
-    finally:
-        engine.start_daemon(node, addon.PROMETHEUS)
-        _healthy_again(engine)
+    return _daemon_stopped(engine, m["prometheus_node"], addon.PROMETHEUS, int(m["prometheus_port"]))
 
 
 def _sends_to_alertmanager(engine) -> bool:
@@ -268,18 +274,10 @@ def _watchdog_state(engine) -> str:
     return next((a.state for a in alerts if a.name == name), "absent")
 
 
-@contextlib.contextmanager
 def alertmanager_stopped(engine):
+    """Alertmanager is not running (its port closed)."""
     m = _alerting(engine)
-    node, port = m["alertmanager_node"], int(m["alerting"]["alertmanager_port"])
-    engine.stop_daemon(node, addon.ALERTMANAGER)
-    try:
-        until(lambda: not _listening(engine, node, port), f"Alertmanager on {node} to stop listening", 10)
-        yield
-    finally:
-        engine.start_daemon(node, addon.ALERTMANAGER)
-        until(lambda: _listening(engine, node, port), f"Alertmanager on {node} to listen again", 15)
-        _healthy_again(engine)
+    return _daemon_stopped(engine, m["alertmanager_node"], addon.ALERTMANAGER, int(m["alerting"]["alertmanager_port"]))
 
 
 #: a recording rule that loads but fails at every evaluation (two series per instance on the left)
