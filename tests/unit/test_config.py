@@ -166,6 +166,8 @@ slurm:
          "monitoring.prometheus_url: the local provider runs Prometheus and Alertmanager on a node"),
         ("compute:\n  - names: c1\nmonitoring: {prometheus_url: 'mon01:9090'}\n",
          "is not an http(s) URL of a host and port"),
+        ("compute:\n  - names: c1\nmonitoring: {alerting: {watchdog_alert: 'dead man'}}\n",
+         "monitoring.alerting.watchdog_alert: 'dead man' is not a Prometheus metric or alert name"),
     ],
 )
 def test_semantic_and_field_problems(patch, expected):

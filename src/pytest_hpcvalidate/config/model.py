@@ -26,6 +26,7 @@ from .types import (
     GresType,
     HexId,
     HttpUrl,
+    MetricName,
     NodeName,
     PciAddress,
     Sha256,
@@ -283,7 +284,7 @@ class Alerting(Strict):
     alertmanager_url: HttpUrl | None = Field(
         None, description="Alertmanager outside the cluster, e.g. http://mon01:9093 (instead of alertmanager_node "
                           "and alertmanager_port; not with the local provider).")
-    watchdog_alert: str | None = Field(
+    watchdog_alert: MetricName | None = Field(
         "Watchdog", description="An alert that always fires (expr: vector(1)) and must be active in Alertmanager: "
                                 "proof that rules are evaluated and alerts delivered (null: not checked).")
     rule_groups: list[str] = Field(
@@ -306,7 +307,7 @@ class Monitoring(Strict):
     nodes: str = Field("ALL", description="Hostlist of the nodes that must be monitored, or ALL (every node, "
                                           "the controller included).")
     job: str | None = Field(None, description="The Prometheus scrape job the node exporters must be in (default: any).")
-    required_metrics: list[str] = Field(
+    required_metrics: list[MetricName] = Field(
         default_factory=lambda: list(NODE_EXPORTER_METRICS), min_length=1,
         description="Metrics every node exporter must serve, with at least one sample each (default: the seed's list).")
     required_collectors: list[str] = Field(

@@ -75,3 +75,5 @@ def _text_only(words: str):
 IPv4Net = Annotated[IPv4Network, _text_only("an IPv4 network like 10.77.0.0/24")]
 IPv4Addr = Annotated[IPv4Address, _text_only("an IPv4 address like 10.77.0.11")]
 HttpUrl = Annotated[str, _pattern(r"^https?://[^/\s:]+(:\d{1,5})?/?$", "an http(s) URL of a host and port like http://mon01:9090")]
+MetricName = Annotated[str, _pattern(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+                                     "a Prometheus metric or alert name: letters, digits, '_' and ':', not starting with a digit")]

@@ -16,6 +16,8 @@ import shutil
 import signal
 import time
 
+import yaml
+
 from ..probes.monitoring import MonitoringError, http_get, parse_metrics
 from ..providers.local import daemons, procs
 from ..providers.local.addons import monitoring as addon
@@ -281,11 +283,8 @@ def alertmanager_stopped(engine):
 
 
 #: a recording rule that loads but fails at every evaluation (two series per instance on the left)
-BROKEN_RULE = """  - name: hpcv-broken
-    rules:
-      - record: hpcv:cpu_per_load
-        expr: node_cpu_seconds_total / on(instance) node_load1
-"""
+BROKEN_GROUP = {"name": "hpcv-broken",
+                "rules": [{"record": "hpcv:cpu_per_load", "expr": "node_cpu_seconds_total / on(instance) node_load1"}]}
 
 
 def _rule_health(engine, group: str) -> set[str]:
@@ -300,7 +299,9 @@ def broken_rule_added(engine):
     """Prometheus's rules file gains a group whose rule fails at every evaluation (reloaded)."""
     _alerting(engine)
     path = addon.rules_path(engine)
-    with _reloaded_with(engine, path, path.read_text() + BROKEN_RULE):
+    doc = yaml.safe_load(path.read_text())
+    doc["groups"].append(BROKEN_GROUP)
+    with _reloaded_with(engine, path, yaml.safe_dump(doc, sort_keys=False)):
         until(lambda: _rule_health(engine, "hpcv-broken") == {"err"}, "Prometheus to evaluate the broken rule", 30)
         yield
 
@@ -311,7 +312,9 @@ def prometheus_without_alertmanager(engine):
     rules and sends their alerts nowhere; Alertmanager's copy of the watchdog expires."""
     _alerting(engine)
     path = addon.config_path(engine)
-    with _reloaded_with(engine, path, path.read_text().split("alerting:\n", 1)[0], settle=False):
+    doc = yaml.safe_load(path.read_text())
+    doc.pop("alerting")
+    with _reloaded_with(engine, path, yaml.safe_dump(doc, sort_keys=False), settle=False):
         until(lambda: _watchdog_state(engine) == "absent", "the watchdog alert to expire in Alertmanager", 40)
         yield
 

@@ -21,8 +21,12 @@ start-up.
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 import time
+
+import yaml
 
 from ....probes.monitoring import Alertmanager, MonitoringError, Prometheus
 from ...base import ProvisioningError
@@ -72,18 +76,18 @@ def prometheus_yml(spec, nodes: list[str] | None = None, rules: str | None = Non
     m = settings(spec)
     interval = float(m["scrape_interval_s"])
     port = int(m["node_exporter_port"])
-    targets = ", ".join(f"'{n}:{port}'" for n in (m["nodes"] if nodes is None else nodes))
-    text = (f"# written by pytest-hpcvalidate (local provider)\n"
-            f"global:\n  scrape_interval: {interval:g}s\n  scrape_timeout: {min(interval, 10.0):g}s\n"
-            f"  evaluation_interval: {interval:g}s\n"
-            f"scrape_configs:\n  - job_name: '{job_name(spec)}'\n    static_configs:\n"
-            f"      - targets: [{targets}]\n")
+    doc: dict = {
+        "global": {"scrape_interval": f"{interval:g}s", "scrape_timeout": f"{min(interval, 10.0):g}s",
+                   "evaluation_interval": f"{interval:g}s"},
+        "scrape_configs": [{"job_name": job_name(spec), "static_configs": [
+            {"targets": [f"{n}:{port}" for n in (m["nodes"] if nodes is None else nodes)]}]}],
+    }
     a = alerting(spec)
     if a:
-        text += (f"rule_files: ['{rules}']\n"
-                 f"alerting:\n  alertmanagers:\n    - static_configs:\n"
-                 f"        - targets: ['{m['alertmanager_node']}:{int(a['alertmanager_port'])}']\n")
-    return text
+        doc["rule_files"] = [rules]
+        doc["alerting"] = {"alertmanagers": [{"static_configs": [
+            {"targets": [f"{m['alertmanager_node']}:{int(a['alertmanager_port'])}"]}]}]}
+    return "# written by pytest-hpcvalidate (local provider)\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
 def rules_yml(spec) -> str:
@@ -91,14 +95,15 @@ def rules_yml(spec) -> str:
     a = alerting(spec) or {}
     rules = []
     if a.get("watchdog_alert"):
-        rules.append(f"      - alert: {a['watchdog_alert']}\n        expr: vector(1)\n"
-                     f"        annotations: {{summary: 'always firing: proves that alerts reach Alertmanager'}}\n")
-    rules.append(f"      - alert: NodeExporterDown\n        expr: up{{job='{job_name(spec)}'}} == 0\n        for: 1m\n")
-    return "groups:\n  - name: hpcvalidate\n    rules:\n" + "".join(rules)
+        rules.append({"alert": a["watchdog_alert"], "expr": "vector(1)",
+                      "annotations": {"summary": "always firing: proves that alerts reach Alertmanager"}})
+    # a PromQL string: JSON's escapes are PromQL's (a job name may hold quotes or backslashes)
+    rules.append({"alert": "NodeExporterDown", "expr": f"up{{job={json.dumps(job_name(spec))}}} == 0", "for": "1m"})
+    return yaml.safe_dump({"groups": [{"name": "hpcvalidate", "rules": rules}]}, sort_keys=False)
 
 
 def alertmanager_yml() -> str:
-    return "route: {receiver: 'null'}\nreceivers:\n  - name: 'null'\n"
+    return yaml.safe_dump({"route": {"receiver": "null"}, "receivers": [{"name": "null"}]}, sort_keys=False)
 
 
 def exporter_argv(engine, node: str, extra: list[str] | None = None) -> list[str]:
@@ -117,7 +122,12 @@ def prometheus_argv(engine) -> list[str]:
     resend = [f"--rules.alert.resend-delay={RESEND_S}s"] if alerting(engine.spec) else []
     return ["prometheus", f"--config.file={config_path(engine)}", f"--storage.tsdb.path={data}",
             f"--web.listen-address={n.address}:{int(m['prometheus_port'])}", "--web.enable-lifecycle",
-            "--storage.tsdb.retention.time=1d", *resend]
+            f"--storage.tsdb.retention.time={retention_days(engine.spec)}d", *resend]
+
+
+def retention_days(spec) -> int:
+    """A day, or what ``monitoring.retention_days_min`` asks for (the retention check passes)."""
+    return max(1, math.ceil(settings(spec).get("retention_days_min") or 1))
 
 
 def alertmanager_argv(engine) -> list[str]:
