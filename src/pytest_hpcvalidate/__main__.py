@@ -35,6 +35,14 @@ def _validate(args) -> int:
         for n in cfg.resolved_nodes():
             table.add_row(n.name, n.role, n.address, str(n.cpus), str(n.memory_mb), f"{n.gpus} {n.gpu_type}".strip())
         Console().print(table)
+        m = cfg.monitoring
+        if m is not None:
+            where = m.prometheus_url or f"{cfg.prometheus_node()}:{m.prometheus_port}"
+            line = f"monitoring: Prometheus at {where} scrapes {len(cfg.monitored_nodes())} node exporters on :{m.node_exporter_port}"
+            if m.alerting is not None:
+                am = m.alerting.alertmanager_url or f"{cfg.alertmanager_node()}:{m.alerting.alertmanager_port}"
+                line += f"; Alertmanager at {am}" + (f", watchdog {m.alerting.watchdog_alert}" if m.alerting.watchdog_alert else "")
+            print(line)
         print(f"required for sign-off: {', '.join(cfg.required_areas())}")
     return status
 

@@ -214,6 +214,15 @@ def test_missing_file_and_directory(tmp_path):
         load_config(str(tmp_path))
 
 
+def test_validate_prints_the_nodes_monitoring_and_sign_off_areas():
+    out = subprocess.run([sys.executable, "-m", "pytest_hpcvalidate", "validate", str(ROOT / "configs" / "full-stack.yaml")],
+                         capture_output=True, text=True, check=True, env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"}).stdout
+    assert "cluster 'full-stack'" in out and "is valid" in out and "10.231.3.13" in out
+    assert "monitoring: Prometheus at ctl:9090 scrapes 4 node exporters on :9100; Alertmanager at ctl:9093, " \
+           "watchdog Watchdog" in out
+    assert "required for sign-off: network, slurm, gres, cgroup, mpi, containers, storage, monitoring" in out
+
+
 def test_json_schema_is_printed_and_describes_thresholds():
     out = subprocess.run(
         [sys.executable, "-m", "pytest_hpcvalidate", "schema"], capture_output=True, text=True, check=True
