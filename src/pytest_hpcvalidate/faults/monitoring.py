@@ -35,27 +35,32 @@ def _settings(engine) -> dict:
     return m
 
 
-def _target_health(engine, name: str) -> str | None:
+def _find_target(engine, name: str):
+    """(whether Prometheus answered, its target for ``name``'s exporter or None)."""
     port = int(addon.settings(engine.spec)["node_exporter_port"])
     try:
         targets = addon.prometheus(engine).targets()
     except MonitoringError:
+        return False, None
+    return True, next((t for t in targets if t.address == f"{name}:{port}"), None)
+
+
+def _target_health(engine, name: str) -> str | None:
+    """up / down / unknown, "absent" without a target, None when Prometheus does not answer."""
+    answered, target = _find_target(engine, name)
+    if not answered:
         return None
-    return next((t.health for t in targets if t.address == f"{name}:{port}"), "absent")
-
-
-def _listening(engine, name: str, port: int) -> bool:
-    return daemons.listening(engine.anchor_pid(name), port)
+    return target.health if target else "absent"
 
 
 def _scraped_up_since(engine, name: str, moment: float) -> bool:
     """Prometheus's last scrape of ``name``'s exporter came after ``moment`` and succeeded."""
-    port = int(addon.settings(engine.spec)["node_exporter_port"])
-    try:
-        targets = addon.prometheus(engine).targets()
-    except MonitoringError:
-        return False
-    return any(t.address == f"{name}:{port}" and t.health == "up" and (t.last_scrape or 0) > moment for t in targets)
+    _, target = _find_target(engine, name)
+    return target is not None and target.health == "up" and (target.last_scrape or 0) > moment
+
+
+def _listening(engine, name: str, port: int) -> bool:
+    return daemons.listening(engine.anchor_pid(name), port)
 
 
 def _stop_exporter(engine, name: str) -> None:
