@@ -24,6 +24,8 @@ def _or_fail(what: str, call):
 
 
 def test_prometheus_rules_load_and_evaluate_without_errors(prometheus, settings):
+    """Every rule evaluates (a rule in error can never fire), the named groups are loaded, and
+    (``node_down_alert``) some alerting rule watches the ``up`` series."""
     rules = _or_fail("Prometheus cannot list its rules", prometheus.rules)
     groups = {r.group for r in rules}
     missing = [g for g in settings.alerting.rule_groups if g not in groups]
@@ -32,6 +34,13 @@ def test_prometheus_rules_load_and_evaluate_without_errors(prometheus, settings)
     broken = [f"{r.group}/{r.name}: {r.last_error or r.health}" for r in rules if r.health != "ok"]
     assert not broken, (f"{len(broken)} of Prometheus's {len(rules)} rules do not evaluate (health not ok), so "
                         f"their alerts can never fire: " + "; ".join(broken[:8]))
+    if settings.alerting.node_down_alert:
+        assert any(r.watches_up(settings.job) for r in rules), (
+            f"no alerting rule of Prometheus ({prometheus.url}) watches the up series"
+            + (f" of job {settings.job!r}" if settings.job else "")
+            + f": a node whose exporter stops answering raises no alert (add one, e.g. "
+            f"up{{job=\"{settings.job or 'node'}\"}} == 0 for 5m); alerting rules: "
+            + (", ".join(f"{r.group}/{r.name}" for r in rules if r.kind == "alerting") or "none"))
 
 
 def test_prometheus_sends_to_the_alertmanager(prometheus, alertmanager, alertmanager_url):

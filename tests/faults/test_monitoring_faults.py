@@ -194,6 +194,16 @@ def test_a_rule_that_fails_to_evaluate(monitored, pytester):
     assert "hpcv-broken/hpcv:cpu_per_load: multiple matches for labels" in msg and "can never fire" in msg
 
 
+def test_no_alert_watches_nodes_going_down(monitored, pytester):
+    engine, path = monitored
+    with monfaults.node_down_alert_removed(engine):
+        failed = clusterkit.failures(run_checks(pytester, path))
+    assert list(failed) == ["test_prometheus_rules_load_and_evaluate_without_errors"]
+    msg = failed["test_prometheus_rules_load_and_evaluate_without_errors"]
+    assert "watches the up series: a node whose exporter stops answering raises no alert" in msg
+    assert "alerting rules: hpcvalidate/Watchdog" in msg
+
+
 def test_prometheus_sending_to_no_alertmanager(monitored, pytester):
     engine, path = monitored
     with monfaults.prometheus_without_alertmanager(engine):

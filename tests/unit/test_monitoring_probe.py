@@ -213,3 +213,20 @@ def test_durations(parts):
 def test_what_is_not_a_duration(text):
     with pytest.raises(probe.MonitoringError, match="not a Prometheus duration"):
         probe.parse_duration(text)
+
+
+@pytest.mark.parametrize("query, job, watches", [
+    ('up{job="node"} == 0', "node", True), ('up{job="node"} == 0', None, True), ("up == 0", "node", True),
+    ('absent(up{job="node"})', "node", True), ('up{job="slurm"} == 0', "node", False),
+    ("node_up == 0", None, False), ("vector(1)", None, False), ("sum by (instance) (up) < 1", "node", True),
+    ('up{job="node",instance=~"c.*"} == 0', "node", True), ("group:up", None, False),
+])
+def test_an_alert_watching_up(query, job, watches):
+    rule = probe.Rule("g", "A", "alerting", "ok", "", "inactive", query)
+    assert rule.watches_up(job) is watches
+    assert probe.Rule("g", "r", "recording", "ok", "", "", query).watches_up(job) is False
+
+
+def test_the_recorded_rules_watch_up():
+    rules = probe.parse_rules(fixture("prometheus-2.42-rules-one-broken.json"))
+    assert [r.name for r in rules if r.watches_up("node")] == ["NodeExporterDown"]

@@ -287,6 +287,9 @@ class Alerting(Strict):
     watchdog_alert: MetricName | None = Field(
         "Watchdog", description="An alert that always fires (expr: vector(1)) and must be active in Alertmanager: "
                                 "proof that rules are evaluated and alerts delivered (null: not checked).")
+    node_down_alert: bool = Field(
+        True, description="Some alerting rule watches the up series (of monitoring.job where set): a node whose "
+                          "exporter cannot be scraped raises an alert (default true).")
     rule_groups: list[str] = Field(
         default_factory=list, description="Rule groups Prometheus must have loaded (default: none named; every "
                                           "loaded rule must evaluate without error either way).")

@@ -2,8 +2,8 @@
 started without one of its collectors or reading a textfile that does not parse; Prometheus
 stopped, or its data directory full; a node dropped from Prometheus's scrape config; a node's target name reaching another
 host; with ``monitoring.alerting``:
-Alertmanager stopped, a rule that fails to evaluate, Prometheus sending to no Alertmanager, the
-watchdog alert silenced. Each waits until Prometheus or Alertmanager shows the fault (or, on
+Alertmanager stopped, a rule that fails to evaluate, the node-down alert removed, Prometheus
+sending to no Alertmanager, the watchdog alert silenced. Each waits until Prometheus or Alertmanager shows the fault (or, on
 repair, that every node is scraped and the watchdog active again)."""
 
 from __future__ import annotations
@@ -177,7 +177,8 @@ def _sends_to_alertmanager(engine) -> bool:
 
 def _reload(engine, settle: bool = True) -> None:
     """SIGHUP to Prometheus: it reads its configuration and rules again. It then sends alerts
-    nowhere until it has discovered its Alertmanager again (~5 s): ``settle`` waits for that."""
+    nowhere until it has discovered its Alertmanager again (~5 s): ``settle`` waits for that,
+    and for the watchdog alert to be active in Alertmanager."""
     m = addon.settings(engine.spec)
     before = _last_reload(engine)
     if before is not None and time.time() - before < 1.1:  # the metric counts whole seconds
@@ -188,6 +189,8 @@ def _reload(engine, settle: bool = True) -> None:
     until(lambda: _last_reload(engine) not in (None, before), "Prometheus to reload its configuration", 20)
     if settle and addon.alerting(engine.spec):
         until(lambda: _sends_to_alertmanager(engine), "Prometheus to discover its Alertmanager again", 20)
+        if addon.alerting(engine.spec).get("watchdog_alert"):  # and to have sent to it since
+            until(lambda: _watchdog_state(engine) == "active", "the watchdog alert to be active again", 30)
 
 
 def _last_reload(engine) -> float | None:
@@ -308,6 +311,18 @@ def broken_rule_added(engine):
     doc["groups"].append(BROKEN_GROUP)
     with _reloaded_with(engine, path, yaml.safe_dump(doc, sort_keys=False)):
         until(lambda: _rule_health(engine, "hpcv-broken") == {"err"}, "Prometheus to evaluate the broken rule", 30)
+        yield
+
+
+@contextlib.contextmanager
+def node_down_alert_removed(engine):
+    """Prometheus's rules lose the alert on ``up`` (reloaded): a node going down alerts no one."""
+    _alerting(engine)
+    path = addon.rules_path(engine)
+    doc = yaml.safe_load(path.read_text())
+    for group in doc["groups"]:
+        group["rules"] = [r for r in group["rules"] if r.get("alert") != "NodeExporterDown"]
+    with _reloaded_with(engine, path, yaml.safe_dump(doc, sort_keys=False)):
         yield
 
 

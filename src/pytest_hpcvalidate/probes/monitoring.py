@@ -10,6 +10,7 @@ Nothing here changes anything: GETs of ``/metrics``, ``/-/ready``, ``/api/v1/tar
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -274,6 +275,15 @@ class Rule:
     health: str           # ok | err | unknown
     last_error: str
     state: str            # alerting rules: firing | pending | inactive; recording rules: ""
+    query: str = ""       # the rule's PromQL expression, as Prometheus prints it
+
+    def watches_up(self, job: str | None = None) -> bool:
+        """An alerting rule over the ``up`` series (of ``job``, or of any job when its query
+        names none): it fires when a target cannot be scraped, a node down among them."""
+        if self.kind != "alerting" or not re.search(r"(?<![\w:])up(?![\w:])", self.query):
+            return False
+        jobs = re.findall(r'job\s*=\s*"((?:[^"\\]|\\.)*)"', self.query)
+        return job is None or not jobs or job in jobs
 
 
 def parse_rules(text: str) -> list[Rule]:
@@ -283,7 +293,7 @@ def parse_rules(text: str) -> list[Rule]:
     for group in (data or {}).get("groups") or []:
         for r in group.get("rules") or []:
             out.append(Rule(group.get("name", ""), r.get("name", ""), r.get("type", ""), r.get("health", "unknown"),
-                            r.get("lastError", ""), r.get("state", "")))
+                            r.get("lastError", ""), r.get("state", ""), r.get("query", "")))
     return out
 
 
