@@ -17,6 +17,8 @@ import pytest
 from pytest_hpcvalidate.probes import monitoring as probe
 from pytest_hpcvalidate.probes import storage
 
+from . import or_fail
+
 pytestmark = pytest.mark.requires("monitoring")
 
 
@@ -63,10 +65,7 @@ def test_prometheus_is_ready_and_answers_queries(prometheus):
     reply = prometheus.ready()
     assert reply.ok, (f"Prometheus at {prometheus.url} is not ready (asked from {prometheus.node.name}): "
                       f"{reply.describe()}: is it running and listening there?")
-    try:
-        rows = prometheus.query("up")
-    except probe.MonitoringError as exc:
-        pytest.fail(f"Prometheus at {prometheus.url} does not answer a query: {exc}")
+    rows = or_fail(f"Prometheus at {prometheus.url} does not answer a query", lambda: prometheus.query("up"))
     assert rows, f"Prometheus ({prometheus.url}) has no 'up' series at all: it scrapes nothing"
 
 
@@ -76,10 +75,7 @@ def test_node_exporter_serves_the_required_metrics(monitored_node, prometheus, s
     assert reply.ok, (f"{monitored_node.name}: its node exporter does not answer: {reply.describe()} (asked from "
                       f"{prometheus.node.name}): is prometheus-node-exporter running there, on port {port}, "
                       f"and the port open?")
-    try:
-        samples = probe.parse_metrics(reply.body)
-    except probe.MonitoringError as exc:
-        pytest.fail(f"{monitored_node.name}: {reply.url}: {exc}")
+    samples = or_fail(f"{monitored_node.name}: {reply.url}", lambda: probe.parse_metrics(reply.body))
     problems = probe.exporter_problems(samples, settings.required_metrics, settings.required_collectors)
     assert not problems, f"{monitored_node.name}'s node exporter ({reply.url}): " + "; ".join(problems)
 
@@ -118,7 +114,7 @@ def test_prometheus_keeps_its_data_long_enough_and_has_room(prometheus, settings
     """Prometheus's retention is at least ``retention_days_min`` (where set) and the filesystem
     of its data directory has ``tsdb_free_gib_min`` free (read on the Prometheus node; a full
     disk stops it storing samples: every graph and alert goes blind)."""
-    flags = _or_fail_flags(prometheus)
+    flags = or_fail("Prometheus cannot say how it runs", prometheus.flags)
     if settings.prometheus_url and settings.retention_days_min is None:
         pytest.skip("Prometheus is outside the cluster (prometheus_url): its disk cannot be read here; set "
                     "monitoring.retention_days_min to check its retention")
@@ -138,10 +134,3 @@ def test_prometheus_keeps_its_data_long_enough_and_has_room(prometheus, settings
                node=prometheus.node.name)
     assert m.passed, (f"{prometheus.node.name}: Prometheus's data directory {path} (on {space.mounted_on}) has "
                       f"{space.avail_gib:.2f} GiB free: {m.message}")
-
-
-def _or_fail_flags(prometheus) -> dict[str, str]:
-    try:
-        return prometheus.flags()
-    except probe.MonitoringError as exc:
-        pytest.fail(f"Prometheus cannot say how it runs: {exc}")

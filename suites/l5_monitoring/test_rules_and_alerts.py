@@ -13,20 +13,15 @@ import pytest
 
 from pytest_hpcvalidate.probes import monitoring as probe
 
+from . import or_fail
+
 pytestmark = pytest.mark.requires("alerting")
-
-
-def _or_fail(what: str, call):
-    try:
-        return call()
-    except probe.MonitoringError as exc:
-        pytest.fail(f"{what}: {exc}")
 
 
 def test_prometheus_rules_load_and_evaluate_without_errors(prometheus, settings):
     """Every rule evaluates (a rule in error can never fire), the named groups are loaded, and
     (``node_down_alert``) some alerting rule watches the ``up`` series."""
-    rules = _or_fail("Prometheus cannot list its rules", prometheus.rules)
+    rules = or_fail("Prometheus cannot list its rules", prometheus.rules)
     groups = {r.group for r in rules}
     missing = [g for g in settings.alerting.rule_groups if g not in groups]
     assert not missing, (f"Prometheus ({prometheus.url}) has not loaded the rule group(s) {', '.join(missing)}; "
@@ -47,7 +42,7 @@ def test_prometheus_sends_to_the_alertmanager(prometheus, alertmanager, alertman
     """One of the Alertmanagers Prometheus sends to is the configured one: same port, and a host
     that is the same name, or resolves on the Prometheus node to one of the same addresses."""
     url, hosts, port = alertmanager_url
-    urls = _or_fail("Prometheus cannot list its Alertmanagers", prometheus.alertmanagers)
+    urls = or_fail("Prometheus cannot list its Alertmanagers", prometheus.alertmanagers)
     ours = set(hosts).union(*(probe.resolve(prometheus.node, h) for h in hosts))
 
     def is_ours(u: str) -> bool:
@@ -66,14 +61,14 @@ def test_the_watchdog_alert_reaches_the_alertmanager(prometheus, alertmanager, s
     name = settings.alerting.watchdog_alert
     if not name:
         pytest.skip("monitoring.alerting.watchdog_alert is null: no always-firing alert to follow")
-    rules = _or_fail("Prometheus cannot list its rules", prometheus.rules)
+    rules = or_fail("Prometheus cannot list its rules", prometheus.rules)
     mine = [r for r in rules if r.kind == "alerting" and r.name == name]
     assert mine, (f"Prometheus has no alerting rule {name}: add one that always fires (expr: vector(1)), so that "
                   f"Alertmanager shows the path from rules to receivers works")
     assert any(r.state == "firing" for r in mine), (
         f"Prometheus's alert {name} is {', '.join(sorted({r.state for r in mine}))}, not firing: its expression "
         f"must always hold (vector(1))")
-    received = [a for a in _or_fail(f"Alertmanager at {alertmanager.url}", alertmanager.alerts) if a.name == name]
+    received = [a for a in or_fail(f"Alertmanager at {alertmanager.url}", alertmanager.alerts) if a.name == name]
     assert received, (f"Prometheus fires {name} but Alertmanager ({alertmanager.url}) has not received it: alerts "
                       f"do not reach Alertmanager (Prometheus's alerting configuration, or the network between them)")
     active = [a for a in received if a.state == "active"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import clusterkit
 import pytest
+import yaml
 
 from pytest_hpcvalidate.faults import monitoring as monfaults
 
@@ -43,6 +44,16 @@ def monitored(tmp_path_factory):
 
 def run_checks(pytester, path: Path):
     return clusterkit.run_checks(pytester, path, SUITES, CHECKS)
+
+
+def config_variant(path: Path, directory: Path, edit) -> Path:
+    """The module cluster's config with ``edit(monitoring section)`` applied, written to
+    ``directory``: the same running cluster, judged against other expectations."""
+    doc = yaml.safe_load(path.read_text())
+    edit(doc["monitoring"])
+    variant = directory / "cluster.yaml"
+    variant.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return variant
 
 
 def per_node(name: str) -> set[str]:
@@ -96,13 +107,8 @@ def test_prometheus_data_directory_full(monitored, pytester):
 
 def test_retention_shorter_than_the_config_wants(monitored, pytester, tmp_path):
     """The local Prometheus keeps 1 day; a config that wants 30 fails (same running cluster)."""
-    import yaml
-
     _, path = monitored
-    doc = yaml.safe_load(path.read_text())
-    doc["monitoring"]["retention_days_min"] = 30
-    variant = tmp_path / "cluster.yaml"
-    variant.write_text(yaml.safe_dump(doc, sort_keys=False))
+    variant = config_variant(path, tmp_path, lambda m: m.update(retention_days_min=30))
     failed = clusterkit.failures(clusterkit.run_checks(pytester, variant, SUITES, "l5_monitoring"))
     assert list(failed) == [STORAGE]
     assert "keeps its data 1 day (storage.tsdb.retention.time=1d), the config wants at least 30 days" in failed[STORAGE]
@@ -142,8 +148,6 @@ def test_an_existing_cluster_is_only_read_over_ssh(monitored, pytester, tmp_path
     reached over SSH, Prometheus and Alertmanager given by URL): they pass, go red for a stopped
     exporter, and change nothing (the Prometheus configuration and every daemon's pid are as
     before)."""
-    import yaml
-
     from pytest_hpcvalidate.config import load_config
     from pytest_hpcvalidate.providers.handoff import kept_cluster_doc
     from pytest_hpcvalidate.providers.local.addons import monitoring as addon
@@ -225,13 +229,8 @@ def test_watchdog_silenced(monitored, pytester):
 def test_a_rule_group_the_config_names_is_not_loaded(monitored, pytester, tmp_path):
     """The config asks for a rule group Prometheus does not have (the same running cluster,
     read with a config that names one more group)."""
-    import yaml
-
     _, path = monitored
-    doc = yaml.safe_load(path.read_text())
-    doc["monitoring"]["alerting"]["rule_groups"] = ["hpcvalidate", "site-gpu-health"]
-    variant = tmp_path / "cluster.yaml"
-    variant.write_text(yaml.safe_dump(doc, sort_keys=False))
+    variant = config_variant(path, tmp_path, lambda m: m["alerting"].update(rule_groups=["hpcvalidate", "site-gpu-health"]))
     failed = clusterkit.failures(clusterkit.run_checks(pytester, variant, SUITES, "l5_monitoring/test_rules_and_alerts.py"))
     assert list(failed) == ["test_prometheus_rules_load_and_evaluate_without_errors"]
     assert "has not loaded the rule group(s) site-gpu-health; loaded: hpcvalidate" in failed[
