@@ -201,8 +201,6 @@ _DURATION_UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m":
 
 def parse_duration(text: str) -> float:
     """A Prometheus duration (``15d``, ``1y``, ``2h30m``, ``500ms``; ``0s`` for none) in seconds."""
-    import re
-
     parts = re.findall(r"(\d+)(ms|[ywdhms])", text.strip())
     if not parts or "".join(n + u for n, u in parts) != text.strip():
         raise MonitoringError(f"not a Prometheus duration: {text!r}")
