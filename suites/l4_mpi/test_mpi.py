@@ -26,7 +26,7 @@ def test_srun_offers_pmix(controller):
 
 
 def test_mpi_default_is_the_configured_plugin(controller, hpc_config):
-    value = slurm.config_value(controller, "MpiDefault") or None
+    value = slurm.mpi_default(slurm.show_config(controller))
     want = hpc_config.slurm.mpi_default
     assert value == want, f"slurm.conf MpiDefault is {value or 'unset'}, the config says {want}"
 

@@ -259,11 +259,11 @@ def test_epilog_missing_on_the_nodes(broken, pytester):
     assert "c1: Epilog=/etc/slurm/hpcv-epilog-missing.sh: missing" in msg
     assert "HealthCheckProgram=/usr/sbin/hpcv-nhc-missing: missing" in msg
     assert results["test_prolog_and_epilog_scripts_are_in_place[ctl]"][0] == "passed"
-    with slurmfaults.slurm_conf_added(engine, "PrologSlurmctld=/etc/slurm/slurm.conf"):  # there, not executable
+    with slurmfaults.controller_script_lost_its_mode(engine, "PrologSlurmctld") as script:
         results = run_checks(pytester, path, check)
     failed = failures(results)
     assert list(failed) == ["test_prolog_and_epilog_scripts_are_in_place[ctl]"]
-    assert "ctl: PrologSlurmctld=/etc/slurm/slurm.conf: not executable" in failed["test_prolog_and_epilog_scripts_are_in_place[ctl]"]
+    assert f"ctl: PrologSlurmctld={script}: not executable" in failed["test_prolog_and_epilog_scripts_are_in_place[ctl]"]
 
 
 def test_stale_slurm_conf_on_one_node(broken, pytester):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hpcvalidate.probes import network, slurm
+from pytest_hpcvalidate.probes import mpi, network, slurm
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
@@ -128,3 +128,35 @@ def test_scontrol_show_config_parsed_and_scripts_found():
     assert slurm.configured_scripts(cfg, slurm.CONTROLLER_SCRIPTS) == []
     assert cfg["PrologSlurmctld"] == "(null)" and cfg["AllowedRAMSpace"] == "100.0%"  # a section's key too
     assert slurm.configured_scripts({"Epilog": "/a.sh,/b/*.sh"}, ("Epilog",)) == [("Epilog", "/a.sh"), ("Epilog", "/b/*.sh")]
+
+
+def test_slurm_24_11_config_lists_scripts_one_line_each_and_mpi_none_as_null():
+    # recorded on a local cluster of Debian 13's Slurm 24.11.5 (bench/compat_debian13.sh):
+    # 22.05 prints "Epilog = a,b", 24.11 one "Epilog[N] = path" line per script, and nothing
+    # when none is set; MpiDefault=none reads back as "(null)"
+    plain = slurm.parse_config((FIXTURES / "slurm" / "scontrol-show-config-local-24.11.txt").read_text())
+    assert plain["MpiDefault"] == "pmix" and slurm.mpi_default(plain) == "pmix"
+    assert slurm.configured_scripts(plain, slurm.NODE_SCRIPTS + slurm.CONTROLLER_SCRIPTS) == []
+    broken = slurm.parse_config((FIXTURES / "slurm" / "scontrol-show-config-local-24.11-epilog-mpinone.txt").read_text())
+    assert broken["Epilog[0]"] == "/etc/slurm/hpcv-epilog-missing.sh" and "Epilog" not in broken
+    assert slurm.configured_scripts(broken, slurm.NODE_SCRIPTS) == [
+        ("Epilog", "/etc/slurm/hpcv-epilog-missing.sh"), ("HealthCheckProgram", "/usr/sbin/hpcv-nhc-missing")]
+    assert broken["MpiDefault"] == "(null)" and slurm.mpi_default(broken) == "none"
+    assert slurm.mpi_default({"MpiDefault": "none"}) == "none" and slurm.mpi_default({}) is None
+    many = {"Prolog[0]": "/p0.sh", "Prolog[1]": "/p1/*.sh", "PrologFlags": "(null)", "PrologSlurmctld": "/c.sh"}
+    assert slurm.config_list(many, "Prolog") == ["/p0.sh", "/p1/*.sh"]
+    assert slurm.config_list(many, "PrologSlurmctld") == ["/c.sh"]
+
+
+def test_slurm_24_11_nodes_partitions_and_mpi_plugins():
+    nodes = slurm.parse_nodes((FIXTURES / "slurm" / "scontrol-show-node-local-24.11.txt").read_text())
+    assert sorted(nodes) == ["c1", "g1", "g2"]
+    g1 = nodes["g1"]
+    assert (g1.state, g1.cpus, g1.real_memory_mb, g1.gres, g1.usable) == ("IDLE", 2, 1024, {"gpu:sim": 2}, True)
+    assert nodes["c1"].gres == {} and nodes["c1"].raw["Version"] == "24.11.5"
+    parts = slurm.parse_partitions((FIXTURES / "slurm" / "scontrol-show-partition-local-24.11.txt").read_text())
+    assert list(parts) == ["all"] and parts["all"].default and parts["all"].nodes == "c1,g[1-2]"
+    assert parts["all"].max_time == "01:00:00" and parts["all"].state == "UP"
+    # the list, then "specific pmix plugin versions available: pmix_v5" (PMIx 5 on Debian 13)
+    assert mpi.plugin_types((FIXTURES / "slurm" / "srun-mpi-list-24.11.txt").read_text()) == [
+        "none", "pmix", "cray_shasta", "pmi2", "pmix_v5"]

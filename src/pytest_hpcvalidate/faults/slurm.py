@@ -12,6 +12,7 @@ from pathlib import Path
 from . import edited, mounted_on_node, require_local
 from ._wait import until
 from ..probes import slurm as slurm_probe
+from ..transport.base import CommandFailed
 
 
 def _state(engine, name: str) -> str:
@@ -20,8 +21,24 @@ def _state(engine, name: str) -> str:
 
 
 def _usable(engine, name: str) -> bool:
-    nodes = slurm_probe.show_nodes(engine.cluster.controller)
+    try:
+        nodes = slurm_probe.show_nodes(engine.cluster.controller)
+    except CommandFailed:  # slurmctld restarting (Slurm 24.05 and later re-exec on reconfigure)
+        return False
     return name in nodes and nodes[name].usable
+
+
+def wait_controller(engine, timeout: float = 20.0) -> None:
+    """slurmctld answers; otherwise the error carries the end of its log."""
+    try:
+        until(lambda: engine.cluster.controller.run("scontrol ping", timeout=10).ok, "slurmctld to answer", timeout)
+    except TimeoutError as e:
+        log = engine.node_paths(engine.spec.controller.name).log / "slurmctld.log"
+        try:
+            tail = " | ".join(log.read_text(errors="replace").splitlines()[-8:])
+        except OSError as read_error:
+            tail = str(read_error)
+        raise TimeoutError(f"{e}; end of {log}: {tail}") from None
 
 
 def wait_usable(engine, names: list[str], timeout: float = 40.0) -> None:
@@ -124,6 +141,7 @@ def gres_conf_without_files(engine, name: str):
 def _reconfigure(engine, restart_slurmd: bool) -> None:
     ctl = engine.cluster.controller
     ctl.run("scontrol reconfigure", timeout=30).check()
+    wait_controller(engine)
     if restart_slurmd:
         names = [n.name for n in engine.spec.compute]
         for n in names:
@@ -159,6 +177,26 @@ def slurm_conf_added(engine, line: str, restart_slurmd: bool = True):
     return _conf_edited(engine, engine.slurm_conf, edit, restart_slurmd)
 
 
+@contextlib.contextmanager
+def controller_script_lost_its_mode(engine, key: str = "PrologSlurmctld"):
+    """slurm.conf names a controller script (``key``) that was executable when slurmctld read
+    it and is no longer (mode 0644, as a configuration push without the x bit leaves it).
+    Slurm 24.11 refuses to start (or reconfigure) with such a script; 22.05 fails each job."""
+    require_local(engine)
+    script = engine.conf_dir / f"hpcv-{key.lower()}.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    try:
+        with slurm_conf_added(engine, f"{key}=/etc/slurm/{script.name}", restart_slurmd=False):
+            script.chmod(0o644)
+            try:
+                yield f"/etc/slurm/{script.name}"
+            finally:
+                script.chmod(0o755)
+    finally:
+        script.unlink(missing_ok=True)
+
+
 def cgroup_setting(engine, key: str, value: str):
     """cgroup.conf ``key=value`` on every node (slurmd restarted so steps pick it up)."""
     return _conf_setting(engine, engine.conf_dir / "cgroup.conf", key, value, restart_slurmd=True)
@@ -174,7 +212,7 @@ def _restart_slurm(engine, names: list[str]) -> None:
     ctl = engine.spec.controller.name
     engine.stop_daemon(ctl, "slurmctld")
     engine.start_daemon(ctl, "slurmctld")
-    until(lambda: engine.cluster.controller.run("scontrol ping", timeout=10).ok, "slurmctld to answer", 20)
+    wait_controller(engine)
     for n in names:
         engine.stop_daemon(n, "slurmd")
         engine.start_daemon(n, "slurmd")

@@ -397,16 +397,26 @@ NODE_SCRIPTS = ("Prolog", "Epilog", "TaskProlog", "TaskEpilog", "HealthCheckProg
 CONTROLLER_SCRIPTS = ("PrologSlurmctld", "EpilogSlurmctld")
 
 
+def config_list(config: dict[str, str], key: str) -> list[str]:
+    """The values of a list option: ``Key = a,b`` (Slurm 22.05) or ``Key[0] = a``,
+    ``Key[1] = b`` (Slurm 23.02 and later print Prolog/Epilog so, one line per script);
+    unset ones, ``(null)``, left out."""
+    indexed = sorted((int(k[len(key) + 1:-1]), v) for k, v in config.items()
+                     if k.startswith(key + "[") and k.endswith("]") and k[len(key) + 1:-1].isdigit())
+    values = [config[key]] if key in config else [v for _, v in indexed]
+    return [p.strip() for v in values for p in v.split(",") if p.strip() and p.strip() != "(null)"]
+
+
 def configured_scripts(config: dict[str, str], keys: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(key, path) of every script the configuration names under ``keys`` (comma-separated
-    lists split; unset ones, ``(null)``, left out)."""
-    out = []
-    for key in keys:
-        for path in (config.get(key) or "").split(","):
-            path = path.strip()
-            if path and path != "(null)":
-                out.append((key, path))
-    return out
+    """(key, path) of every script the configuration names under ``keys`` (see config_list)."""
+    return [(key, path) for key in keys for path in config_list(config, key)]
+
+
+def mpi_default(config: dict[str, str]) -> str | None:
+    """MpiDefault of a running configuration (``show_config``): ``none`` when MPI is off
+    (Slurm 24.11 prints that as ``(null)``), None when it gives no value."""
+    value = config.get("MpiDefault", "")
+    return "none" if value == "(null)" else (value or None)
 
 
 def script_problems(node, scripts: list[tuple[str, str]]) -> list[str]:

@@ -171,7 +171,8 @@ def render_cgroup_conf(spec: LocalSpec, layout: str) -> str:
     if layout == "v2":
         lines += ["CgroupPlugin=cgroup/v2", "IgnoreSystemd=yes"]
     else:
-        lines += ["CgroupPlugin=cgroup/v1", "CgroupMountpoint=/sys/fs/cgroup", "CgroupAutomount=no"]
+        # no CgroupAutomount: "no" is its default, and Slurm 24.11 logs the option as defunct
+        lines += ["CgroupPlugin=cgroup/v1", "CgroupMountpoint=/sys/fs/cgroup"]
     lines += [
         f"ConstrainCores={_yes(spec.constrain_cores)}",
         f"ConstrainRAMSpace={_yes(spec.constrain_ram)}",

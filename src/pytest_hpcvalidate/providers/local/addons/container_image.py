@@ -39,7 +39,7 @@ from ..state import State, same_process, state_files
 
 CACHE_ROOT = Path(os.environ.get("HPCV_IMAGE_CACHE", "/var/cache/hpcvalidate/images"))
 #: bump when the way images are built changes (old cache entries are then ignored)
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: Slurm's OCI mount point /var/run/slurm in bundles
 #: the interpreter of a skeleton image (the host's, through /usr); torch wheels are built for it
 SKELETON_PYTHON = "/usr/bin/python3"
 VENV = "/opt/venv"
@@ -114,6 +114,17 @@ def _skeleton(rootfs: Path) -> None:
         (etc / name).write_text("")
 
 
+def _slurm_oci_mount_point(rootfs: Path) -> None:
+    """Slurm 23.02 and later bind a step's spool directory at ``/var/run/slurm`` of the
+    container; runc cannot create that mount point in a read-only rootfs, so the image has it
+    (``/var/run`` a link to ``/run``, as in Debian; never followed out of the rootfs)."""
+    (rootfs / "run" / "slurm").mkdir(parents=True, exist_ok=True)
+    var_run = rootfs / "var" / "run"
+    if not var_run.is_symlink() and not var_run.exists():
+        var_run.parent.mkdir(exist_ok=True)
+        var_run.symlink_to("../run")
+
+
 def _debootstrap(rootfs: Path) -> None:
     _run(["debootstrap", "--variant=minbase", "bookworm", str(rootfs)], "debootstrap --variant=minbase bookworm", 900)
 
@@ -180,6 +191,7 @@ def build(recipe: Recipe, cache_root: Path = CACHE_ROOT) -> tuple[Path, bool]:
         if recipe.torch:
             _torch(rootfs, recipe.torch, cache_root)
         if recipe.bundle:
+            _slurm_oci_mount_point(rootfs)
             _bundle_config(tmp)
         (tmp / "recipe.json").write_text(json.dumps(asdict(recipe), sort_keys=True) + "\n")
         try:
