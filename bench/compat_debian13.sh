@@ -35,7 +35,8 @@ PACKAGES=(python3 python3-venv gcc make libc6-dev
   openssh-server openssh-client sudo
   prometheus prometheus-node-exporter prometheus-alertmanager curl
   fio iperf3 iputils-ping iproute2 bridge-utils iptables hwloc procps psmisc util-linux kmod
-  glusterfs-server glusterfs-client charliecloud-runtime runc)
+  glusterfs-server glusterfs-client charliecloud-runtime runc
+  python3-libvirt xxd)  # for the project's own tests: libvirt's test driver, xxd in a redaction test
 # the plugin's dependencies (pyproject.toml), for the root's Python
 REQUIREMENTS=(pytest pytest-xdist pytest-testinfra paramiko nvidia-ml-py hypothesis allure-pytest
   "pydantic>=2.6,<3" ClusterShell rich PyYAML prometheus-client)
@@ -65,18 +66,26 @@ if [ "$(cat "$ROOT/.hpcv-packages" 2>/dev/null)" != "$(stamp "${PACKAGES[@]}")" 
   stamp "${PACKAGES[@]}" > "$ROOT/.hpcv-packages"
 fi
 WHEELS=$BASE/wheels-3.13
-if [ "$(cat "$ROOT/opt/hpcv-venv/.hpcv-requirements" 2>/dev/null)" != "$(stamp "${REQUIREMENTS[@]}")" ]; then
+if [ "$(cat "$ROOT/opt/hpcv-venv/.hpcv-requirements" 2>/dev/null)" != "$(stamp "${REQUIREMENTS[@]}" system-site)" ]; then
   echo "compat_debian13.sh: wheels for Python 3.13 and the root's virtual environment"
   rm -rf "$WHEELS" && mkdir -p "$WHEELS"
   .venv/bin/python -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version 3.13 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform any -d "$WHEELS" "${REQUIREMENTS[@]}"
   rm -rf "$ROOT/opt/hpcv-venv" "$ROOT/opt/wheels" && cp -r "$WHEELS" "$ROOT/opt/wheels"
-  in_root /usr/bin/python3 -m venv /opt/hpcv-venv
+  in_root /usr/bin/python3 -m venv --system-site-packages /opt/hpcv-venv  # python3-libvirt: no wheel on PyPI
   in_root /opt/hpcv-venv/bin/python -m pip install -q --no-index --find-links /opt/wheels "${REQUIREMENTS[@]}"
   rm -rf "$ROOT/opt/wheels"
-  stamp "${REQUIREMENTS[@]}" > "$ROOT/opt/hpcv-venv/.hpcv-requirements"
+  stamp "${REQUIREMENTS[@]}" system-site > "$ROOT/opt/hpcv-venv/.hpcv-requirements"
 fi
+# the plugin from /repo/src, installed as pip -e would (a path entry and its entry points), so that
+# the pytest runs the project's tests start (pytester) find it too
+site=$(echo "$ROOT"/opt/hpcv-venv/lib/python3*/site-packages)
+echo /repo/src > "$site/hpcv-repo.pth"
+mkdir -p "$site/pytest_hpcvalidate-0+repo.dist-info"
+printf 'Metadata-Version: 2.1\nName: pytest-hpcvalidate\nVersion: 0+repo\n' > "$site/pytest_hpcvalidate-0+repo.dist-info/METADATA"
+printf '[pytest11]\nhpcvalidate = pytest_hpcvalidate.plugin\n\n[console_scripts]\nhpcvalidate = pytest_hpcvalidate.__main__:main\n' \
+  > "$site/pytest_hpcvalidate-0+repo.dist-info/entry_points.txt"
 
 rm -rf "$OUTDIR" && mkdir -p "$OUTDIR"
 case "$CONFIG" in
@@ -111,16 +120,12 @@ unshare --mount --propagation private -- /bin/bash -euc '
   mount --bind "$repo" "$root/repo"; mount --bind "$out" "$root/out"
   cd "$root" && pivot_root . .oldroot && umount -l /.oldroot
   cd /repo
-  # the plugin by its entry point where /repo/src carries the metadata of an editable install, else by name
-  plugin="-p pytest_hpcvalidate.plugin"
-  PYTHONPATH=/repo/src PYTHONDONTWRITEBYTECODE=1 /opt/hpcv-venv/bin/python -c "from importlib.metadata import entry_points as e
-exit(not any(x.name == \"hpcvalidate\" for x in e(group=\"pytest11\")))" && plugin=
   rc=0
   run=(env -i PATH=/opt/hpcv-venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
-       PYTHONPATH=/repo/src PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1)
+       PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1)
   if [ "$mode" = run ]; then "${run[@]}" "$@" > /out/run.txt 2>&1 || rc=$?
-  else "${run[@]}" python -m pytest $plugin -p no:cacheprovider -rfEs "$@" > /out/pytest.txt 2>&1 || rc=$?; fi
-  env -i PATH=/opt/hpcv-venv/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH=/repo/src python -m pytest_hpcvalidate cleanup >> /out/pytest.txt 2>&1
+  else "${run[@]}" python -m pytest -p no:cacheprovider -rfEs "$@" > /out/pytest.txt 2>&1 || rc=$?; fi
+  env -i PATH=/opt/hpcv-venv/bin:/usr/sbin:/usr/bin:/sbin:/bin python -m pytest_hpcvalidate cleanup >> /out/pytest.txt 2>&1
   exit $rc
 ' compat "$ROOT" "$REPO" "$OUTDIR" "${ARGS[@]}"
 rc=$?

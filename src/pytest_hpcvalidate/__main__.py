@@ -29,7 +29,8 @@ def _validate(args) -> int:
                 print(line, file=sys.stderr)
             status = 4
             continue
-        table = Table(title=f"{path}: cluster {cfg.name!r} ({cfg.provider}) is valid")
+        print(f"{path}: cluster {cfg.name!r} ({cfg.provider}) is valid")  # a line, not a title rich wraps to the table
+        table = Table()
         for col in ("node", "role", "address", "cpus", "memory MiB", "gpus"):
             table.add_column(col)
         for n in cfg.resolved_nodes():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hpcvalidate.providers.libvirt import passthrough
+from pytest_hpcvalidate.providers.libvirt import host as libvirt_host, passthrough
 from pytest_hpcvalidate.providers.libvirt.cleanup import domain_name
 
 pytestmark = pytest.mark.requires("pcie")
@@ -53,13 +53,10 @@ def test_devices_ready_for_passthrough(compute_name, node_spec, host_root):
 @pytest.fixture(scope="module")
 def domain_xmls(request, hpc_config, host_root) -> dict[str, str]:
     """{domain: XML} from the config's libvirt URI (after provisioning, unless it is libvirt's test driver)."""
-    import libvirt
-
     uri = hpc_config.libvirt.uri if hpc_config.libvirt else "qemu:///system"
     if not uri.startswith("test:"):
         request.getfixturevalue("cluster")  # the domains exist once the cluster is provisioned
-    libvirt.registerErrorHandler(lambda ctx, err: None, None)
-    conn = libvirt.openReadOnly(uri)
+    conn = libvirt_host.libvirt_module().openReadOnly(uri)
     try:
         return passthrough.libvirt_domain_xmls(conn)
     finally:

@@ -25,7 +25,8 @@ PROBES: dict[str, tuple[str, ...]] = {
     "munge": ("munged --version",),
     "openmpi": ("ompi_info --version", "mpirun --version"),
     "pmix": ("pmix_info --version", "pkg-config --modversion pmix",
-             "dpkg-query -W -f='${Version}' libpmix2", "rpm -q --qf '%{VERSION}' pmix"),
+             "dpkg-query -W -f='${Version}' libpmix2", "dpkg-query -W -f='${Version}' libpmix2t64",  # Debian 13
+             "rpm -q --qf '%{VERSION}' pmix"),
     "gpu": ("nvidia-smi --query-gpu=name,driver_version --format=csv",),
 }
 

@@ -119,17 +119,26 @@ def kvm_verdict(cpuinfo: str | None = None, dev: Path = Path("/dev/kvm")) -> tup
     return True, "bare metal with VT-x/AMD-V and /dev/kvm"
 
 
-def open_connection(uri: str):
-    """A libvirt connection (libvirt-python imported here, so the rest of the package does
-    not need it); libvirt's default error printing to stderr is silenced."""
+def libvirt_module():
+    """libvirt-python, imported here so the rest of the package does not need it, with
+    libvirt's default error printing to stderr silenced; a clear error where it is missing
+    (a folder named ``libvirt`` on sys.path, such as this project's tests/libvirt, is not it)."""
     try:
         import libvirt
     except ImportError:
+        libvirt = None
+    if libvirt is None or not hasattr(libvirt, "open"):
         raise ProvisioningError(
             "libvirt-python is missing; install it: apt-get install -y libvirt-dev pkg-config && "
             ".venv/bin/pip install -e '.[libvirt]' (setup.sh does both)"
-        ) from None
+        )
     libvirt.registerErrorHandler(lambda ctx, err: None, None)
+    return libvirt
+
+
+def open_connection(uri: str):
+    """A libvirt connection (libvirtd started first where it is not running)."""
+    libvirt = libvirt_module()
     ensure_libvirtd(uri)
     try:
         return libvirt.open(uri)
