@@ -13,7 +13,8 @@
 # the root (pivot_root) of a private mount namespace with this checkout bound at /repo. Inside,
 # the plugin runs from /repo/src on Python 3.13 with its dependencies installed from wheels
 # downloaded here for 3.13 (cached), provisions the config's local cluster with Debian 13's
-# programs and runs the suites through pytest. OUTDIR (default reports/compat-debian13) gets
+# programs and runs the suites through pytest (the config renamed: HPCV_COMPAT_NAME, default compat13,
+# on HPCV_COMPAT_SUBNET, default 10.231.79.0/24). OUTDIR (default reports/compat-debian13) gets
 # pytest's output (pytest.txt), the junit XML and the run's reports. The exit code is pytest's.
 # Nothing of the cluster is left: the provider tears it down and `cleanup` runs after it.
 set -euo pipefail
@@ -47,6 +48,9 @@ in_root() {  # in_root COMMAND...: a chroot with /proc and /dev, for apt and pip
     r=$0; mount -t proc proc "$r/proc"; mount --rbind /dev "$r/dev"; exec chroot "$r" "$@"' "$ROOT" "$@"
 }
 
+mkdir -p "$BASE"
+exec 9> "$BASE/.build.lock"
+flock 9  # one build of the root at a time; released before the cluster runs
 if [ ! -x "$ROOT/usr/bin/python3" ]; then
   mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
   echo "compat_debian13.sh: debootstrap trixie into $ROOT"
@@ -87,6 +91,7 @@ printf 'Metadata-Version: 2.1\nName: pytest-hpcvalidate\nVersion: 0+repo\n' > "$
 printf '[pytest11]\nhpcvalidate = pytest_hpcvalidate.plugin\n\n[console_scripts]\nhpcvalidate = pytest_hpcvalidate.__main__:main\n' \
   > "$site/pytest_hpcvalidate-0+repo.dist-info/entry_points.txt"
 
+flock -u 9
 rm -rf "$OUTDIR" && mkdir -p "$OUTDIR"
 case "$CONFIG" in
   --tests) ARGS=(pytest --junitxml /out/junit.xml "${PATHS[@]}") ;;
@@ -97,11 +102,11 @@ esac
 # slurmdbd 24.11.5 cannot create its database through Debian 13's client library (libmariadb3
 # 1:11.8.9: "5027 Number of columns in result (=1) set execeeds maxmimum allowed number of columns
 # (=0)" on its first query; with Debian 12's libmariadb3 it starts), so the provider would stop there
-[[ "$CONFIG" = --* ]] || .venv/bin/python - "$CONFIG" "$OUTDIR/compat.yaml" "${HPCV_COMPAT_SUBNET:-10.231.79.0/24}" <<'PY'
+[[ "$CONFIG" = --* ]] || .venv/bin/python - "$CONFIG" "$OUTDIR/compat.yaml" "${HPCV_COMPAT_SUBNET:-10.231.79.0/24}" "${HPCV_COMPAT_NAME:-compat13}" <<'PY'
 import sys, yaml
 config = yaml.safe_load(open(sys.argv[1]))
-config.update(name="compat13", description=f"{config.get('name')} on Debian 13 (bench/compat_debian13.sh)")
-config["network"].update(subnet=sys.argv[3], bridge="hpcv-compat13")
+config.update(name=sys.argv[4], description=f"{config.get('name')} on Debian 13 (bench/compat_debian13.sh)")
+config["network"].update(subnet=sys.argv[3], bridge=f"hpcv-{sys.argv[4]}"[:15])
 config.get("slurm", {}).pop("accounting", None)
 yaml.safe_dump(config, open(sys.argv[2], "w"), sort_keys=False)
 PY

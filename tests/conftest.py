@@ -5,8 +5,10 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-#: tests that boot libvirt VMs (TCG): about half of the whole run's time, spent mostly in QEMU
+#: tests that boot libvirt VMs (TCG): about half of the whole run's time, spent mostly in QEMU;
+#: and the run on a Debian 13 root (a whole main job): both long, both one after another in a lane
 VM_TESTS = Path(__file__).parent / "libvirt"
+COMPAT_TESTS = Path(__file__).parent / "compat"
 
 
 def pytest_configure(config):
@@ -19,7 +21,7 @@ def pytest_configure(config):
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """Two lanes under ``-n 2``: the VM tests one after another on one worker, everything else
+    """Two lanes under ``-n 2``: the VM and Debian 13 tests one after another on one worker, everything else
     one after another on the other. Within a lane nothing changes from a serial run; across
     lanes the tests already keep apart (own names, subnets, state roots). (A scheduler rather
     than ``xdist_group`` marks: xdist 3.8 groups by rewriting ``item._nodeid``, which pytest 9
@@ -30,7 +32,8 @@ def pytest_xdist_make_scheduler(config, log):
 
     class Lanes(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "vm" if VM_TESTS in (root / nodeid.split("::", 1)[0]).parents else "host"
+            parents = (root / nodeid.split("::", 1)[0]).parents
+            return "vm" if VM_TESTS in parents or COMPAT_TESTS in parents else "host"
 
     return Lanes(config, log)
 

@@ -1,0 +1,58 @@
+"""The plugin on the current Debian release's stack: Debian 13's Slurm 24.11, munge, Open MPI 5
+with PMIx 5, OpenSSH 10, Prometheus 2.53, GlusterFS 11, charliecloud and runc, on Python 3.13.
+
+``bench/compat_debian13.sh`` builds a Debian 13 root (cached in /var/lib/hpcv-compat), provisions
+``configs/full-stack.yaml`` there with the local provider (without job accounting: Debian 13's
+slurmdbd cannot create its database through Debian 13's MariaDB client library, see the script)
+and runs every suite through the plugin. Everything these machines run on Debian 12 must hold
+there too: it found that Slurm 24.11 lists Epilog/Prolog scripts as ``Epilog[0] = ...`` (the
+script check passed over a missing Epilog), prints MpiDefault=none as ``(null)``, and mounts
+``/var/run/slurm`` into OCI containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import clusterkit
+import pytest
+
+from pytest_hpcvalidate.providers.local.cleanup import leftovers
+
+ROOT = Path(__file__).resolve().parents[2]
+#: where the Debian 13 root's local provider keeps its clusters' state, seen from here
+COMPAT_STATE = Path(os.environ.get("HPCV_COMPAT_DIR", "/var/lib/hpcv-compat")) / "trixie/var/lib/hpcvalidate/clusters"
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def debian13_run(tmp_path_factory):
+    if os.geteuid() != 0 or not shutil.which("debootstrap"):
+        pytest.skip("needs root and debootstrap (bash setup.sh installs it)")
+    name, octet = clusterkit.unique("d13")
+    out = tmp_path_factory.mktemp("debian13") / "out"
+    env = {**os.environ, "HPCV_COMPAT_NAME": name, "HPCV_COMPAT_SUBNET": f"10.234.{octet}.0/24"}
+    proc = subprocess.run(["bash", "bench/compat_debian13.sh", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    return name, proc, out
+
+
+def test_full_stack_signs_off_on_debian_13(debian13_run):
+    name, proc, out = debian13_run
+    log = (out / "pytest.txt").read_text() if (out / "pytest.txt").exists() else proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"exit {proc.returncode}:\n{log[-4000:]}"
+    versions = (out / "versions.txt").read_text()
+    assert "Debian GNU/Linux 13" in versions and "slurmd 24.11" in versions and "openmpi-bin 5." in versions, versions
+    signoff = json.loads((out / "reports" / "signoff.json").read_text())
+    assert signoff["verdict"] == "PASS", signoff
+    suite = ET.parse(out / "junit.xml").getroot().find("testsuite")
+    counts = {k: int(suite.get(k)) for k in ("tests", "failures", "errors", "skipped")}
+    assert counts["failures"] == 0 and counts["errors"] == 0, counts
+    assert counts["tests"] - counts["skipped"] >= 150, counts  # every area ran, not a skipped-through run
+    assert leftovers(name, state_root=COMPAT_STATE) == []  # namespaces, links, cgroups, processes, its work dir
