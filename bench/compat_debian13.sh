@@ -75,7 +75,7 @@ if [ "$(cat "$ROOT/opt/hpcv-venv/.hpcv-requirements" 2>/dev/null)" != "$(stamp "
   rm -rf "$WHEELS" && mkdir -p "$WHEELS"
   .venv/bin/python -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version 3.13 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux2014_x86_64 --platform any -d "$WHEELS" "${REQUIREMENTS[@]}"
+    --platform manylinux2014_x86_64 --platform any -d "$WHEELS" "${REQUIREMENTS[@]}" 2>&1 | { grep -v '^WARNING: Location' || true; }
   rm -rf "$ROOT/opt/hpcv-venv" "$ROOT/opt/wheels" && cp -r "$WHEELS" "$ROOT/opt/wheels"
   in_root /usr/bin/python3 -m venv --system-site-packages /opt/hpcv-venv  # python3-libvirt: no wheel on PyPI
   in_root /opt/hpcv-venv/bin/python -m pip install -q --no-index --find-links /opt/wheels "${REQUIREMENTS[@]}"
