@@ -1,11 +1,32 @@
 """Capabilities a check may require (``@pytest.mark.requires("gpu")``) and why one is missing.
 
 ``missing(cap, state)`` returns a skip reason naming the missing capability, or None.
+
+Two kinds of skip: a check the config rules out (accounting off, simulated GPUs, a GlusterFS
+mount for a BeeGFS check) is *not applicable* (:func:`not_applicable`, and every capability but
+those in ``RUN_CAPABILITIES``); a check the config calls for that this run could not do (no
+NVML answered on a declared GPU node, no root, mutation not allowed) is a plain skip, which
+``--hpc-strict`` turns into a failure.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NoReturn
+
+import pytest
+
+
+def not_applicable(reason: str, _use_item_location: bool = False) -> NoReturn:
+    """Skip the running check because the config rules it out (say why, naming the setting):
+    a plain pytest skip (reported as any other), marked so ``--hpc-strict`` leaves it a skip."""
+    __tracebackhide__ = True  # the skip is reported at the caller's line, as pytest.skip's is
+    skip = pytest.skip.Exception(reason, _use_item_location=_use_item_location)
+    skip.hpc_not_applicable = True
+    raise skip
+
+
+def is_not_applicable(exc: BaseException) -> bool:
+    return getattr(exc, "hpc_not_applicable", False) is True
 
 
 def _gpu(state) -> str | None:
@@ -111,6 +132,11 @@ CHECKS: dict[str, Callable] = {
     "fault-injection": _fault_injection,
     "root": _root,
 }
+
+
+#: capabilities a run lacks because of how it was started or reaches the cluster, not because
+#: the config rules the check out: skips for them stay failures under --hpc-strict
+RUN_CAPABILITIES = frozenset({"mutation", "root"})
 
 
 def missing(capability: str, state) -> str | None:

@@ -33,6 +33,8 @@ MARKERS = (
     "storage, accounting, mutation, fault-injection, ...)",
     "mutates(reason): the check changes cluster state (drain/resume, restarts, configs); on an existing cluster "
     "it is skipped unless --hpc-allow-mutation",
+    "hpc_not_applicable(reason): the config rules the check out (set by the plugin for per-node checks "
+    "without such nodes)",
 )
 
 HPC = pytest.StashKey["HpcState"]()
@@ -166,6 +168,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     state = item.config.stash[HPC]
+    for mark in item.iter_markers("hpc_not_applicable"):  # a per-node check on a config without such nodes
+        capabilities.not_applicable(mark.args[0], _use_item_location=True)
     mutates = item.get_closest_marker("mutates")
     if mutates is not None and state.model is not None:
         refused = capabilities.CHECKS["mutation"](state)
@@ -180,8 +184,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for mark in item.iter_markers("requires"):
         for capability in mark.args:
             missing = capabilities.missing(capability, state)
-            if missing:
+            if missing and capability in capabilities.RUN_CAPABILITIES:
                 _skip_here(missing)
+            elif missing:
+                capabilities.not_applicable(missing, _use_item_location=True)
 
 
 def _skip_here(reason: str) -> None:
@@ -201,12 +207,14 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     place = state.placements.get(item.nodeid)
     if place is None:
         return report
-    if report.skipped and _opt(item.config, "hpc_strict") and state.model is not None:
+    not_applicable = call.excinfo is not None and capabilities.is_not_applicable(call.excinfo.value)
+    if report.skipped and _opt(item.config, "hpc_strict") and state.model is not None and not not_applicable:
         area = place.area
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         if area in state.model.declared_areas() and not reason.startswith("Skipped: blocked by"):
             report.outcome = "failed"
-            report.longrepr = f"--hpc-strict: area '{area}' is declared in the config but this check was skipped: {reason}"
+            report.longrepr = (f"--hpc-strict: area '{area}' is declared in the config but this check was skipped: "
+                               f"{reason.removeprefix('Skipped: ')}")
     if report.failed and not infra:
         state.gate.record_failure(place.layer, item.nodeid)
     return report
@@ -278,7 +286,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 metafunc.parametrize(fixture, names, ids=names, scope="session")
             else:  # pytest's own "got empty parameter set" would tell an operator nothing
                 reason = none_reason if model is not None else "no --hpc-config given"
-                metafunc.parametrize(fixture, [pytest.param(None, marks=pytest.mark.skip(reason=reason))],
+                metafunc.parametrize(fixture, [pytest.param(None, marks=pytest.mark.hpc_not_applicable(reason))],
                                      ids=["none"], scope="session")
     if "pair_names" in metafunc.fixturenames:
         pairs = []

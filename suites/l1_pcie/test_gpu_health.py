@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_hpcvalidate.probes import gpu, gpu_health
+from pytest_hpcvalidate.capabilities import not_applicable
 
 pytestmark = [pytest.mark.area("gpu"), pytest.mark.requires("nvml")]
 
@@ -26,7 +27,7 @@ def pci_functions(cluster, real_gpu_nodes):
 def expectation(gpu_node, node_spec) -> gpu_health.GpuExpectation:
     spec = node_spec[gpu_node.name]
     if spec.gpu_simulated:
-        pytest.skip(f"{gpu_node.name}: its GPUs are simulated (no hardware): NVML and PCIe health do not apply")
+        not_applicable(f"{gpu_node.name}: its GPUs are simulated (no hardware): NVML and PCIe health do not apply")
     left_out = gpu_node.facts.get("passthrough_left_out")
     if left_out:  # the provider could not give the VM its devices (and said so when it booted it)
         pytest.skip(f"{gpu_node.name}: its GPUs were not passed through to the VM: {left_out}")

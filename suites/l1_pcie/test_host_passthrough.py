@@ -18,6 +18,7 @@ import pytest
 
 from pytest_hpcvalidate.providers.libvirt import host as libvirt_host, passthrough
 from pytest_hpcvalidate.providers.libvirt.cleanup import domain_name
+from pytest_hpcvalidate.capabilities import not_applicable
 
 pytestmark = pytest.mark.requires("pcie")
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.requires("pcie")
 @pytest.fixture(scope="module")
 def host_root(hpc_config) -> Path:
     if hpc_config.provider != "libvirt":
-        pytest.skip("host-side passthrough checks read the libvirt host; "
+        not_applicable("host-side passthrough checks read the libvirt host; "
                     f"this cluster's provider is {hpc_config.provider}")
     root = Path(os.environ.get("HPCV_SYSFS_ROOT", "/"))
     devices = [d for n in hpc_config.resolved_nodes() for d in n.pcie]
@@ -45,7 +46,7 @@ def test_devices_ready_for_passthrough(compute_name, node_spec, host_root):
     """Each configured device of the node exists, is bound to vfio-pci, and its IOMMU group is safe to hand over."""
     devices = node_spec[compute_name].pcie
     if not devices:
-        pytest.skip(f"{compute_name} has no PCIe passthrough devices in the config")
+        not_applicable(f"{compute_name} has no PCIe passthrough devices in the config")
     problems = [p for d in devices for p in passthrough.device_problems(host_root, d)]
     assert not problems, f"{compute_name}: " + "; ".join(problems)
 

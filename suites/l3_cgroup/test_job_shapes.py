@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from pytest_hpcvalidate.hostlist import expand
 from pytest_hpcvalidate.probes import isolation, slurm
+from pytest_hpcvalidate.capabilities import not_applicable
 
 
 def _partitions(hpc_config, node_spec):
@@ -69,7 +70,7 @@ def shape_problems(shape: dict, facts: list, node_cpus: dict[str, int], constrai
 def test_random_job_shapes_are_placed_as_requested(controller, hpc_config, node_spec, thresholds):
     examples = hpc_config.slurm.job_shape_examples
     if examples == 0:
-        pytest.skip("slurm.job_shape_examples is 0 in the config")
+        not_applicable("slurm.job_shape_examples is 0 in the config")
     partitions = _partitions(hpc_config, node_spec)
     node_cpus = {n.name: n.cpus for n in node_spec.values()}
     constrain = hpc_config.slurm.cgroup.constrain_cores

@@ -8,6 +8,7 @@ import shlex
 import pytest
 
 from pytest_hpcvalidate.probes import isolation, slurm
+from pytest_hpcvalidate.capabilities import not_applicable
 
 
 def _step(controller, where: str, gres: str, devices: list[str], timeout: float, hold_s: float = 0.0):
@@ -80,7 +81,7 @@ def test_concurrent_single_gpu_jobs_get_different_gpus(gpu_node, controller, nod
         return node_spec[name].gpus >= 2 and node_spec[name].cpus >= 2
 
     if not shareable(gpu_node.name):
-        pytest.skip(f"{gpu_node.name} has {node_spec[gpu_node.name].gpus} GPU(s) and {node_spec[gpu_node.name].cpus} "
+        not_applicable(f"{gpu_node.name} has {node_spec[gpu_node.name].gpus} GPU(s) and {node_spec[gpu_node.name].cpus} "
                     "CPU(s): two 1-GPU jobs cannot run on it side by side")
     hold = 1.0
 

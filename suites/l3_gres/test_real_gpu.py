@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_hpcvalidate.probes import gpu, gpu_health, slurm
+from pytest_hpcvalidate.capabilities import not_applicable
 
 #: sign-off area "gpu" (declared only where the config has real GPUs), in layer 3: with simulated
 #: GPUs these checks are not applicable, while the GRES area (test_gres.py) still is
@@ -22,7 +23,7 @@ def real_gpus(gpu_node, node_spec) -> int:
     """The node's configured GPU count; not applicable to simulated GPUs."""
     spec = node_spec[gpu_node.name]
     if spec.gpu_simulated:
-        pytest.skip(f"{gpu_node.name}: its GPUs are simulated: NVML and CUDA inside jobs do not apply "
+        not_applicable(f"{gpu_node.name}: its GPUs are simulated: NVML and CUDA inside jobs do not apply "
                     "(test_gres.py checks their scheduling)")
     return spec.gpus
 
@@ -84,7 +85,7 @@ def test_step_without_gres_sees_no_gpu(gpu_node, real_gpus, controller, place_on
 def test_concurrent_single_gpu_steps_get_different_gpus(gpu_node, real_gpus, controller, place_on, node_spec,
                                                         thresholds, each_node):
     if real_gpus < 2:
-        pytest.skip(f"{gpu_node.name} has one GPU: nothing to share")
+        not_applicable(f"{gpu_node.name} has one GPU: nothing to share")
     hold = 1.0
 
     def probe(node):

@@ -10,6 +10,7 @@ import pytest
 
 from pytest_hpcvalidate.probes import containers as ctr
 from pytest_hpcvalidate.probes import mpi
+from pytest_hpcvalidate.capabilities import not_applicable
 
 pytestmark = pytest.mark.requires("containers")
 
@@ -42,7 +43,7 @@ def test_torch_distributed_in_container_across_two_nodes(controller, cluster, ru
     matmul, and a torch.distributed all-reduce (gloo; NCCL where CUDA is) over ranks from Slurm.
     On nodes with real GPUs each rank holds one and CUDA must be available inside."""
     if len(cluster.compute) < 2:
-        pytest.skip("one compute node: torch.distributed across nodes needs two")
+        not_applicable("one compute node: torch.distributed across nodes needs two")
     shared = _shared(cluster)
     script, copied = ctr.install_torch_script(cluster.compute[0], f"{shared}/hpcv-torch")
     assert copied.ok, f"copying the torch check to {shared}: {copied.describe()}"

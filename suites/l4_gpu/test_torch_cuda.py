@@ -16,6 +16,7 @@ from pytest_hpcvalidate.config import gpu_models
 from pytest_hpcvalidate.hostlist import expand
 from pytest_hpcvalidate.probes import gpu_health, gpu_perf
 from pytest_hpcvalidate.probes.gpu_perf import record
+from pytest_hpcvalidate.capabilities import not_applicable
 
 pytestmark = [pytest.mark.layer(4), pytest.mark.area("gpu"), pytest.mark.requires("nvml")]
 
@@ -42,7 +43,7 @@ def torch_steps(controller, real_gpu_nodes, node_spec, place_on, thresholds):
 def ranks(gpu_node, node_spec, torch_steps) -> list[gpu_perf.TorchRank]:
     """The tasks of ``gpu_node``'s step that measured (skips when none could)."""
     if node_spec[gpu_node.name].gpu_simulated:
-        pytest.skip(f"{gpu_node.name}: its GPUs are simulated: CUDA does not apply")
+        not_applicable(f"{gpu_node.name}: its GPUs are simulated: CUDA does not apply")
     measured = [r for r in torch_steps[gpu_node.name][0] if not r.error]
     if not measured:
         pytest.skip(f"{gpu_node.name}: no task reached CUDA (test_torch_reaches_cuda_on_every_gpu says why)")
@@ -64,7 +65,7 @@ def _assert_metrics(metric, metrics) -> None:
 def test_torch_reaches_cuda_on_every_gpu(gpu_node, node_spec, torch_steps):
     spec = node_spec[gpu_node.name]
     if spec.gpu_simulated:
-        pytest.skip(f"{gpu_node.name}: its GPUs are simulated: CUDA does not apply")
+        not_applicable(f"{gpu_node.name}: its GPUs are simulated: CUDA does not apply")
     ranks, failed = torch_steps[gpu_node.name]
     problems = gpu_perf.rank_problems(ranks, spec.gpus, spec.gpu_model) + ([failed] if failed else [])
     assert not problems, f"{gpu_node.name}: " + "; ".join(problems)
@@ -105,7 +106,7 @@ def test_nccl_allreduce_over_the_nodes_gpus(gpu_node, ranks, thresholds, metric)
 
 def test_nccl_allreduce_across_gpu_nodes(controller, real_gpu_nodes, node_spec, hpc_config, thresholds, metric):
     if len(real_gpu_nodes) < 2:
-        pytest.skip("fewer than two nodes with real GPUs: nothing to reduce across")
+        not_applicable("fewer than two nodes with real GPUs: nothing to reduce across")
     per_node = min(node_spec[n.name].gpus for n in real_gpu_nodes)
     names = ",".join(n.name for n in real_gpu_nodes)
     partition = next((f"-p {p.name} " for p in hpc_config.slurm.partitions

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_hpcvalidate.probes import mpi, slurm
+from pytest_hpcvalidate.capabilities import not_applicable
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_point_to_point_latency_and_bandwidth(controller, cluster, node_spec, mp
     """Ping-pong between the first two compute nodes, each rank owning all of its node's CPUs
     (a rank pinned to a core shared with other work measures the scheduler, not the network)."""
     if len(cluster.compute) < 2:
-        pytest.skip("one compute node: no pair to measure between")
+        not_applicable("one compute node: no pair to measure between")
     a, b = cluster.compute[0], cluster.compute[1]
     partition = _partition_with_all(controller, [a.name, b.name])
     cpus = min(node_spec[a.name].cpus, node_spec[b.name].cpus)

@@ -16,6 +16,7 @@ import pytest
 
 from pytest_hpcvalidate.probes import monitoring as probe
 from pytest_hpcvalidate.probes import storage
+from pytest_hpcvalidate.capabilities import not_applicable
 
 from . import or_fail
 
@@ -116,7 +117,7 @@ def test_prometheus_keeps_its_data_long_enough_and_has_room(prometheus, settings
     disk stops it storing samples: every graph and alert goes blind)."""
     flags = or_fail("Prometheus cannot say how it runs", prometheus.flags)
     if settings.prometheus_url and settings.retention_days_min is None:
-        pytest.skip("Prometheus is outside the cluster (prometheus_url): its disk cannot be read here; set "
+        not_applicable("Prometheus is outside the cluster (prometheus_url): its disk cannot be read here; set "
                     "monitoring.retention_days_min to check its retention")
     if settings.retention_days_min is not None:
         kept = probe.retention_s(flags)

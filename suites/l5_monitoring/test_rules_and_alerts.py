@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from pytest_hpcvalidate.probes import monitoring as probe
+from pytest_hpcvalidate.capabilities import not_applicable
 
 from . import or_fail
 
@@ -60,7 +61,7 @@ def test_prometheus_sends_to_the_alertmanager(prometheus, alertmanager, alertman
 def test_the_watchdog_alert_reaches_the_alertmanager(prometheus, alertmanager, settings):
     name = settings.alerting.watchdog_alert
     if not name:
-        pytest.skip("monitoring.alerting.watchdog_alert is null: no always-firing alert to follow")
+        not_applicable("monitoring.alerting.watchdog_alert is null: no always-firing alert to follow")
     rules = or_fail("Prometheus cannot list its rules", prometheus.rules)
     mine = [r for r in rules if r.kind == "alerting" and r.name == name]
     assert mine, (f"Prometheus has no alerting rule {name}: add one that always fires (expr: vector(1)), so that "

@@ -10,6 +10,7 @@ import shlex
 import pytest
 
 from pytest_hpcvalidate.probes import slurm, storage
+from pytest_hpcvalidate.capabilities import not_applicable
 
 pytestmark = pytest.mark.requires("storage")
 
@@ -48,7 +49,7 @@ def test_one_job_writing_from_every_node_leaves_every_file_complete(target, clus
                                                                    partition_of, compute_names, thresholds):
     writers = target.compute_nodes(compute_names)
     if not writers:
-        pytest.skip(f"no compute node mounts {target.mount_point}: no Slurm job can write to it")
+        not_applicable(f"no compute node mounts {target.mount_point}: no Slurm job can write to it")
     directory = f"{scratch(target)}/many-writers"
     cluster.node(writers[0]).run(f"mkdir -p {shlex.quote(directory)}", timeout=30).check()
     r = slurm.srun(controller, f"{partition_of(writers)} -w {','.join(writers)} -N{len(writers)} --ntasks-per-node=1",

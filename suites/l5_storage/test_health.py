@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_hpcvalidate.probes import storage
+from pytest_hpcvalidate.capabilities import not_applicable
 
 pytestmark = pytest.mark.requires("storage")
 
@@ -27,7 +28,7 @@ def _with_tool(cluster, candidates: list[str], tool: str):
 @pytest.mark.requires("root")
 def test_glusterfs_peers_connected_and_every_brick_online_with_room(target, cluster):
     if target.kind != "glusterfs":
-        pytest.skip(f"{target.mount_point} is {target.kind}, not glusterfs")
+        not_applicable(f"{target.mount_point} is {target.kind}, not glusterfs")
     node = _with_tool(cluster, list(target.storage_nodes or target.nodes), "gluster")
     volume = target.source.split(":/", 1)[1] if target.source and ":/" in target.source else None
     problems, bricks = storage.gluster_health(node, volume, list(target.storage_nodes),
@@ -39,7 +40,7 @@ def test_glusterfs_peers_connected_and_every_brick_online_with_room(target, clus
 @pytest.mark.requires("root")
 def test_beegfs_services_reachable_and_targets_online_good(target, cluster):
     if target.kind != "beegfs" or target.beegfs is None:
-        pytest.skip(f"{target.mount_point} is {target.kind}, not beegfs")
+        not_applicable(f"{target.mount_point} is {target.kind}, not beegfs")
     b = target.beegfs
     node = _with_tool(cluster, [b.management_node, *target.nodes], "beegfs-ctl")
     report = storage.beegfs_report(node, target.mount_point)

@@ -10,6 +10,7 @@ import shlex
 import pytest
 
 from pytest_hpcvalidate.probes import slurm, storage
+from pytest_hpcvalidate.capabilities import not_applicable
 
 pytestmark = pytest.mark.requires("storage")
 
@@ -59,7 +60,7 @@ def test_aggregate_throughput_from_one_job(target, cluster, controller, scratch,
     (one task per node, one srun each); aggregate = all bytes over the span of the run."""
     nodes = target.compute_nodes(compute_names)
     if not nodes:
-        pytest.skip(f"no compute node mounts {target.mount_point}: no Slurm job can measure it")
+        not_applicable(f"no compute node mounts {target.mount_point}: no Slurm job can measure it")
     directory = f"{scratch(target)}/aggregate"
     cluster.node(nodes[0]).run(f"mkdir -p {shlex.quote(directory)}", timeout=30).check()
     t = target.thresholds

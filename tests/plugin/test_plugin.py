@@ -191,6 +191,39 @@ def test_requires_marker_skips_with_capability_reason_and_strict_fails(pytester,
     strict.stdout.fnmatch_lines(["*--hpc-strict: area 'gpu' is declared in the config but this check was skipped*nvidia-smi not found on c1*"])
 
 
+def test_strict_fails_checks_the_config_calls_for_not_those_it_rules_out(pytester):
+    """--hpc-strict (acceptance): in a declared area (slurm), a check the config rules out
+    (accounting off: requires; not_applicable in the test; a per-node check on a config without
+    such nodes) stays skipped; a check it calls for that this run skipped (no root on an
+    existing cluster; pytest.skip in the test) fails, naming why."""
+    cfg = pytester.makefile(".yaml", cluster=GOOD + "slurm: {accounting: false}\n")
+    pytester.makepyfile(
+        test_strict="""
+        import pytest
+        from pytest_hpcvalidate.capabilities import not_applicable
+        pytestmark = pytest.mark.area("slurm")
+        @pytest.mark.requires("accounting")
+        def test_accounting(): pass
+        def test_ruled_out(): not_applicable("slurm.job_memlock is null in the config")
+        def test_per_gpu_node(gpu_node_name): pass
+        def test_could_not(): pytest.skip("sudo -n refused on c1")
+        def test_runs(): pass
+        """
+    )
+    plain = pytester.runpytest("--hpc-config", str(cfg), "-rs", "test_strict.py")
+    plain.assert_outcomes(passed=1, skipped=4)
+    strict = pytester.runpytest("--hpc-config", str(cfg), "--hpc-strict", "-rsf", "test_strict.py")
+    strict.assert_outcomes(passed=1, skipped=3, failed=1)
+    strict.stdout.fnmatch_lines([
+        "*requires accounting: slurm.accounting is off in the config*",
+        "*test_strict.py:*: slurm.job_memlock is null in the config*",  # reported at the check's own line
+        "*requires gpu: the config gives no node GPUs*",
+        "*FAILED test_strict.py::test_could_not*",
+    ])
+    strict.stdout.fnmatch_lines(["--hpc-strict: area 'slurm' is declared in the config but this check was skipped: "
+                                 "sudo -n refused on c1"])
+
+
 def test_suites_are_collected_by_default_with_hpc_config(pytester, cfg, monkeypatch):
     """`pytest --hpc-config X` with no paths runs the shipped suites, from any directory."""
     result = pytester.runpytest("--hpc-config", str(cfg), "--collect-only", "-q")
