@@ -122,6 +122,24 @@ class Recorded:
         return CommandResult("ctl", command, 0, (FIXTURES / name).read_text(), "", 0.01)
 
 
+def test_discovery_checks_the_node_names_settings_give_against_what_slurm_reports():
+    """With discovery the config's own node list is incomplete, so names are checked after it:
+    a monitored node Slurm does not know is an error naming it, not a node silently unmonitored."""
+    ok = discover(load_text(DISCOVER + 'monitoring: {nodes: "c[1-2]", prometheus_node: c2}\n'), Recorded())
+    assert ok.monitored_nodes() == ["c1", "c2"] and ok.prometheus_node() == "c2"
+    with pytest.raises(ProvisioningError, match=r"discover: slurm: monitoring.nodes: unknown node\(s\) c77;"):
+        discover(load_text(DISCOVER + 'monitoring: {nodes: "c1,c77"}\n'), Recorded())
+    with pytest.raises(ProvisioningError, match=r"monitoring.prometheus_node: c42 is not a node of this cluster"):
+        discover(load_text(DISCOVER + "monitoring: {prometheus_node: c42}\n"), Recorded())
+    with pytest.raises(ProvisioningError, match=r"existing.nodes: unknown node\(s\) c55"):
+        discover(load_text(DISCOVER.replace("existing: {discover: slurm}", "existing: {discover: slurm, nodes: {c55: {}}}")),
+                 Recorded())
+    # without discovery the same names are refused when the config is read
+    assert "monitoring.nodes: unknown node(s) c77" in " ".join(errors_of(
+        DISCOVER.replace("existing: {discover: slurm}\n", "").replace("- names: c1\n", "- names: c1\n    addresses: [10.234.190.11]\n")
+        .replace("- names: c9\n", "- names: c9\n    addresses: [10.234.190.19]\n") + 'monitoring: {nodes: "c1,c77"}\n'))
+
+
 def test_discovery_keeps_what_the_config_states_and_takes_the_rest_from_slurm():
     cfg = discover(load_text(DISCOVER), Recorded())
     nodes = {n.name: n for n in cfg.resolved_nodes()}

@@ -499,47 +499,63 @@ class ClusterConfig(Strict):
     @model_validator(mode="after")
     def _monitoring_names_known_nodes(self) -> "ClusterConfig":
         m = self.monitoring
-        if m is None or (self.existing is not None and self.existing.discover == "slurm"):
-            return self
-        outside = [f for f, v in (("monitoring.prometheus_url", m.prometheus_url),
-                                  ("monitoring.alerting.alertmanager_url", m.alerting.alertmanager_url if m.alerting else None)) if v]
-        if outside and self.provider == "local":
-            raise ValueError(f"{outside[0]}: the local provider runs Prometheus and Alertmanager on a node of the "
-                             f"cluster; leave it out (or use provider existing)")
-        known = {self.controller.name, *(n for g in self.compute for n in g.node_names())}
-        am = m.alerting.alertmanager_node if m.alerting else None
-        if am is not None and am not in known:
-            raise ValueError(f"monitoring.alerting.alertmanager_node: {am} is not a node of this cluster; "
-                             f"known: {', '.join(sorted(known))}")
-        if m.prometheus_node is not None and m.prometheus_node not in known:
-            raise ValueError(f"monitoring.prometheus_node: {m.prometheus_node} is not a node of this cluster; "
-                             f"known: {', '.join(sorted(known))}")
-        if m.nodes != "ALL":
-            try:
-                unknown = sorted(set(expand_hostlist(m.nodes)) - known)
-            except ValueError as exc:
-                raise ValueError(f"monitoring.nodes: {exc}") from None
-            if unknown:
-                raise ValueError(f"monitoring.nodes: unknown node(s) {', '.join(unknown)}; use ALL or nodes of this cluster")
+        if m is not None:
+            outside = [f for f, v in (("monitoring.prometheus_url", m.prometheus_url),
+                                      ("monitoring.alerting.alertmanager_url",
+                                       m.alerting.alertmanager_url if m.alerting else None)) if v]
+            if outside and self.provider == "local":
+                raise ValueError(f"{outside[0]}: the local provider runs Prometheus and Alertmanager on a node of the "
+                                 f"cluster; leave it out (or use provider existing)")
+        if not self.discovers_nodes():
+            problems = self.unknown_node_names()
+            if problems:
+                raise ValueError(problems[0])
         return self
+
+    def discovers_nodes(self) -> bool:
+        """The compute nodes come from Slurm (``existing.discover: slurm``): names are checked
+        against them after discovery, not against the config's own list."""
+        return self.existing is not None and self.existing.discover == "slurm"
+
+    def unknown_node_names(self) -> list[str]:
+        """Every setting that names a node this config does not have, one line each."""
+        known = {self.controller.name, *(n for g in self.compute for n in g.node_names())}
+        known_text = ", ".join(sorted(known))
+        out = []
+        m = self.monitoring
+        if m is not None:
+            am = m.alerting.alertmanager_node if m.alerting else None
+            if am is not None and am not in known:
+                out.append(f"monitoring.alerting.alertmanager_node: {am} is not a node of this cluster; known: {known_text}")
+            if m.prometheus_node is not None and m.prometheus_node not in known:
+                out.append(f"monitoring.prometheus_node: {m.prometheus_node} is not a node of this cluster; "
+                           f"known: {known_text}")
+            if m.nodes != "ALL":
+                try:
+                    unknown = sorted(set(expand_hostlist(m.nodes)) - known)
+                except ValueError as exc:
+                    out.append(f"monitoring.nodes: {exc}")
+                    unknown = []
+                if unknown:
+                    out.append(f"monitoring.nodes: unknown node(s) {', '.join(unknown)}; use ALL or nodes of this cluster")
+        if self.existing is not None:
+            unknown = sorted(set(self.existing.nodes) - known)
+            if unknown:
+                out.append(f"existing.nodes: unknown node(s) {', '.join(unknown)}; known: {known_text}")
+        return out
 
     @model_validator(mode="after")
     def _existing_nodes_are_addressed(self) -> "ClusterConfig":
         """On an existing cluster addresses are facts to assert, never assigned by us."""
         if self.provider != "existing":
             return self
-        discover = self.existing is not None and self.existing.discover == "slurm"
+        discover = self.discovers_nodes()
         if self.controller.address is None:
             raise ValueError("controller.address: required with provider existing (the controller's cluster-network address)")
         for gi, group in enumerate(self.compute):
             if not discover and group.addresses is None and group.first_address is None:
                 raise ValueError(f"compute[{gi}]: give 'addresses' (or 'first_address') with provider existing, "
                                  "or set existing.discover: slurm to read them from Slurm")
-        if self.existing is not None:
-            known = {self.controller.name, *(n for g in self.compute for n in g.node_names())}
-            unknown = sorted(set(self.existing.nodes) - known)
-            if unknown and not discover:
-                raise ValueError(f"existing.nodes: unknown node(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return self
 
     # ----------------------------------------------------------------- derived facts

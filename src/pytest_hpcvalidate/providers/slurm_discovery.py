@@ -94,9 +94,13 @@ def discover(model, controller) -> object:
     if any(g.get("gpus") for g in data["compute"]) and "gres_types" not in model.slurm.model_fields_set:
         slurm_cfg["gres_types"] = ["gpu"]
     try:
-        return type(model).model_validate(data)
+        discovered = type(model).model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ProvisioningError(
             f"discover: slurm: what Slurm reports does not fit the config model: {where}: {first['msg']}") from None
+    problems = discovered.unknown_node_names()  # now that the nodes are known: names Slurm does not have
+    if problems:
+        raise ProvisioningError(f"discover: slurm: {problems[0]} (the nodes are those Slurm reports and the config lists)")
+    return discovered
