@@ -14,7 +14,8 @@
 # the plugin runs from /repo/src on Python 3.13 with its dependencies installed from wheels
 # downloaded here for 3.13 (cached), provisions the config's local cluster with Debian 13's
 # programs and runs the suites through pytest (the config renamed: HPCV_COMPAT_NAME, default compat13,
-# on HPCV_COMPAT_SUBNET, default 10.231.79.0/24). OUTDIR (default reports/compat-debian13) gets
+# on HPCV_COMPAT_SUBNET, default 10.231.79.0/24; HPCV_COMPAT_THRESHOLDS, JSON, overrides thresholds).
+# OUTDIR (default reports/compat-debian13) gets
 # pytest's output (pytest.txt), the junit XML and the run's reports. The exit code is pytest's.
 # Nothing of the cluster is left: the provider tears it down and `cleanup` runs after it.
 set -euo pipefail
@@ -102,9 +103,11 @@ esac
 # slurmdbd 24.11.5 cannot create its database through Debian 13's client library (libmariadb3
 # 1:11.8.9: "5027 Number of columns in result (=1) set execeeds maxmimum allowed number of columns
 # (=0)" on its first query; with Debian 12's libmariadb3 it starts), so the provider would stop there
-[[ "$CONFIG" = --* ]] || .venv/bin/python - "$CONFIG" "$OUTDIR/compat.yaml" "${HPCV_COMPAT_SUBNET:-10.231.79.0/24}" "${HPCV_COMPAT_NAME:-compat13}" <<'PY'
-import sys, yaml
+[[ "$CONFIG" = --* ]] || .venv/bin/python - "$CONFIG" "$OUTDIR/compat.yaml" "${HPCV_COMPAT_SUBNET:-10.231.79.0/24}" "${HPCV_COMPAT_NAME:-compat13}" \
+  "${HPCV_COMPAT_THRESHOLDS:-{\}}" <<'PY'
+import json, sys, yaml
 config = yaml.safe_load(open(sys.argv[1]))
+config["thresholds"] = {**config.get("thresholds", {}), **json.loads(sys.argv[5])}  # HPCV_COMPAT_THRESHOLDS
 config.update(name=sys.argv[4], description=f"{config.get('name')} on Debian 13 (bench/compat_debian13.sh)")
 config["network"].update(subnet=sys.argv[3], bridge=f"hpcv-{sys.argv[4]}"[:15])
 config.get("slurm", {}).pop("accounting", None)

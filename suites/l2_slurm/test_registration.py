@@ -30,8 +30,15 @@ def test_munge_credential_from_controller_decodes_on_node(compute_node, controll
 
 
 def test_slurmctld_answers(controller):
+    """Every controller slurm.conf names (SlurmctldHost: the primary and any backups) answers:
+    a backup that is down leaves the cluster without failover, and nothing else notices."""
     result = controller.run("scontrol ping", timeout=30)
-    assert result.ok and "UP" in result.stdout, f"slurmctld does not answer: {result.describe()}"
+    controllers = slurm.parse_ping(result.stdout)
+    assert controllers, f"slurmctld does not answer: {result.describe()}"
+    down = [f"{role} {host}" for role, host, state in controllers if state != "UP"]
+    assert not down, (f"slurmctld is DOWN on {', '.join(down)} (scontrol ping on {controller.name}: "
+                      f"{'; '.join(f'{r} {h} {s}' for r, h, s in controllers)}): start it there, or remove "
+                      f"that SlurmctldHost line")
 
 
 def test_node_registered_and_usable(compute_node, slurm_nodes):
@@ -76,6 +83,18 @@ def slurm_config(controller):
     config = slurm.show_config(controller)
     assert config, f"scontrol show config on {controller.name} gave nothing"
     return config
+
+
+def test_slurmd_runs_the_installed_release_of_the_controllers_slurm(compute_node, slurm_nodes, slurm_config, each_node):
+    """The node's slurmd registered with slurmctld's Slurm version, and it is the slurmd the
+    node has installed now: a node a partial upgrade left behind, or whose slurmd was not
+    restarted after its package was upgraded, runs other code than its peers."""
+    installed, problem = each_node(slurm.installed_slurmd_version)
+    sn = slurm_nodes.get(compute_node.name)
+    assert sn is not None, f"{compute_node.name} is not registered in Slurm"
+    problems = ([problem] if problem else []) + slurm.version_problems(
+        sn.raw.get("Version", ""), slurm_config.get("SLURM_VERSION", ""), installed)
+    assert not problems, f"{compute_node.name}: " + "; ".join(problems)
 
 
 def test_prolog_and_epilog_scripts_are_in_place(node, slurm_config, each_node):

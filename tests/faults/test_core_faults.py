@@ -157,6 +157,30 @@ def test_slurmd_port_blocked(broken, pytester):
     assert "ctl -> g1:6818 (slurmd)" in failed["test_slurm_ports_reachable[g1]"]
 
 
+def test_backup_controller_down(broken, pytester):
+    """A second SlurmctldHost where no slurmctld runs: jobs still run (the registration checks
+    pass), only the controller check goes red, naming the backup."""
+    engine, path = broken
+    with slurmfaults.backup_controller_down(engine, "c1"):
+        results = run_checks(pytester, path, "l2_slurm/test_registration.py::test_slurmctld_answers",
+                             "l2_slurm/test_registration.py::test_node_registered_and_usable")
+    failed = failures(results)
+    assert list(failed) == ["test_slurmctld_answers"]
+    assert "slurmctld is DOWN on backup c1" in failed["test_slurmctld_answers"]
+    assert "primary ctl UP" in failed["test_slurmctld_answers"]
+
+
+def test_slurmd_upgraded_but_not_restarted_on_one_node(broken, pytester):
+    engine, path = broken
+    with slurmfaults.slurmd_upgraded_not_restarted(engine, "g2", "22.05.99"):
+        results = run_checks(pytester, path, "l2_slurm/test_registration.py::"
+                                             "test_slurmd_runs_the_installed_release_of_the_controllers_slurm")
+    failed = failures(results)
+    assert list(failed) == ["test_slurmd_runs_the_installed_release_of_the_controllers_slurm[g2]"]
+    msg = failed["test_slurmd_runs_the_installed_release_of_the_controllers_slurm[g2]"]
+    assert "g2: slurmd " in msg and "is running but 22.05.99 is installed (slurmd -V): restart slurmd there" in msg
+
+
 def test_gres_conf_declares_more_gpus_than_exist(broken, pytester):
     engine, path = broken
     with slurmfaults.gres_conf_extra_gpu(engine, "g1"):

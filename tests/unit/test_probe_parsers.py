@@ -148,6 +148,39 @@ def test_slurm_24_11_config_lists_scripts_one_line_each_and_mpi_none_as_null():
     assert slurm.config_list(many, "PrologSlurmctld") == ["/c.sh"]
 
 
+def test_slurm_versions_from_slurmd_and_the_controller():
+    assert slurm.parse_version("slurm-wlm 22.05.8\n") == "22.05.8"  # Debian 12
+    assert slurm.parse_version("slurm-wlm 24.11.5\n") == "24.11.5"  # Debian 13
+    assert slurm.parse_version("slurm 23.11.10\n") == "23.11.10"  # upstream .rpm/.deb builds
+    assert slurm.parse_version("slurmd: error: ...") is None
+    for name in ("scontrol-show-config-local-22.05.txt", "scontrol-show-config-local-24.11.txt"):
+        cfg = slurm.parse_config((FIXTURES / "slurm" / name).read_text())
+        nodes = slurm.parse_nodes((FIXTURES / "slurm" / name.replace("config", "node").replace(
+            "-22.05.txt", "-2.txt")).read_text())
+        assert {n.raw["Version"] for n in nodes.values()} == {cfg["SLURM_VERSION"]}
+        for n in nodes.values():
+            assert slurm.version_problems(n.raw["Version"], cfg["SLURM_VERSION"], n.raw["Version"]) == []
+    # a node a partial upgrade left at the old release (22.05 and 24.11 cannot share a cluster
+    # here: the real mixed case is only judged from the recorded values)
+    assert slurm.version_problems("23.11.4", "24.11.5", "23.11.4") == [
+        "its slurmd registered as Slurm 23.11.4, slurmctld runs 24.11.5: upgrade the node to the controller's release"]
+    assert slurm.version_problems("24.11.5", "24.11.5", "24.11.6") == [
+        "slurmd 24.11.5 is running but 24.11.6 is installed (slurmd -V): restart slurmd there"]
+    assert len(slurm.version_problems("", "24.11.5", None)) == 1
+
+
+def test_scontrol_ping_lists_every_controller():
+    # the primary line as 22.05 and 24.11 print it; the backup line as 22.05 printed it in
+    # tests/faults (test_backup_controller_down); the DOWN banner from scontrol's source
+    assert slurm.parse_ping("Slurmctld(primary) at ctl is UP\n") == [("primary", "ctl", "UP")]
+    two = "Slurmctld(primary) at ctl is UP\nSlurmctld(backup) at c1 is DOWN\n"
+    assert slurm.parse_ping(two) == [("primary", "ctl", "UP"), ("backup", "c1", "DOWN")]
+    down = ("Slurmctld(primary) at ctl is DOWN\n*****************************************\n"
+            "** RESTORE SLURMCTLD DAEMON TO SERVICE **\n*****************************************\n")
+    assert slurm.parse_ping(down) == [("primary", "ctl", "DOWN")]
+    assert slurm.parse_ping("scontrol: error: ...") == []
+
+
 def test_slurm_24_11_nodes_partitions_and_mpi_plugins():
     nodes = slurm.parse_nodes((FIXTURES / "slurm" / "scontrol-show-node-local-24.11.txt").read_text())
     assert sorted(nodes) == ["c1", "g1", "g2"]

@@ -220,6 +220,27 @@ def _restart_slurm(engine, names: list[str]) -> None:
 
 
 @contextlib.contextmanager
+def backup_controller_down(engine, name: str):
+    """slurm.conf names ``name`` as a backup controller (a second SlurmctldHost line) where no
+    slurmctld runs: the cluster works, but has no failover (slurmctld and slurmd restarted)."""
+    require_local(engine)
+    node = engine.node_spec_of(name)
+    compute = [n.name for n in engine.spec.compute]
+
+    def edit(text: str) -> str:
+        head, sep, rest = text.partition("\nSlurmctldHost=")
+        first, nl, tail = rest.partition("\n")
+        return f"{head}{sep}{first}\nSlurmctldHost={name}({node.address}){nl}{tail}"
+
+    try:
+        with edited(engine.slurm_conf, edit):
+            _restart_slurm(engine, compute)
+            yield
+    finally:
+        _restart_slurm(engine, compute)
+
+
+@contextlib.contextmanager
 def _slurm_conf_line(engine, head: str, key: str, value: str, apply):
     """slurm.conf's line starting ``head`` (``NodeName=c1``) says ``key=value``; ``apply()``
     makes Slurm read it, after the edit and after the repair."""
@@ -264,6 +285,24 @@ def stale_slurm_conf(engine, name: str, extra_line: str = "# edited on this node
             yield
     finally:
         copy.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def slurmd_upgraded_not_restarted(engine, name: str, version: str = "22.05.99"):
+    """On ``name`` the installed slurmd says it is ``version`` (``slurmd -V``; a script bound
+    over the binary in the node's mount namespace only) while the running one stays as it was:
+    a package upgrade without a restart of the daemon. Nothing restarts slurmd meanwhile."""
+    require_local(engine)
+    node = engine.cluster.node(name)
+    binary = node.run("command -v slurmd || echo /usr/sbin/slurmd", timeout=15).check().stdout.strip()
+    fake = engine.node_paths(name).root / "fault-slurmd"
+    fake.write_text(f"#!/bin/sh\necho 'slurm-wlm {version}'\n")
+    fake.chmod(0o755)
+    try:
+        with mounted_on_node(node, binary, "--bind", str(fake)):
+            yield
+    finally:
+        fake.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -382,6 +382,44 @@ def parse_config(text: str) -> dict[str, str]:
     return out
 
 
+_VERSION = re.compile(r"\bslurm(?:-wlm)?\s+v?(\d+\.\d+\.\d+\S*)", re.I)
+
+
+def parse_version(text: str) -> str | None:
+    """``slurmd -V`` (``slurm-wlm 22.05.8``, ``slurm 24.11.5``) → ``22.05.8``."""
+    m = _VERSION.search(text)
+    return m.group(1) if m else None
+
+
+def installed_slurmd_version(node) -> tuple[str | None, str]:
+    """(version, problem) of the slurmd the node has installed now (``slurmd -V``; sbin added
+    to PATH, where a login user's lacks it)."""
+    r = node.run("PATH=$PATH:/usr/sbin:/usr/local/sbin:/sbin slurmd -V", timeout=20)
+    version = parse_version(r.stdout + r.stderr) if r.ok else None
+    return version, "" if version else f"cannot tell its slurmd's version: {r.describe()}"
+
+
+def version_problems(running: str, controller: str, installed: str | None) -> list[str]:
+    """What is wrong with a node's Slurm release: the slurmd it registered with (``running``,
+    scontrol's Version=) against slurmctld's (``controller``) and the installed one."""
+    out = []
+    if running != controller:
+        out.append(f"its slurmd registered as Slurm {running or '(no version)'}, slurmctld runs {controller}: "
+                   f"upgrade the node to the controller's release")
+    if installed and installed != running:
+        out.append(f"slurmd {running} is running but {installed} is installed (slurmd -V): restart slurmd there")
+    return out
+
+
+_PING = re.compile(r"^Slurmctld\((?P<role>[\w-]+)\) at (?P<host>\S+) is (?P<state>UP|DOWN)\b", re.M)
+
+
+def parse_ping(text: str) -> list[tuple[str, str, str]]:
+    """``scontrol ping`` → (role, host, UP|DOWN) per configured controller: ``primary``, then
+    ``backup`` (or ``backup1``, ``backup2`` ... with several) in SlurmctldHost order."""
+    return [(m["role"], m["host"], m["state"]) for m in _PING.finditer(text)]
+
+
 def show_config(node) -> dict[str, str]:
     """The running Slurm configuration as ``node`` sees it ({} when scontrol fails)."""
     r = node.run("scontrol show config 2>/dev/null", timeout=30)
