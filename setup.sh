@@ -19,7 +19,7 @@ PACKAGES=(
   prometheus prometheus-node-exporter prometheus-alertmanager curl
   fio iperf3 iputils-ping iproute2 bridge-utils iptables hwloc procps psmisc util-linux
   glusterfs-server glusterfs-client
-  chromium openjdk-17-jre-headless nodejs
+  chromium default-jre-headless nodejs
   charliecloud-runtime runc
   libvirt-daemon-system qemu-system-x86 qemu-utils dnsmasq-base debootstrap busybox-static kmod e2fsprogs libvirt-dev pkg-config
 )
@@ -44,7 +44,7 @@ PY=${PYTHON:-python3}
 # without which libvirt re-probes QEMU on every domain start); the provider does the same on demand
 .venv/bin/python -c "from pytest_hpcvalidate.providers.libvirt.host import ensure_libvirtd; ensure_libvirtd('qemu:///system')" \
   || echo "setup.sh: warning: libvirtd could not be started (the libvirt provider will say why)" >&2
-# the Allure HTML report (python -m pytest_hpcvalidate report): Allure's own generator from npm, on Java 17,
+# the Allure HTML report (python -m pytest_hpcvalidate report): Allure's own generator from npm, on Java (Debian's default: 17 on 12, 21 on 13),
 # in .tools/ of this checkout (npm only when nodejs came without it: Debian packages it apart, NodeSource does not)
 command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null; }
 ALLURE_VERSION=2.46.1

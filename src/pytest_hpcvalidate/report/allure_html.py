@@ -39,7 +39,8 @@ def missing_tools() -> str | None:
                 "into .tools/) or set HPCV_ALLURE to an `allure` executable")
     java_home = os.environ.get("JAVA_HOME")
     if not shutil.which("java") and not (java_home and os.access(Path(java_home) / "bin" / "java", os.X_OK)):
-        return "Allure's generator needs Java 17: apt-get install -y openjdk-17-jre-headless (or run `bash setup.sh`)"
+        return ("Allure's generator needs Java: apt-get install -y default-jre-headless (Java 17 on Debian 12, 21 on "
+                "Debian 13; or run `bash setup.sh`)")
     return None
 
 

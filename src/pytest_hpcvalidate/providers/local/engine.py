@@ -62,6 +62,14 @@ def _signals_deferred():
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+#: (daemon, words in its log, hint): start failures of these machines' packages, with what to do
+KNOWN_START_FAILURES = (
+    ("slurmdbd", "_check_mysql_concat_is_sane",
+     " -- a known incompatibility of Debian 13's slurmdbd 24.11.5 with Debian 13's libmariadb3 (11.8): "
+     "its first query fails (README, \"Debian 13 and Slurm 24.11\"); set slurm.accounting: false in the config"),
+)
+
+
 class LocalCluster:
     """One local cluster: its spec, what was made for it, and how to undo it."""
 
@@ -426,9 +434,10 @@ class LocalCluster:
         for d in watch:
             code = d.exited()
             if code is not None:
+                tail = d.log_tail() or "no log"
+                hint = next((h for what, words, h in KNOWN_START_FAILURES if what == d.what and words in tail), "")
                 raise ProvisioningError(
-                    f"{d.what} on node {d.node} exited with status {code} while starting: {d.log_tail() or 'no log'}"
-                )
+                    f"{d.what} on node {d.node} exited with status {code} while starting: {tail}{hint}")
 
     def wait_until(self, cond, what: str, timeout: float, watch: list[Daemon]) -> None:
         deadline = time.monotonic() + timeout
