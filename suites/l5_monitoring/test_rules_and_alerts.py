@@ -76,3 +76,21 @@ def test_the_watchdog_alert_reaches_the_alertmanager(prometheus, alertmanager, s
     assert active, (f"Alertmanager holds {name} but {received[0].state} (silenced by "
                     f"{', '.join(received[0].silenced_by) or 'nothing'}, inhibited by "
                     f"{', '.join(received[0].inhibited_by) or 'nothing'}): it would reach no receiver")
+
+
+def test_the_watchdog_is_routed_to_a_receiver_that_sends(alertmanager, settings):
+    """Alertmanager routes the always-firing alert to a receiver with an integration (email,
+    webhook, PagerDuty ...): one without any discards what reaches it, so the dead man's switch
+    would reach nobody, and neither would a page routed the same way."""
+    name = settings.alerting.watchdog_alert
+    if not name:
+        not_applicable("monitoring.alerting.watchdog_alert is null: no always-firing alert to follow")
+    held = [a for a in or_fail(f"Alertmanager at {alertmanager.url}", alertmanager.alerts) if a.name == name]
+    if not held:
+        pytest.skip(f"Alertmanager holds no {name} alert (test_the_watchdog_alert_reaches_the_alertmanager says why)")
+    receivers = or_fail(f"Alertmanager at {alertmanager.url}", alertmanager.receivers)
+    routed = sorted({r for a in held for r in a.receivers})
+    sending = {r: receivers.get(r, ()) for r in routed if receivers.get(r)}
+    assert sending, (f"Alertmanager ({alertmanager.url}) routes {name} to {', '.join(routed) or 'no receiver'}, which "
+                     f"send{'s' if len(routed) == 1 else ''} nowhere (no email_configs, webhook_configs, "
+                     f"pagerduty_configs, ...): the dead man's switch reaches nobody; route it to a receiver that sends")

@@ -32,7 +32,9 @@ NODES = ("ctl", "c1", "c2")
 ALERTING = {"test_prometheus_rules_load_and_evaluate_without_errors", "test_prometheus_sends_to_the_alertmanager",
             "test_the_watchdog_alert_reaches_the_alertmanager"}
 STORAGE = "test_prometheus_keeps_its_data_long_enough_and_has_room"
-CHECK_COUNT = 2 + 3 * len(NODES) + len(ALERTING)
+#: and the receiver check, which asks Alertmanager only (so Prometheus stopped does not fail it)
+RECEIVER = "test_the_watchdog_is_routed_to_a_receiver_that_sends"
+CHECK_COUNT = 2 + 3 * len(NODES) + len(ALERTING) + 1
 
 
 @pytest.fixture(scope="module")
@@ -184,9 +186,11 @@ def test_alertmanager_stopped(monitored, pytester):
     engine, path = monitored
     with monfaults.alertmanager_stopped(engine):
         failed = clusterkit.failures(run_checks(pytester, path))
-    assert set(failed) == {"test_prometheus_sends_to_the_alertmanager", "test_the_watchdog_alert_reaches_the_alertmanager"}
+    assert set(failed) == {"test_prometheus_sends_to_the_alertmanager", "test_the_watchdog_alert_reaches_the_alertmanager",
+                           RECEIVER}
     assert re.search(r"Alertmanager at http://[\d.]+:9093 is not ready", failed["test_prometheus_sends_to_the_alertmanager"])
     assert "connection refused" in failed["test_the_watchdog_alert_reaches_the_alertmanager"]
+    assert "connection refused" in failed[RECEIVER]
 
 
 def test_a_rule_that_fails_to_evaluate(monitored, pytester):
@@ -224,6 +228,17 @@ def test_watchdog_silenced(monitored, pytester):
         failed = clusterkit.failures(run_checks(pytester, path))
     assert list(failed) == ["test_the_watchdog_alert_reaches_the_alertmanager"]
     assert f"but suppressed (silenced by {silence}" in failed["test_the_watchdog_alert_reaches_the_alertmanager"]
+
+
+def test_alertmanager_routes_everything_to_a_receiver_that_discards(monitored, pytester):
+    """route: {receiver: "null"}: Alertmanager still holds the watchdog, active, unsilenced (the
+    older checks pass) but tells nobody."""
+    engine, path = monitored
+    with monfaults.alertmanager_routes_to_null(engine):
+        failed = clusterkit.failures(run_checks(pytester, path))
+    assert list(failed) == [RECEIVER]
+    msg = failed[RECEIVER]
+    assert "routes Watchdog to null, which sends nowhere (no email_configs, webhook_configs" in msg
 
 
 def test_a_rule_group_the_config_names_is_not_loaded(monitored, pytester, tmp_path):

@@ -52,6 +52,19 @@ def test_any_job_name_is_written_so_that_promtool_accepts_it(tmp_path_factory, j
     assert r.returncode == 0, f"job {job!r}: {r.stdout}{r.stderr}"
 
 
+@pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool not installed (apt: prometheus-alertmanager)")
+@pytest.mark.parametrize("receiver", [addon.WEBHOOK_RECEIVER, "null"])
+def test_generated_alertmanager_configuration_passes_amtool(tmp_path, receiver):
+    engine = SimpleNamespace(spec=spec(), node_spec_of=lambda name: SimpleNamespace(name=name, address="10.0.0.10"))
+    conf = tmp_path / "alertmanager.yml"
+    conf.write_text(addon.alertmanager_yml(engine, receiver))
+    r = subprocess.run(["amtool", "check-config", str(conf)], capture_output=True, text=True)
+    assert r.returncode == 0 and " - 2 receivers" in r.stdout, r.stdout + r.stderr
+    doc = yaml.safe_load(conf.read_text())
+    assert doc["route"]["receiver"] == receiver
+    assert doc["receivers"][0]["webhook_configs"][0]["url"] == f"http://10.0.0.10:{addon.WEBHOOK_PORT}/"
+
+
 def test_retention_follows_what_the_config_asks_for():
     assert addon.retention_days(spec()) == 1
     assert addon.retention_days(spec(retention=30)) == 30

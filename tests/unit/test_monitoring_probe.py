@@ -165,6 +165,15 @@ def test_recorded_alertmanagers_and_received_alerts():
     assert probe.url_names(url, "ctl", "127.0.0.1", 19093)
     [alert] = probe.parse_received_alerts(fixture("alertmanager-0.25-alerts.json"))
     assert (alert.name, alert.state, alert.silenced_by, alert.inhibited_by) == ("Watchdog", "active", (), ())
+    assert alert.receivers == ("null",)  # recorded when the local Alertmanager still discarded everything
+
+
+def test_receivers_and_their_integrations_from_alertmanagers_status():
+    # /api/v2/status of Alertmanager 0.25 running a webhook, an email and a null receiver
+    receivers = probe.parse_receivers(fixture("alertmanager-0.25-status.json"))
+    assert receivers == {"hpcv-webhook": ("webhook",), "team-mails": ("email",), "null": ()}
+    with pytest.raises(probe.MonitoringError, match="Alertmanager status: no configuration"):
+        probe.parse_receivers('{"cluster": {}}')
 
 
 @pytest.mark.parametrize("url, found", [

@@ -324,6 +324,7 @@ class ReceivedAlert:
     silenced_by: tuple[str, ...]
     inhibited_by: tuple[str, ...]
     labels: dict
+    receivers: tuple[str, ...] = ()  # where Alertmanager routes it
 
 
 def parse_received_alerts(text: str) -> list[ReceivedAlert]:
@@ -338,8 +339,25 @@ def parse_received_alerts(text: str) -> list[ReceivedAlert]:
     for a in doc:
         labels, status = a.get("labels") or {}, a.get("status") or {}
         out.append(ReceivedAlert(labels.get("alertname", ""), status.get("state", ""),
-                                 tuple(status.get("silencedBy") or ()), tuple(status.get("inhibitedBy") or ()), labels))
+                                 tuple(status.get("silencedBy") or ()), tuple(status.get("inhibitedBy") or ()), labels,
+                                 tuple(r.get("name", "") for r in a.get("receivers") or ())))
     return out
+
+
+def parse_receivers(text: str) -> dict[str, tuple[str, ...]]:
+    """Alertmanager's ``/api/v2/status`` → {receiver: its integrations} (``email``, ``webhook``,
+    ``pagerduty`` ..., from the ``*_configs`` lists of the configuration it runs; a receiver
+    with none discards what is routed to it)."""
+    import yaml
+
+    try:
+        original = json.loads(text)["config"]["original"]
+        config = yaml.safe_load(original) or {}
+    except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise MonitoringError(f"Alertmanager status: no configuration in it ({exc}): {text.strip()[:160]!r}") from None
+    return {r.get("name", ""): tuple(sorted(k.removesuffix("_configs") for k, v in r.items()
+                                            if k.endswith("_configs") and v))
+            for r in config.get("receivers") or []}
 
 
 def _get_ok(node: Node, url: str, what: str, timeout: float) -> str:
@@ -360,3 +378,6 @@ class Alertmanager:
 
     def alerts(self) -> list[ReceivedAlert]:
         return parse_received_alerts(_get_ok(self.node, self.url + "/api/v2/alerts", "Alertmanager alerts", self.timeout))
+
+    def receivers(self) -> dict[str, tuple[str, ...]]:
+        return parse_receivers(_get_ok(self.node, self.url + "/api/v2/status", "Alertmanager status", self.timeout))

@@ -8,15 +8,17 @@
   instance label names the node) every ``scrape_interval_s`` in one job (``monitoring.job``,
   default ``node``); ``--web.enable-lifecycle`` so a configuration can be reloaded;
 - with ``monitoring.alerting``: ``prometheus-alertmanager`` on the Alertmanager node (no HA
-  cluster port, a receiver that discards), and a rules file with the always-firing watchdog
+  cluster port) routing every alert to a webhook receiver: a small HTTP sink beside it
+  (``alert-webhook``, port 9097, the host's python3) that appends what it is sent to a file,
+  so a notification is seen to leave Alertmanager; a rules file with the always-firing watchdog
   alert and an exporter-down alert, evaluated every scrape interval; alerts are resent every
   3 s (``--rules.alert.resend-delay``) so the first reaches Alertmanager within seconds.
 
 All of them are recorded daemons of their node, launched like slurmd (foreground, the node's
 namespaces and cgroups): teardown and ``cleanup`` find them with the rest. ``up`` returns
 once every target has been scraped once (Prometheus applies new targets about 5 s after it
-starts) and the watchdog alert is in Alertmanager, so the checks judge a steady state, not a
-start-up.
+starts), the watchdog alert is in Alertmanager and its notification has reached the webhook,
+so the checks judge a steady state, not a start-up.
 """
 
 from __future__ import annotations
@@ -40,6 +42,22 @@ ALERTING_BINARIES = {"prometheus-alertmanager": "prometheus-alertmanager"}
 EXPORTER = "node-exporter"
 PROMETHEUS = "prometheus"
 ALERTMANAGER = "alertmanager"
+WEBHOOK = "alert-webhook"
+WEBHOOK_PORT = 9097
+WEBHOOK_RECEIVER = "hpcv-webhook"
+#: the webhook receiver: answers every POST with 200 and appends its body to a file
+WEBHOOK_PY = """\
+import http.server, sys
+out = open(sys.argv[3], "ab", buffering=0)
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        out.write(self.rfile.read(int(self.headers.get("Content-Length") or 0)) + b"\\n")
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Sink).serve_forever()
+"""
 READY_TIMEOUT_S = 40.0
 RESEND_S = 3
 
@@ -102,8 +120,27 @@ def rules_yml(spec) -> str:
     return yaml.safe_dump({"groups": [{"name": "hpcvalidate", "rules": rules}]}, sort_keys=False)
 
 
-def alertmanager_yml() -> str:
-    return yaml.safe_dump({"route": {"receiver": "null"}, "receivers": [{"name": "null"}]}, sort_keys=False)
+def alertmanager_yml(engine, receiver: str = WEBHOOK_RECEIVER) -> str:
+    """Every alert to ``receiver``: the webhook (notifications within a second of an alert's
+    arrival), or ``null``, a receiver without integrations (it discards)."""
+    n = engine.node_spec_of(settings(engine.spec)["alertmanager_node"])
+    return yaml.safe_dump({
+        "route": {"receiver": receiver, "group_by": ["alertname"], "group_wait": "1s", "group_interval": "5s",
+                  "repeat_interval": "1h"},
+        "receivers": [{"name": WEBHOOK_RECEIVER, "webhook_configs": [
+                          {"url": f"http://{n.address}:{WEBHOOK_PORT}/", "send_resolved": False}]},
+                      {"name": "null"}],
+    }, sort_keys=False)
+
+
+def webhook_log(engine):
+    return engine.node_paths(settings(engine.spec)["alertmanager_node"]).root / "alert-webhook.log"
+
+
+def webhook_argv(engine) -> list[str]:
+    n = engine.node_spec_of(settings(engine.spec)["alertmanager_node"])
+    return ["python3", str(engine.work_dir / "monitoring" / "webhook.py"), n.address, str(WEBHOOK_PORT),
+            str(webhook_log(engine))]
 
 
 def exporter_argv(engine, node: str, extra: list[str] | None = None) -> list[str]:
@@ -147,6 +184,8 @@ def daemon_argv(engine, node: str, what: str) -> list[str] | None:
         return prometheus_argv(engine)
     if what == ALERTMANAGER and alerting(engine.spec) and node == m.get("alertmanager_node"):
         return alertmanager_argv(engine)
+    if what == WEBHOOK and alerting(engine.spec) and node == m.get("alertmanager_node"):
+        return webhook_argv(engine)
     return None
 
 
@@ -160,7 +199,7 @@ def prometheus(engine) -> Prometheus:
 def _watched(engine) -> list:
     """This addon's daemons, the newest of each node and kind (a fault's restart leaves the old
     one, exited, in the engine's list)."""
-    newest = {(d.node, d.what): d for d in engine.daemons if d.what in (PROMETHEUS, EXPORTER, ALERTMANAGER)}
+    newest = {(d.node, d.what): d for d in engine.daemons if d.what in (PROMETHEUS, EXPORTER, ALERTMANAGER, WEBHOOK)}
     return list(newest.values())
 
 
@@ -202,6 +241,9 @@ def wait_watchdog(engine, timeout: float = READY_TIMEOUT_S) -> None:
             return False
 
     engine.wait_until(received, f"alert {name} to reach Alertmanager at {api.url}", timeout, _watched(engine))
+    log = webhook_log(engine)
+    engine.wait_until(lambda: log.exists() and f'"alertname":"{name}"' in log.read_text(errors="replace"),
+                      f"Alertmanager to notify the webhook ({log}) of {name}", timeout, _watched(engine))
 
 
 def start(engine, progress) -> None:
@@ -216,12 +258,15 @@ def start(engine, progress) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if alerting(engine.spec):
         rules_path(engine).write_text(rules_yml(engine.spec))
-        (path.parent / "alertmanager.yml").write_text(alertmanager_yml())
+        (path.parent / "alertmanager.yml").write_text(alertmanager_yml(engine))
+        (path.parent / "webhook.py").write_text(WEBHOOK_PY)
     path.write_text(prometheus_yml(engine.spec, rules=str(rules_path(engine))))
     for n in m["nodes"]:
         engine.launch_daemon(engine.node_spec_of(n), EXPORTER, exporter_argv(engine, n), [])
     if alerting(engine.spec):
-        engine.launch_daemon(engine.node_spec_of(m["alertmanager_node"]), ALERTMANAGER, alertmanager_argv(engine), [])
+        am_node = engine.node_spec_of(m["alertmanager_node"])
+        engine.launch_daemon(am_node, WEBHOOK, webhook_argv(engine), [])
+        engine.launch_daemon(am_node, ALERTMANAGER, alertmanager_argv(engine), [])
     progress(NAME, m["prometheus_node"], f"prometheus, {len(m['nodes'])} node exporters"
              + (", alertmanager" if alerting(engine.spec) else ""))
     engine.launch_daemon(engine.node_spec_of(m["prometheus_node"]), PROMETHEUS, prometheus_argv(engine), [])
@@ -232,7 +277,8 @@ def listening_ports(engine) -> list[tuple[str, int]]:
     m = settings(engine.spec)
     ports = [(n, int(m["node_exporter_port"])) for n in m["nodes"]] + [(m["prometheus_node"], int(m["prometheus_port"]))]
     if alerting(engine.spec):
-        ports.append((m["alertmanager_node"], int(alerting(engine.spec)["alertmanager_port"])))
+        ports += [(m["alertmanager_node"], int(alerting(engine.spec)["alertmanager_port"])),
+                  (m["alertmanager_node"], WEBHOOK_PORT)]
     return ports
 
 
@@ -251,7 +297,7 @@ def up(engine, progress) -> None:
 def down(engine) -> list[str]:
     """Stop Prometheus first (no scrape errors from exporters going away), then the exporters."""
     m = settings(engine.spec)
-    am = [(m["alertmanager_node"], ALERTMANAGER)] if alerting(engine.spec) else []
+    am = [(m["alertmanager_node"], ALERTMANAGER), (m["alertmanager_node"], WEBHOOK)] if alerting(engine.spec) else []
     return stop_daemons(engine, [(m["prometheus_node"], PROMETHEUS), *am, *((n, EXPORTER) for n in m["nodes"])])
 
 
