@@ -94,3 +94,31 @@ def test_the_watchdog_is_routed_to_a_receiver_that_sends(alertmanager, settings)
     assert sending, (f"Alertmanager ({alertmanager.url}) routes {name} to {', '.join(routed) or 'no receiver'}, which "
                      f"send{'s' if len(routed) == 1 else ''} nowhere (no email_configs, webhook_configs, "
                      f"pagerduty_configs, ...): the dead man's switch reaches nobody; route it to a receiver that sends")
+
+
+def test_a_node_down_alert_is_routed_to_a_receiver_that_sends(prometheus, alertmanager, settings):
+    """(``node_down_alert``) The alert Prometheus raises when a node's exporter stops answering
+    (an alerting rule on ``up``, with the labels it adds) is routed by Alertmanager's running
+    configuration to a receiver with an integration: ``amtool config routes test`` on the
+    Prometheus node, since the alert does not fire on a healthy cluster."""
+    if not settings.alerting.node_down_alert:
+        not_applicable("monitoring.alerting.node_down_alert is false")
+    watching = [r for r in or_fail("Prometheus cannot list its rules", prometheus.rules) if r.watches_up(settings.job)]
+    if not watching:
+        pytest.skip("no alerting rule watches the up series (test_prometheus_rules_load_and_evaluate_without_errors "
+                    "says why)")
+    receivers = or_fail(f"Alertmanager at {alertmanager.url}", alertmanager.receivers)
+    routed: dict[str, tuple[str, ...]] = {}
+    for rule in watching:
+        labels = {"alertname": rule.name, "job": settings.job or "node", **dict(rule.labels)}
+        try:
+            routed[rule.name] = alertmanager.routes(labels)
+        except probe.MonitoringError as exc:
+            if "is not installed" in str(exc):
+                pytest.skip(str(exc))
+            pytest.fail(str(exc), pytrace=False)
+    assert any(receivers.get(r) for names in routed.values() for r in names), (
+        "Alertmanager routes the alert on a node going down nowhere that sends: "
+        + "; ".join(f"{alert} to {', '.join(names) or 'no receiver'}" for alert, names in routed.items())
+        + " (no email_configs, webhook_configs, pagerduty_configs, ...): a node going down pages nobody; "
+          "route it to a receiver that sends")

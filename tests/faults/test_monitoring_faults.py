@@ -30,10 +30,11 @@ BODY = {
 }
 NODES = ("ctl", "c1", "c2")
 ALERTING = {"test_prometheus_rules_load_and_evaluate_without_errors", "test_prometheus_sends_to_the_alertmanager",
-            "test_the_watchdog_alert_reaches_the_alertmanager"}
+            "test_the_watchdog_alert_reaches_the_alertmanager", "test_a_node_down_alert_is_routed_to_a_receiver_that_sends"}
 STORAGE = "test_prometheus_keeps_its_data_long_enough_and_has_room"
 #: and the receiver check, which asks Alertmanager only (so Prometheus stopped does not fail it)
 RECEIVER = "test_the_watchdog_is_routed_to_a_receiver_that_sends"
+NODE_DOWN_ROUTE = "test_a_node_down_alert_is_routed_to_a_receiver_that_sends"
 CHECK_COUNT = 2 + 3 * len(NODES) + len(ALERTING) + 1
 
 
@@ -187,7 +188,7 @@ def test_alertmanager_stopped(monitored, pytester):
     with monfaults.alertmanager_stopped(engine):
         failed = clusterkit.failures(run_checks(pytester, path))
     assert set(failed) == {"test_prometheus_sends_to_the_alertmanager", "test_the_watchdog_alert_reaches_the_alertmanager",
-                           RECEIVER}
+                           RECEIVER, NODE_DOWN_ROUTE}
     assert re.search(r"Alertmanager at http://[\d.]+:9093 is not ready", failed["test_prometheus_sends_to_the_alertmanager"])
     assert "connection refused" in failed["test_the_watchdog_alert_reaches_the_alertmanager"]
     assert "connection refused" in failed[RECEIVER]
@@ -236,9 +237,19 @@ def test_alertmanager_routes_everything_to_a_receiver_that_discards(monitored, p
     engine, path = monitored
     with monfaults.alertmanager_routes_to_null(engine):
         failed = clusterkit.failures(run_checks(pytester, path))
-    assert list(failed) == [RECEIVER]
+    assert set(failed) == {RECEIVER, NODE_DOWN_ROUTE}
     msg = failed[RECEIVER]
     assert "routes Watchdog to null, which sends nowhere (no email_configs, webhook_configs" in msg
+
+
+def test_the_node_down_alert_routed_to_a_receiver_that_discards(monitored, pytester):
+    """A route of its own sends NodeExporterDown to null (the watchdog still reaches the webhook):
+    only the routing check of the alert that does not fire goes red."""
+    engine, path = monitored
+    with monfaults.node_down_alert_routed_to_null(engine):
+        failed = clusterkit.failures(run_checks(pytester, path))
+    assert list(failed) == [NODE_DOWN_ROUTE]
+    assert "routes the alert on a node going down nowhere that sends: NodeExporterDown to null" in failed[NODE_DOWN_ROUTE]
 
 
 def test_a_rule_group_the_config_names_is_not_loaded(monitored, pytester, tmp_path):

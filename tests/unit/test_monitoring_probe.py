@@ -158,6 +158,13 @@ def test_recorded_rules_name_the_one_that_fails():
         ("hpcvalidate", "NodeExporterDown", "alerting", "ok")]
     assert "many-to-one matching must be explicit" in rules[0].last_error
     assert [r.state for r in rules[1:]] == ["firing", "inactive"]
+    assert [r.labels for r in rules[1:]] == [(("severity", "none"),), ()]  # what routes match on
+
+
+def test_amtool_routes_test_script_carries_the_config_and_quoted_labels():
+    script = probe.routes_test_script("route: {receiver: x}\nreceivers: [{name: x}]\n", {"alertname": "Node Down", "job": "n'1"})
+    assert "<<'HPCV_AM_CONFIG'\nroute: {receiver: x}\nreceivers: [{name: x}]\nHPCV_AM_CONFIG\n" in script
+    assert """amtool config routes test --config.file="$f" 'alertname=Node Down' 'job=n'"'"'1'""" in script
 
 
 def test_recorded_alertmanagers_and_received_alerts():

@@ -193,14 +193,15 @@ def _reload(engine, settle: bool = True) -> None:
             until(lambda: _watchdog_state(engine) == "active", "the watchdog alert to be active again", 30)
 
 
-def _last_reload(engine) -> float | None:
-    """When Prometheus last loaded its configuration (its own metric), None if it cannot say."""
-    api = addon.prometheus(engine)
+def _last_reload(engine, api=None, metric: str = "prometheus_config_last_reload_success_timestamp_seconds") -> float | None:
+    """When Prometheus (or ``api``, with its ``metric``) last loaded its configuration, by its
+    own metric; None if it cannot say."""
+    api = api or addon.prometheus(engine)
     reply = http_get(api.node, api.url + "/metrics", 5.0)
     if not reply.ok:
         return None
     try:
-        samples = parse_metrics(reply.body).get("prometheus_config_last_reload_success_timestamp_seconds") or []
+        samples = parse_metrics(reply.body).get(metric) or []
     except MonitoringError:
         return None
     return samples[0][1] if samples else None
@@ -360,29 +361,36 @@ def watchdog_silenced(engine):
         until(lambda: _watchdog_state(engine) == "active", "the watchdog alert to be active again", 20)
 
 
-def _watchdog_receivers(engine) -> tuple[str, ...]:
-    name = addon.alerting(engine.spec)["watchdog_alert"]
-    try:
-        alerts = addon.alertmanager(engine).alerts()
-    except MonitoringError:
-        return ()
-    return next((a.receivers for a in alerts if a.name == name), ())
-
-
-def _reload_alertmanager(engine, receiver: str) -> None:
-    api = addon.alertmanager(engine)
-    (engine.work_dir / "monitoring" / "alertmanager.yml").write_text(addon.alertmanager_yml(engine, receiver))
-    api.node.run(f"curl -sS -m 5 -X POST {shlex.quote(api.url + '/-/reload')}", timeout=15).check()
-    until(lambda: _watchdog_receivers(engine) == (receiver,), f"Alertmanager to route the watchdog to {receiver}", 20)
-
-
 @contextlib.contextmanager
-def alertmanager_routes_to_null(engine):
-    """Alertmanager's route sends every alert to ``null``, a receiver without integrations (the
-    stock way to quiet the watchdog): it holds every alert, active, and tells nobody. Reloaded."""
+def _alertmanager_reloaded_with(engine, **routing):
+    """Alertmanager runs ``addon.alertmanager_yml(engine, **routing)`` while inside (POST
+    /-/reload, until its own reload-timestamp metric moves), the provider's routing afterwards."""
     _alerting(engine)
-    _reload_alertmanager(engine, "null")
+    api = addon.alertmanager(engine)
+    path = engine.work_dir / "monitoring" / "alertmanager.yml"
+    metric = "alertmanager_config_last_reload_success_timestamp_seconds"
+
+    def load(text: str) -> None:
+        before = _last_reload(engine, api, metric) or 0.0
+        time.sleep(max(0.0, before + 1.05 - time.time()))  # the metric counts whole seconds
+        path.write_text(text)
+        api.node.run(f"curl -sS -m 5 -X POST {shlex.quote(api.url + '/-/reload')}", timeout=15).check()
+        until(lambda: (_last_reload(engine, api, metric) or 0.0) > before, "Alertmanager to load its new routing", 20)
+
+    load(addon.alertmanager_yml(engine, **routing))
     try:
         yield
     finally:
-        _reload_alertmanager(engine, addon.WEBHOOK_RECEIVER)
+        load(addon.alertmanager_yml(engine))
+
+
+def alertmanager_routes_to_null(engine):
+    """Alertmanager's route sends every alert to ``null``, a receiver without integrations (the
+    stock way to quiet the watchdog): it holds every alert, active, and tells nobody."""
+    return _alertmanager_reloaded_with(engine, receiver="null")
+
+
+def node_down_alert_routed_to_null(engine, alert: str = "NodeExporterDown"):
+    """A route of its own sends the alert on a node going down to ``null``; everything else
+    (the watchdog too) still reaches the webhook."""
+    return _alertmanager_reloaded_with(engine, quiet=(alert,))

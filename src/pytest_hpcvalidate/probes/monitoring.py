@@ -274,6 +274,7 @@ class Rule:
     last_error: str
     state: str            # alerting rules: firing | pending | inactive; recording rules: ""
     query: str = ""       # the rule's PromQL expression, as Prometheus prints it
+    labels: tuple[tuple[str, str], ...] = ()  # the labels an alerting rule adds to its alerts
 
     def watches_up(self, job: str | None = None) -> bool:
         """An alerting rule over the ``up`` series (of ``job``, or of any job when its query
@@ -291,7 +292,8 @@ def parse_rules(text: str) -> list[Rule]:
     for group in (data or {}).get("groups") or []:
         for r in group.get("rules") or []:
             out.append(Rule(group.get("name", ""), r.get("name", ""), r.get("type", ""), r.get("health", "unknown"),
-                            r.get("lastError", ""), r.get("state", ""), r.get("query", "")))
+                            r.get("lastError", ""), r.get("state", ""), r.get("query", ""),
+                            tuple(sorted((r.get("labels") or {}).items()))))
     return out
 
 
@@ -344,6 +346,14 @@ def parse_received_alerts(text: str) -> list[ReceivedAlert]:
     return out
 
 
+def running_config(text: str) -> str:
+    """Alertmanager's ``/api/v2/status`` → the configuration it runs (YAML text)."""
+    try:
+        return json.loads(text)["config"]["original"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MonitoringError(f"Alertmanager status: no configuration in it ({exc}): {text.strip()[:160]!r}") from None
+
+
 def parse_receivers(text: str) -> dict[str, tuple[str, ...]]:
     """Alertmanager's ``/api/v2/status`` → {receiver: its integrations} (``email``, ``webhook``,
     ``pagerduty`` ..., from the ``*_configs`` lists of the configuration it runs; a receiver
@@ -351,13 +361,20 @@ def parse_receivers(text: str) -> dict[str, tuple[str, ...]]:
     import yaml
 
     try:
-        original = json.loads(text)["config"]["original"]
-        config = yaml.safe_load(original) or {}
-    except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
-        raise MonitoringError(f"Alertmanager status: no configuration in it ({exc}): {text.strip()[:160]!r}") from None
+        config = yaml.safe_load(running_config(text)) or {}
+    except yaml.YAMLError as exc:
+        raise MonitoringError(f"Alertmanager status: its configuration is not YAML ({exc})") from None
     return {r.get("name", ""): tuple(sorted(k.removesuffix("_configs") for k, v in r.items()
                                             if k.endswith("_configs") and v))
             for r in config.get("receivers") or []}
+
+
+def routes_test_script(config: str, labels: dict[str, str]) -> str:
+    """Shell that asks ``amtool config routes test`` which receivers ``config`` (Alertmanager's
+    running configuration) routes an alert with ``labels`` to: their names, comma-separated."""
+    args = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(labels.items()))
+    return (f'f=$(mktemp) || exit 1\ncat > "$f" <<\'HPCV_AM_CONFIG\'\n{config.rstrip()}\nHPCV_AM_CONFIG\n'
+            f'amtool config routes test --config.file="$f" {args} 2>/dev/null; rc=$?; rm -f "$f"; exit $rc')
 
 
 def _get_ok(node: Node, url: str, what: str, timeout: float) -> str:
@@ -379,5 +396,19 @@ class Alertmanager:
     def alerts(self) -> list[ReceivedAlert]:
         return parse_received_alerts(_get_ok(self.node, self.url + "/api/v2/alerts", "Alertmanager alerts", self.timeout))
 
+    def status(self) -> str:
+        return _get_ok(self.node, self.url + "/api/v2/status", "Alertmanager status", self.timeout)
+
     def receivers(self) -> dict[str, tuple[str, ...]]:
-        return parse_receivers(_get_ok(self.node, self.url + "/api/v2/status", "Alertmanager status", self.timeout))
+        return parse_receivers(self.status())
+
+    def routes(self, labels: dict[str, str]) -> tuple[str, ...]:
+        """The receivers Alertmanager's running configuration routes an alert with ``labels``
+        to, by ``amtool config routes test`` on the asking node (an alert need not fire)."""
+        if not self.node.run("command -v amtool", timeout=10).ok:
+            raise MonitoringError(f"amtool is not installed on {self.node.name} (package prometheus-alertmanager): "
+                                  f"the routing of alerts that do not fire cannot be tested there")
+        r = self.node.run(routes_test_script(running_config(self.status()), labels), timeout=20)
+        if not r.ok:
+            raise MonitoringError(f"amtool config routes test failed on {self.node.name}: {r.describe()}")
+        return tuple(x.strip() for x in r.stdout.strip().split(",") if x.strip())

@@ -120,13 +120,15 @@ def rules_yml(spec) -> str:
     return yaml.safe_dump({"groups": [{"name": "hpcvalidate", "rules": rules}]}, sort_keys=False)
 
 
-def alertmanager_yml(engine, receiver: str = WEBHOOK_RECEIVER) -> str:
+def alertmanager_yml(engine, receiver: str = WEBHOOK_RECEIVER, quiet: tuple[str, ...] = ()) -> str:
     """Every alert to ``receiver``: the webhook (notifications within a second of an alert's
-    arrival), or ``null``, a receiver without integrations (it discards)."""
+    arrival), or ``null``, a receiver without integrations (it discards); the alerts named in
+    ``quiet`` to ``null`` by a route of their own."""
     n = engine.node_spec_of(settings(engine.spec)["alertmanager_node"])
+    routes = [{"matchers": [f"alertname={json.dumps(name)}"], "receiver": "null"} for name in quiet]
     return yaml.safe_dump({
         "route": {"receiver": receiver, "group_by": ["alertname"], "group_wait": "1s", "group_interval": "5s",
-                  "repeat_interval": "1h"},
+                  "repeat_interval": "1h", **({"routes": routes} if routes else {})},
         "receivers": [{"name": WEBHOOK_RECEIVER, "webhook_configs": [
                           {"url": f"http://{n.address}:{WEBHOOK_PORT}/", "send_resolved": False}]},
                       {"name": "null"}],
