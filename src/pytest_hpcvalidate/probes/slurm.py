@@ -392,9 +392,9 @@ def parse_version(text: str) -> str | None:
 
 
 def installed_slurmd_version(node) -> tuple[str | None, str]:
-    """(version, problem) of the slurmd the node has installed now (``slurmd -V``; sbin added
-    to PATH, where a login user's lacks it)."""
-    r = node.run("PATH=$PATH:/usr/sbin:/usr/local/sbin:/sbin slurmd -V", timeout=20)
+    """(version, problem) of the slurmd the node has installed now (``slurmd -V``; the sbin
+    directories and /opt/slurm/sbin added to PATH, where a login user's lacks them)."""
+    r = node.run("PATH=$PATH:/usr/sbin:/usr/local/sbin:/sbin:/opt/slurm/sbin slurmd -V", timeout=20)
     version = parse_version(r.stdout + r.stderr) if r.ok else None
     return version, "" if version else f"cannot tell its slurmd's version: {r.describe()}"
 
