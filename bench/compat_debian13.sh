@@ -118,15 +118,8 @@ in_root /bin/sh -c 'grep PRETTY /etc/os-release; dpkg-query -W -f "\${Package} \
   charliecloud-runtime runc fio iperf3 python3' > "$OUTDIR/versions.txt" 2>&1 || true
 start=$SECONDS
 set +e
-unshare --mount --propagation private -- /bin/bash -euc '
-  root=$1 repo=$2 out=$3 mode=$4; shift 4
-  # pivot_root, not chroot: nodes are entered with setns(), which resets a process root to its
-  # mount namespace root, so the Debian 13 root must be that root
-  mount --bind "$root" "$root"
-  mount --rbind /dev "$root/dev"; mount --rbind /sys "$root/sys"; mount -t proc proc "$root/proc"
-  mount -t tmpfs -o mode=755 tmpfs "$root/run"; mkdir -p "$root/repo" "$root/out" "$root/.oldroot"
-  mount --bind "$repo" "$root/repo"; mount --bind "$out" "$root/out"
-  cd "$root" && pivot_root . .oldroot && umount -l /.oldroot
+bash bench/in_root.sh "$ROOT" "$REPO" "$OUTDIR" /bin/bash -euc '
+  mode=$1; shift
   cd /repo
   rc=0
   run=(env -i PATH=/opt/hpcv-venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
@@ -135,7 +128,7 @@ unshare --mount --propagation private -- /bin/bash -euc '
   else "${run[@]}" python -m pytest -p no:cacheprovider -rfEs "$@" > /out/pytest.txt 2>&1 || rc=$?; fi
   env -i PATH=/opt/hpcv-venv/bin:/usr/sbin:/usr/bin:/sbin:/bin python -m pytest_hpcvalidate cleanup >> /out/pytest.txt 2>&1
   exit $rc
-' compat "$ROOT" "$REPO" "$OUTDIR" "${ARGS[@]}"
+' compat "${ARGS[@]}"
 rc=$?
 echo "compat_debian13.sh: exit $rc after $((SECONDS - start)) s; $(tail -1 "$OUTDIR/pytest.txt" 2>/dev/null)"
 echo "compat_debian13.sh: outputs in $OUTDIR"

@@ -39,17 +39,8 @@ sed -e 's/^name: .*/name: rehearsal/' -e 's#subnet: .*#subnet: 10.231.77.0/24#' 
 echo "signoff: {required: [network, slurm, gres, cgroup]}  # no MPI compiler in the rehearsal root" >> "$OUTDIR/rehearsal.yaml"
 
 start=$SECONDS
-unshare --mount --propagation private -- /bin/bash -euc '
-  root=$1 repo=$2 out=$3
-  # pivot_root, not chroot: the nodes are entered with setns(), which resets a process root to its
-  # mount namespace root, so the rehearsal root must be that root (as / is on the device)
-  mount --bind "$root" "$root"
-  mount --rbind /dev "$root/dev"; mount --rbind /sys "$root/sys"; mount -t proc proc "$root/proc"
-  mount -t tmpfs -o mode=755 tmpfs "$root/run"; mkdir -p "$root/repo" "$root/out" "$root/.oldroot"
-  mount --bind "$repo" "$root/repo"; mount --bind "$out" "$root/out"
-  cd "$root" && pivot_root . .oldroot && umount -l /.oldroot
-  exec /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
-    OUT=/out WHL_DIR=.whl311 REHEARSAL_CONFIG=/out/rehearsal.yaml HPCV_PACKAGE_ROOT=/var/lib/hpcv-package-root \
-    /bin/bash -c "cd /repo && bash bench/gpu_device_run.sh run rehearse"
-' rehearsal "$ROOT" "$REPO" "$OUTDIR"
+bash bench/in_root.sh "$ROOT" "$REPO" "$OUTDIR" \
+  /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+  OUT=/out WHL_DIR=.whl311 REHEARSAL_CONFIG=/out/rehearsal.yaml HPCV_PACKAGE_ROOT=/var/lib/hpcv-package-root \
+  /bin/bash -c "cd /repo && bash bench/gpu_device_run.sh run rehearse"
 echo "device_rehearsal.sh: $((SECONDS - start)) s; outputs in $OUTDIR"

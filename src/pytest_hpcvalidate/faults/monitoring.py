@@ -180,23 +180,27 @@ def _reload(engine, settle: bool = True) -> None:
     nowhere until it has discovered its Alertmanager again (~5 s): ``settle`` waits for that,
     and for the watchdog alert to be active in Alertmanager."""
     m = addon.settings(engine.spec)
-    before = _last_reload(engine)
-    if before is not None and time.time() - before < 1.1:  # the metric counts whole seconds
-        time.sleep(1.1 - (time.time() - before))
-    for pid in engine.daemon_pids(m["prometheus_node"], addon.PROMETHEUS):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGHUP)
-    until(lambda: _last_reload(engine) not in (None, before), "Prometheus to reload its configuration", 20)
+
+    def sighup() -> None:
+        for pid in engine.daemon_pids(m["prometheus_node"], addon.PROMETHEUS):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
+    _reloaded_by(addon.prometheus(engine), PROMETHEUS_RELOADED, "Prometheus", sighup)
     if settle and addon.alerting(engine.spec):
         until(lambda: _sends_to_alertmanager(engine), "Prometheus to discover its Alertmanager again", 20)
         if addon.alerting(engine.spec).get("watchdog_alert"):  # and to have sent to it since
             until(lambda: _watchdog_state(engine) == "active", "the watchdog alert to be active again", 30)
 
 
-def _last_reload(engine, api=None, metric: str = "prometheus_config_last_reload_success_timestamp_seconds") -> float | None:
-    """When Prometheus (or ``api``, with its ``metric``) last loaded its configuration, by its
-    own metric; None if it cannot say."""
-    api = api or addon.prometheus(engine)
+#: the metric each program keeps of when it last loaded its configuration
+PROMETHEUS_RELOADED = "prometheus_config_last_reload_success_timestamp_seconds"
+ALERTMANAGER_RELOADED = "alertmanager_config_last_reload_success_timestamp_seconds"
+
+
+def _last_reload(api, metric: str) -> float | None:
+    """When ``api``'s program last loaded its configuration, by its own ``metric``; None if it
+    cannot say."""
     reply = http_get(api.node, api.url + "/metrics", 5.0)
     if not reply.ok:
         return None
@@ -205,6 +209,17 @@ def _last_reload(engine, api=None, metric: str = "prometheus_config_last_reload_
     except MonitoringError:
         return None
     return samples[0][1] if samples else None
+
+
+def _reloaded_by(api, metric: str, what: str, trigger) -> None:
+    """``trigger()`` makes ``api``'s program read its configuration again; returns once its
+    reload ``metric`` has moved (the metric counts whole seconds: never within the second of
+    the last reload)."""
+    before = _last_reload(api, metric)
+    if before is not None and time.time() - before < 1.1:
+        time.sleep(1.1 - (time.time() - before))
+    trigger()
+    until(lambda: _last_reload(api, metric) not in (None, before), f"{what} to reload its configuration", 20)
 
 
 @contextlib.contextmanager
@@ -368,14 +383,11 @@ def _alertmanager_reloaded_with(engine, **routing):
     _alerting(engine)
     api = addon.alertmanager(engine)
     path = engine.work_dir / "monitoring" / "alertmanager.yml"
-    metric = "alertmanager_config_last_reload_success_timestamp_seconds"
 
     def load(text: str) -> None:
-        before = _last_reload(engine, api, metric) or 0.0
-        time.sleep(max(0.0, before + 1.05 - time.time()))  # the metric counts whole seconds
         path.write_text(text)
-        api.node.run(f"curl -sS -m 5 -X POST {shlex.quote(api.url + '/-/reload')}", timeout=15).check()
-        until(lambda: (_last_reload(engine, api, metric) or 0.0) > before, "Alertmanager to load its new routing", 20)
+        _reloaded_by(api, ALERTMANAGER_RELOADED, "Alertmanager", lambda: api.node.run(
+            f"curl -sS -m 5 -X POST {shlex.quote(api.url + '/-/reload')}", timeout=15).check())
 
     load(addon.alertmanager_yml(engine, **routing))
     try:
