@@ -61,3 +61,55 @@ def gpu_facts(cluster, real_gpu_nodes, node_spec):
     """{node: NodeGpuFacts}, read through NVML (the node's ``gpus.python``) on every real-GPU
     node at once; the L1 health checks and the L4 CUDA checks judge the same reading."""
     return gpu.gather_facts(cluster, real_gpu_nodes, pythons={n.name: node_spec[n.name].gpu_python for n in real_gpu_nodes})
+
+
+#: the check that needs a job past its time limit (layer 2, ``l2_slurm/test_time_limits.py``).
+#: Its job starts with the run's first test, so that the wait for slurmctld's time-limit pass
+#: (every 30 s) is over by the time the check runs, and the job is running, not queued, when
+#: layer 2's own jobs are submitted (a pending job ahead of them would delay them to the
+#: scheduler's next pass)
+TIME_LIMIT_CHECK = "test_a_job_past_its_time_limit_is_stopped"
+
+#: the job shortens its own time limit to "now" (a user may shorten, never lengthen, a job of
+#: theirs; the shortest limit sbatch takes is a minute) and then outlives it; 97: scontrol
+#: could not do that on the compute node
+OVER_TIME_SCRIPT = "scontrol update JobId=$SLURM_JOB_ID EndTime=now || exit 97\nexec sleep 600"
+NO_SCONTROL_EXIT = "97:0"
+
+
+class OverTimeJob:
+    """The job that outlives its time limit: submitted once, by :meth:`submit` (ahead, at the
+    run's first test) or else by the check's own :meth:`get`; cancelled by :meth:`cancel`."""
+
+    def __init__(self, controller):
+        self.controller, self.submitted = controller, None
+
+    def submit(self) -> None:
+        if self.submitted is None:
+            self.submitted = slurm.sbatch(self.controller, "-N1 -n1 --mem=32M --time=2 -o /dev/null -e /dev/null",
+                                          OVER_TIME_SCRIPT)
+
+    def get(self):
+        """(job id or None, sbatch's result)."""
+        self.submit()
+        return self.submitted
+
+    def cancel(self) -> None:
+        if self.submitted is not None and self.submitted[0] is not None:
+            self.controller.run(f"scancel {self.submitted[0]}", timeout=30)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def job_past_its_time_limit(request):
+    """The :class:`OverTimeJob` of the time-limit check (None when it is not selected). Submitted
+    at the run's first test; under pytest-xdist by the check itself, since every worker sees
+    every selected test and ahead each would submit its own. Cancelled at the end of the run,
+    whatever became of it."""
+    if not any(getattr(item, "originalname", item.name) == TIME_LIMIT_CHECK for item in request.session.items):
+        yield None
+        return
+    job = OverTimeJob(request.getfixturevalue("controller"))
+    if not hasattr(request.config, "workerinput"):
+        job.submit()
+    yield job
+    job.cancel()

@@ -407,6 +407,21 @@ def test_default_partition_differs_from_config(broken, pytester):
     assert "default partition is none, config says all" in failed["test_partitions_match_config"]
 
 
+def test_partition_that_lets_jobs_outlive_their_time_limit(broken, pytester):
+    """OverTimeLimit=UNLIMITED on the partition (it overrides slurm.conf's 0): a job past its
+    time limit runs on, and only the time-limit check sees it."""
+    engine, path = broken
+    with slurmfaults.partition_setting(engine, "all", "OverTimeLimit", "UNLIMITED"):
+        results = run_checks(pytester, path, "l2_slurm/test_time_limits.py", "l2_slurm/test_job_failures.py")
+    failed = failures(results)
+    assert list(failed) == ["test_a_job_past_its_time_limit_is_stopped"]
+    msg = failed["test_a_job_past_its_time_limit_is_stopped"]
+    assert re.search(r"job \d+ on (g1|g2|c1) \(partition all\) is RUNNING \d+ s past its time limit", msg), msg
+    assert "partition all UNLIMITED" in msg and "OverTimeLimit UNLIMITED never stops a job" in msg
+    left = engine.cluster.controller.run("squeue -h -t PD,R -o %i").stdout.split()
+    assert left == [], f"the check left its job {left} running"
+
+
 def test_srun_wrapper_that_drops_the_exit_status(broken, pytester):
     engine, path = broken
     with slurmfaults.wrapped_on_controller(engine, "srun", slurmfaults.SRUN_WRAPPER_DROPS_STATUS):

@@ -193,3 +193,37 @@ def test_slurm_24_11_nodes_partitions_and_mpi_plugins():
     # the list, then "specific pmix plugin versions available: pmix_v5" (PMIx 5 on Debian 13)
     assert mpi.plugin_types((FIXTURES / "slurm" / "srun-mpi-list-24.11.txt").read_text()) == [
         "none", "pmix", "cray_shasta", "pmi2", "pmix_v5"]
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("00:00:06", 6), ("00:01:00", 60), ("1-02:03:04", 93784), ("05:30", 330), ("UNLIMITED", None),
+     ("NONE", None), ("N/A", None), ("", None)],
+)
+def test_slurm_durations(text, seconds):
+    assert slurm.parse_duration_s(text) == seconds
+
+
+def test_how_far_a_job_is_past_its_end_by_slurmctlds_clock():
+    past = slurm.parse_job((FIXTURES / "slurm" / "scontrol-show-job-past-its-end-22.05.txt").read_text())
+    assert (past.state, past.nodes) == ("RUNNING", "c1") and slurm.seconds_past_end(past) == 6.0
+    done = slurm.parse_job((FIXTURES / "slurm" / "scontrol-show-job-timeout-22.05.txt").read_text())
+    assert done.final and (done.state, done.raw["Reason"]) == ("TIMEOUT", "TimeLimit")
+    pending = slurm.parse_job("JobId=9 JobState=PENDING Reason=Priority RunTime=00:00:00 StartTime=Unknown EndTime=Unknown")
+    assert slurm.seconds_past_end(pending) is None
+
+
+def test_over_time_limit_partition_overrides_slurm_conf():
+    config = slurm.parse_config((FIXTURES / "slurm" / "scontrol-show-config-local-22.05.txt").read_text())
+    partition = slurm.parse_oneliner((FIXTURES / "slurm" / "scontrol-show-partition-local.txt").read_text().splitlines()[0])
+    assert partition["OverTimeLimit"] == "NONE" and slurm.over_time_limit_min(config, partition) == 0
+    assert slurm.over_time_limit_min(config, {**partition, "OverTimeLimit": "UNLIMITED"}) is None
+    assert slurm.over_time_limit_min(config, {**partition, "OverTimeLimit": "5"}) == 5
+    assert slurm.over_time_limit_min({**config, "OverTimeLimit": "UNLIMITED"}, partition) is None
+    assert slurm.over_time_limit_min({**config, "OverTimeLimit": "3 min"}, {}) == 3
+
+
+def test_job_keys_with_colons_and_slashes_end_the_value_before_them():
+    job = slurm.parse_job((FIXTURES / "slurm" / "scontrol-show-job-past-its-end-22.05.txt").read_text())
+    assert job.raw["Partition"] == "batch" and job.raw["AllocNode:Sid"] == "ctl:15527"
+    assert job.raw["CPUs/Task"] == "1" and job.raw["ReqB:S:C:T"] == "0:0:*:*"

@@ -242,15 +242,19 @@ def backup_controller_down(engine, name: str):
 
 @contextlib.contextmanager
 def _slurm_conf_line(engine, head: str, key: str, value: str, apply):
-    """slurm.conf's line starting ``head`` (``NodeName=c1``) says ``key=value``; ``apply()``
-    makes Slurm read it, after the edit and after the repair."""
+    """slurm.conf's line starting ``head`` (``NodeName=c1``) says ``key=value`` (replaced, or
+    added at the line's end); ``apply()`` makes Slurm read it, after the edit and after the
+    repair."""
     require_local(engine)
 
     def edit(text: str) -> str:
         pattern = re.compile(rf"^({re.escape(head)} .*\b{re.escape(key)}=)\S+", re.M)
-        if not pattern.search(text):
-            raise ValueError(f"slurm.conf has no {key}= on its {head} line")
-        return pattern.sub(rf"\g<1>{value}", text)
+        if pattern.search(text):
+            return pattern.sub(rf"\g<1>{value}", text)
+        line = re.compile(rf"^({re.escape(head)} .*)$", re.M)
+        if not line.search(text):
+            raise ValueError(f"slurm.conf has no {head} line")
+        return line.sub(rf"\g<1> {key}={value}", text, count=1)
 
     try:
         with edited(engine.slurm_conf, edit):

@@ -6,11 +6,12 @@ import re
 import shlex
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Callable
 
 from ..transport import CommandResult
 
-_KEY = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z_]*)=")
+_KEY = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z_:/]*)=")  # job keys include AllocNode:Sid, CPUs/Task
 
 #: base states in which a node can take work
 USABLE_STATES = {"IDLE", "MIXED", "ALLOCATED", "COMPLETING"}
@@ -148,6 +149,13 @@ def show_partitions(controller) -> dict[str, SlurmPartition]:
     return parse_partitions(controller.run("scontrol show partition -o", timeout=30).check().stdout)
 
 
+def partition_settings(controller, name: str) -> dict[str, str]:
+    """Every ``Key=value`` of one partition as slurmctld has it ({} when scontrol fails)."""
+    r = controller.run(f"scontrol show partition -o {shlex.quote(name)}", timeout=30)
+    recs = records(r.stdout, "PartitionName") if r.ok else []
+    return parse_oneliner(recs[0]) if recs else {}
+
+
 def srun(node, args: str, command: str, timeout: float = 60.0) -> CommandResult:
     """``srun <args> <command>`` submitted from ``node`` (command quoted for the shell)."""
     return node.run(f"srun {args} /bin/sh -c {shlex.quote(command)}", timeout=timeout)
@@ -255,16 +263,58 @@ def parse_job(text: str) -> JobInfo | None:
                    kv.get("Reason", ""), kv)
 
 
-def wait_job(controller, job_id: int, timeout: float = 60.0, poll_s: float = 0.2) -> JobInfo | None:
-    """Poll ``scontrol show job`` until the job is final (or ``timeout``); the last JobInfo seen."""
+def wait_job(controller, job_id: int, timeout: float = 60.0, poll_s: float = 0.2,
+             until: Callable[[JobInfo], bool] | None = None) -> JobInfo | None:
+    """Poll ``scontrol show job`` until the job is final, or ``until(info)`` holds (or
+    ``timeout``); the last JobInfo seen."""
     deadline = time.monotonic() + timeout
     info = None
     while True:
         r = controller.run(f"scontrol show job -o {job_id}", timeout=15)
         info = parse_job(r.stdout) if r.ok else info
-        if (info is not None and info.final) or time.monotonic() > deadline:
+        if (info is not None and (info.final or (until is not None and until(info)))) or time.monotonic() > deadline:
             return info
         time.sleep(poll_s)
+
+
+_DURATION = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
+
+
+def parse_duration_s(text: str) -> int | None:
+    """A Slurm duration (``RunTime=``, ``TimeLimit=``: ``[D-]HH:MM:SS`` or ``MM:SS``) in
+    seconds; None for UNLIMITED, NONE, N/A or anything else."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        return None
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def _stamp_s(text: str) -> float | None:
+    """``2026-12-03T20:27:01`` (slurmctld's local time) → seconds on one consistent scale."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def seconds_past_end(info: JobInfo) -> float | None:
+    """How far past its EndTime a running job is, by slurmctld's own clock (StartTime +
+    RunTime is slurmctld's now): negative while within its time limit; None when unknown."""
+    start, end = _stamp_s(info.raw.get("StartTime", "")), _stamp_s(info.raw.get("EndTime", ""))
+    run = parse_duration_s(info.raw.get("RunTime", ""))
+    return None if start is None or end is None or run is None else start + run - end
+
+
+def over_time_limit_min(config: dict[str, str], partition: dict[str, str]) -> int | None:
+    """The minutes slurmctld lets a job run past its time limit before it stops it: the
+    partition's OverTimeLimit where set (``OverTimeLimit=NONE``: not set), else slurm.conf's
+    (``OverTimeLimit = 0 min``); None for UNLIMITED (never stopped)."""
+    value = partition.get("OverTimeLimit", "NONE")
+    if value in ("NONE", ""):
+        value = config.get("OverTimeLimit", "0 min")
+    value = value.split()[0] if value.split() else "0"
+    return int(value) if value.isdigit() else None
 
 
 def sacct_record(controller, job: int | str, done: Callable[[list[str]], bool], timeout: float,
