@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_hpcvalidate.hostlist import expand
 from pytest_hpcvalidate.probes import gpu, slurm
 
 
@@ -113,3 +114,10 @@ def job_past_its_time_limit(request):
         job.submit()
     yield job
     job.cancel()
+
+
+def partition_node_names(hpc_config, node_spec) -> list[tuple[str, list[str]]]:
+    """(partition, its compute node names, sorted) for every configured partition: one job
+    per partition reaches every compute node."""
+    compute = sorted(n.name for n in node_spec.values() if n.role == "compute")
+    return [(p.name, compute if p.nodes == "ALL" else sorted(expand(p.nodes))) for p in hpc_config.slurm.partitions]

@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from pytest_hpcvalidate.hostlist import expand
 from pytest_hpcvalidate.probes import munge, network, slurm, storage
+
+from ..conftest import partition_node_names
 
 SLURMCTLD_PORT = 6817
 SLURMD_PORT = 6818
@@ -163,18 +164,16 @@ def test_slurm_ports_reachable(compute_node, controller, each_node):
 
 def test_a_job_step_runs_on_every_node_of_each_partition(controller, hpc_config, node_spec, thresholds):
     """``srun -p P -N<all of P>`` in every partition: together they cover every compute node."""
-    compute = [n for n in node_spec.values() if n.role == "compute"]
     failures = []
-    for part in hpc_config.slurm.partitions:
-        names = sorted(n.name for n in compute) if part.nodes == "ALL" else sorted(expand(part.nodes))
-        result = slurm.srun(controller, f"-p {part.name} -N{len(names)} --ntasks-per-node=1", "hostname",
+    for part, names in partition_node_names(hpc_config, node_spec):
+        result = slurm.srun(controller, f"-p {part} -N{len(names)} --ntasks-per-node=1", "hostname",
                             timeout=thresholds.job_start_s_max)
         if not result.ok:
-            failures.append(f"partition {part.name}: srun -N{len(names)} failed: {result.describe()}")
+            failures.append(f"partition {part}: srun -N{len(names)} failed: {result.describe()}")
             continue
         ran = sorted(result.stdout.split())
         if ran != names:
-            failures.append(f"partition {part.name}: srun -N{len(names)} ran on {ran}, expected {names}")
+            failures.append(f"partition {part}: srun -N{len(names)} ran on {ran}, expected {names}")
     assert not failures, "; ".join(failures)
 
 

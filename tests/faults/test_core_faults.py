@@ -33,7 +33,7 @@ BODY = {
         {"names": "g[1-2]", "cpus": 2, "memory_mb": 1024, "gpus": {"count": 2, "type": "sim"}},
         {"names": "c1", "cpus": 2, "memory_mb": 1024},
     ],
-    "slurm": {"gres_types": ["gpu"], "job_shape_examples": 3, "job_memlock": MEMLOCK,
+    "slurm": {"gres_types": ["gpu"], "job_shape_examples": 3, "job_memlock": MEMLOCK, "users": ["hpcv"],
               "partitions": [{"name": "all", "nodes": "ALL", "default": True}]},
     # timing thresholds with room for a loaded 2-core CI machine: these tests prove which
     # check a fault turns red, not how fast this machine is (bench/ measures that)
@@ -420,6 +420,22 @@ def test_partition_that_lets_jobs_outlive_their_time_limit(broken, pytester):
     assert "partition all UNLIMITED" in msg and "OverTimeLimit UNLIMITED never stops a job" in msg
     left = engine.cluster.controller.run("squeue -h -t PD,R -o %i").stdout.split()
     assert left == [], f"the check left its job {left} running"
+
+
+def test_node_that_maps_a_user_to_another_uid(broken, pytester):
+    """c1's directory is out of date: hpcv is another uid there. Both user checks see it, on
+    c1 alone: Slurm starts hpcv's job there under the controller's uid, which c1 cannot name."""
+    engine, path = broken
+    with slurmfaults.user_with_other_uid(engine, "c1", "hpcv", 29999):
+        results = run_checks(pytester, path, "l2_slurm/test_users.py")
+    failed = failures(results)
+    assert sorted(failed) == ["test_a_users_job_runs_as_them_on_every_compute_node",
+                              "test_users_resolve_alike_on_every_node[c1]"]
+    assert re.search(r"user hpcv is uid 29999 gid \d+ home \S+ on c1 but uid \d+ gid \d+ home \S+ on ctl",
+                     failed["test_users_resolve_alike_on_every_node[c1]"])
+    job = failed["test_a_users_job_runs_as_them_on_every_compute_node"]
+    assert "AssertionError: a job of hpcv on c1 ran as uid 20000, which c1 knows by no name: whatever looks " \
+        "the user up there (id, ssh, mpirun, the home directory) fails\n" in job, job
 
 
 def test_srun_wrapper_that_drops_the_exit_status(broken, pytester):

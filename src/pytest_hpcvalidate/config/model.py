@@ -18,6 +18,7 @@ from .areas import AREAS
 from ..hostlist import expand as expand_hostlist
 from .types import (
     IPv4Addr,
+    UserName,
     IPv4Net,
     AbsPath,
     BridgeName,
@@ -190,6 +191,11 @@ class Slurm(Strict):
     job_shape_examples: int = Field(
         8, ge=0, le=1000, description="Random job shapes the property-based placement check submits (default 8; 0 = off)."
     )
+    users: list[UserName] = Field(
+        default_factory=list, description="Users whose jobs must work (accounts from the site's directory, e.g. a "
+        "test account): every node resolves each to the same uid, gid and home as the controller, and a job "
+        "submitted as them runs as them on every compute node (run from the controller with runuser as root, "
+        "else sudo -n -u). Local provider: made in the nodes' own passwd and group files, never the host's.")
 
     @property
     def default_partition(self) -> Partition:

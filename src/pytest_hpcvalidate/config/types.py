@@ -34,6 +34,13 @@ NodeName = Annotated[
         "a node name: lower-case letters, digits and '-', starting with a letter, at most 32 characters",
     ),
 ]
+UserName = Annotated[
+    str,
+    _pattern(
+        r"^[a-z_][a-z0-9_-]{0,31}$",
+        "a user name: lower-case letters, digits, '_' and '-', starting with a letter or '_', at most 32 characters",
+    ),
+]
 BridgeName = Annotated[
     str,
     _pattern(r"^[A-Za-z0-9_.-]{1,15}$", "a Linux interface name of 1-15 letters, digits, '_', '.', '-'"),

@@ -360,3 +360,22 @@ def wrapped_on_controller(engine, program: str, wrapper: str):
     finally:
         copy.unlink(missing_ok=True)
         script.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def user_with_other_uid(engine, name: str, user: str, uid: int):
+    """On node ``name`` only, ``user``'s passwd entry says uid ``uid`` (a copied passwd bound
+    over the node's): a node whose directory is out of date."""
+    require_local(engine)
+    original = (engine.work_dir / "etc" / "passwd").read_text()
+    lines = [":".join([p[0], p[1], str(uid), *p[3:]]) if (p := line.split(":"))[0] == user and len(p) >= 7 else line
+             for line in original.splitlines()]
+    if lines == original.splitlines():
+        raise ValueError(f"the nodes' passwd has no user {user}")
+    copy = engine.work_dir / f"passwd-fault-{name}"
+    copy.write_text("\n".join(lines) + "\n")
+    try:
+        with mounted_on_node(engine.cluster.node(name), "/etc/passwd", "--bind", str(copy)):
+            yield
+    finally:
+        copy.unlink(missing_ok=True)

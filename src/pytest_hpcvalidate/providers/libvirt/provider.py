@@ -99,6 +99,10 @@ class LibvirtCluster:
         self._t0 = time.monotonic()
         spec, lv = self.spec, self.lv
         progress("preflight", "", lv.uri)
+        if spec.users:
+            raise ProvisioningError(
+                f"slurm.users: the libvirt provider does not make users in its guests ({', '.join(spec.users)}); "
+                "remove slurm.users, or use the local provider")
         if os.geteuid() != 0:
             raise ProvisioningError(
                 "the libvirt provider needs root (qemu:///system, the cluster network); run as root")

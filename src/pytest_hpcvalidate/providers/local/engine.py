@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from ..base import ProgressFn, ProvisioningError, no_progress
-from . import addons, cgroups, daemons, hostlimits, keys, mountns, netns, preflight, procs, slurmconf, sshconf
+from . import accounts, addons, cgroups, daemons, hostlimits, keys, mountns, netns, preflight, procs, slurmconf, sshconf
 from .cleanup import mounts_under, swept_state, teardown
 from .daemons import Daemon
 from .keys import SshPaths
@@ -137,6 +137,17 @@ class LocalCluster:
                 f"sysctl -w net.ipv4.neigh.default.gc_thresh2={need['gc_thresh2']} "
                 f"net.ipv4.neigh.default.gc_thresh3={need['gc_thresh3']}, or use fewer nodes") from None
 
+    def _make_users(self, spec: LocalSpec, shared: Path) -> None:
+        """The nodes' passwd and group (the host's plus the config's users), and their homes."""
+        passwd, group, made = accounts.render(Path("/etc/passwd").read_text(), Path("/etc/group").read_text(),
+                                              list(spec.users), shared / "home")
+        (self.work_dir / "etc" / "passwd").write_text(passwd)
+        (self.work_dir / "etc" / "group").write_text(group)
+        for user in made:
+            user.home.mkdir(parents=True, exist_ok=True)
+            os.chown(user.home, user.uid, user.uid)
+            os.chmod(user.home, 0o750)
+
     def _make_gpu_devices(self, n) -> None:
         """The node's GPUs in the upper layer of its /dev overlay: simulated ones as char 195:i;
         real ones with the host device's numbers, every other host GPU hidden (a whiteout), so
@@ -198,6 +209,8 @@ class LocalCluster:
         keys.make_munge_keys(self.work_dir / "munge" / "munge.key",
                              [self.node_paths(n.name).munge_key for n in spec.nodes])
         (self.work_dir / "etc" / "hosts").write_text(sshconf.render_hosts(spec))
+        if spec.users:
+            self._make_users(spec, shared)
         for name, text in slurmconf.render_all(spec, self.layout, self.work_dir).items():
             (self.conf_dir / name).write_text(text)
         if spec.accounting:  # slurmdbd refuses a config others can read

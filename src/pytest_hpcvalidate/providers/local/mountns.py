@@ -11,7 +11,8 @@ Before it sleeps it sets the node up:
   the root, the anchor in the ``daemon`` leaf, controllers delegated to ``system.slice``
 - /dev: an overlay on the host's /dev whose upper layer holds the node's simulated GPUs
   (``/dev/nvidia<i>``, char 195:i), devpts re-attached, a private tmpfs on /dev/shm
-- binds from the work directory: /etc/hosts, /etc/slurm (the cluster's configs), /run
+- binds from the work directory: /etc/hosts, /etc/slurm (the cluster's configs), /etc/passwd
+  and /etc/group where the config names users (accounts.py), /run
   (the node's munge socket, sshd's privsep dir), /tmp (private: PMIx needs that)
 
 Every daemon of the node enters the anchor's namespaces with ``nsenter -t <anchor pid> -n -m -u``
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import netns as netns_mod
+from .accounts import ACCOUNT_FILES
 from .cgroups import V2_CONTROLLERS, V2_DAEMON_LEAF, NodeCgroups
 from .naming import netns_name
 from .spec import LocalSpec, NodeSpec
@@ -157,6 +159,7 @@ def anchor_script(
     s += [
         f"mount --bind {_q(wd / 'etc' / 'hosts')} /etc/hosts",
         f"mount --bind {_q(wd / 'etc' / 'slurm')} /etc/slurm",
+        *[f"mount --bind {_q(wd / 'etc' / f)} /etc/{f}" for f in (ACCOUNT_FILES if spec.users else ())],
         f"mount --bind {_q(paths.run)} /run",
         f"mount --bind {_q(paths.tmp)} /tmp",
     ]

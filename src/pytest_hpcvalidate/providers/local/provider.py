@@ -52,6 +52,7 @@ def spec_from_config(model, state_root: Path = STATE_ROOT) -> LocalSpec:
         constrain_ram=model.slurm.cgroup.constrain_ram_space,
         constrain_devices=model.slurm.cgroup.constrain_devices,
         accounting=model.slurm.accounting,
+        users=tuple(model.slurm.users),
         work_dir=work_dir,
         shared_dir=work_dir / "shared",
         # a slow registration is the L2 check's to report (against node_register_s_max), not a

@@ -46,6 +46,8 @@ class LocalSpec:
     constrain_ram: bool = True
     constrain_devices: bool = True
     accounting: bool = False       # slurmdbd + MariaDB (optional)
+    #: users the nodes must know (slurm.users): in the nodes' own passwd/group (accounts.py)
+    users: tuple[str, ...] = ()
     #: where the provider keeps configs, keys, logs, the state file (per cluster)
     work_dir: Path = Path("/var/lib/hpcvalidate/clusters/default")
     #: the directory bound into every node at the same path (the cluster's shared filesystem)
