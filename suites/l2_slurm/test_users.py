@@ -44,13 +44,15 @@ def test_users_resolve_alike_on_every_node(node, controller, checked_users, cont
     assert not problems, "; ".join(problems)
 
 
-#: what each task of the job prints: where it ran and who it ran as
-WHOAMI = 'echo "$(hostname) $(id -u) $(id -g) $(id -un)"'
+#: what each task of the job prints: where it ran, who it ran as, whether its home is there
+WHOAMI = ('home=missing; [ -d "$HOME" ] && [ -w "$HOME" ] && home=writable; '
+          'echo "$(hostname) $(id -u) $(id -g) $(id -un) $home"')
 
 
 def test_a_users_job_runs_as_them_on_every_compute_node(controller, hpc_config, node_spec, thresholds, controller_accounts):
     """``srun -N<all>`` submitted as each user of ``slurm.users``, in every partition: every
-    task runs as that user's uid and gid, and the node knows that uid by the user's name (Slurm
+    task runs as that user's uid and gid, can write the user's home directory, and the node
+    knows that uid by the user's name (Slurm
     sends the name with the job, so a node that lacks the user still starts it, under a uid
     nothing there can look up)."""
     if not hpc_config.slurm.users:
@@ -74,9 +76,9 @@ def test_a_users_job_runs_as_them_on_every_compute_node(controller, hpc_config, 
             ran = {}
             for line in r.stdout.splitlines():
                 parts = line.split()
-                if len(parts) == 4:
+                if len(parts) == 5:
                     ran[parts[0]] = parts[1:]
-            expected = [str(account.uid), str(account.gid), user]
+            expected = [str(account.uid), str(account.gid), user, "writable"]
             for name in names:
                 got = ran.get(name)
                 if got is None:
@@ -88,4 +90,7 @@ def test_a_users_job_runs_as_them_on_every_compute_node(controller, hpc_config, 
                     known = "by no name" if got[2].isdigit() else f"as {got[2]}"
                     problems.append(f"a job of {user} on {name} ran as uid {got[0]}, which {name} knows {known}: "
                                     f"whatever looks the user up there (id, ssh, mpirun, the home directory) fails")
+                elif got[3] != "writable":
+                    problems.append(f"a job of {user} on {name} has no home directory it can write ({account.home} "
+                                    f"is missing or not writable there): is the home file system mounted on {name}?")
     assert not problems, "; ".join(problems)

@@ -438,6 +438,20 @@ def test_node_that_maps_a_user_to_another_uid(broken, pytester):
         "the user up there (id, ssh, mpirun, the home directory) fails\n" in job, job
 
 
+def test_node_without_the_users_home_directory(broken, pytester):
+    """The home file system is not mounted on g2 (an empty tmpfs over the homes' directory
+    there): only the user's job check sees it."""
+    engine, path = broken
+    homes = str(engine.spec.shared_dir / "home")
+    with faults.mounted_on_node(engine.cluster.node("g2"), homes, "-t", "tmpfs", "-o", "size=1m", "hpcv-fault-home"):
+        results = run_checks(pytester, path, "l2_slurm/test_users.py")
+    failed = failures(results)
+    assert list(failed) == ["test_a_users_job_runs_as_them_on_every_compute_node"]
+    assert (f"AssertionError: a job of hpcv on g2 has no home directory it can write ({homes}/hpcv is missing or "
+            f"not writable there): is the home file system mounted on g2?\n") in failed[
+        "test_a_users_job_runs_as_them_on_every_compute_node"]
+
+
 def test_srun_wrapper_that_drops_the_exit_status(broken, pytester):
     engine, path = broken
     with slurmfaults.wrapped_on_controller(engine, "srun", slurmfaults.SRUN_WRAPPER_DROPS_STATUS):
