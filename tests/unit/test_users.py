@@ -59,3 +59,18 @@ def test_as_user_runs_the_command_as_that_user():
     out = subprocess.run(["/bin/sh", "-c", users.as_user("nobody", "id -un; echo \"it's $0\"")],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.splitlines() == ["nobody", "it's /bin/sh"], out
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/sudo").exists(), reason="needs root and sudo")
+def test_as_user_from_a_login_user_sudo_refuses_is_told_apart_from_a_failing_job():
+    from pytest_hpcvalidate.transport import CommandResult
+
+    cmd = users.as_user("root", "id -un")
+    out = subprocess.run(["runuser", "-u", "nobody", "--", "/bin/sh", "-c", cmd], capture_output=True, text=True, timeout=30)
+    refused = CommandResult("c1", cmd, out.returncode, out.stdout, out.stderr, 0.0)
+    assert users.sudo_refused(refused), out
+    failing = CommandResult("c1", cmd, 1, "", "srun: error: Unable to allocate resources", 0.0)
+    assert not users.sudo_refused(failing)
+    own = subprocess.run(["runuser", "-u", "nobody", "--", "/bin/sh", "-c", users.as_user("nobody", "id -un")],
+                         capture_output=True, text=True, timeout=30)
+    assert own.returncode == 0 and own.stdout.strip() == "nobody", own
