@@ -78,6 +78,11 @@ def test_the_watchdog_alert_reaches_the_alertmanager(prometheus, alertmanager, s
                     f"{', '.join(received[0].inhibited_by) or 'nothing'}): it would reach no receiver")
 
 
+#: what a receiver that sends nowhere lacks, and the fix (both routing checks say it)
+NO_INTEGRATION = "no email_configs, webhook_configs, pagerduty_configs, ..."
+ROUTE_IT = "route it to a receiver that sends"
+
+
 def test_the_watchdog_is_routed_to_a_receiver_that_sends(alertmanager, settings):
     """Alertmanager routes the always-firing alert to a receiver with an integration (email,
     webhook, PagerDuty ...): one without any discards what reaches it, so the dead man's switch
@@ -92,8 +97,8 @@ def test_the_watchdog_is_routed_to_a_receiver_that_sends(alertmanager, settings)
     routed = sorted({r for a in held for r in a.receivers})
     sending = {r: receivers.get(r, ()) for r in routed if receivers.get(r)}
     assert sending, (f"Alertmanager ({alertmanager.url}) routes {name} to {', '.join(routed) or 'no receiver'}, which "
-                     f"send{'s' if len(routed) == 1 else ''} nowhere (no email_configs, webhook_configs, "
-                     f"pagerduty_configs, ...): the dead man's switch reaches nobody; route it to a receiver that sends")
+                     f"send{'s' if len(routed) == 1 else ''} nowhere ({NO_INTEGRATION}): the dead man's switch "
+                     f"reaches nobody; {ROUTE_IT}")
 
 
 def test_a_node_down_alert_is_routed_to_a_receiver_that_sends(prometheus, alertmanager, settings):
@@ -120,5 +125,4 @@ def test_a_node_down_alert_is_routed_to_a_receiver_that_sends(prometheus, alertm
     assert any(receivers.get(r) for names in routed.values() for r in names), (
         "Alertmanager routes the alert on a node going down nowhere that sends: "
         + "; ".join(f"{alert} to {', '.join(names) or 'no receiver'}" for alert, names in routed.items())
-        + " (no email_configs, webhook_configs, pagerduty_configs, ...): a node going down pages nobody; "
-          "route it to a receiver that sends")
+        + f" ({NO_INTEGRATION}): a node going down pages nobody; {ROUTE_IT}")
