@@ -3,6 +3,8 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_hpcvalidate.probes import mpi, network, slurm
 
@@ -227,3 +229,9 @@ def test_job_keys_with_colons_and_slashes_end_the_value_before_them():
     job = slurm.parse_job((FIXTURES / "slurm" / "scontrol-show-job-past-its-end-22.05.txt").read_text())
     assert job.raw["Partition"] == "batch" and job.raw["AllocNode:Sid"] == "ctl:15527"
     assert job.raw["CPUs/Task"] == "1" and job.raw["ReqB:S:C:T"] == "0:0:*:*"
+
+
+@given(st.integers(0, 400), st.integers(0, 23), st.integers(0, 59), st.integers(0, 59))
+def test_slurm_durations_as_scontrol_prints_them(days, hours, minutes, seconds):
+    text = (f"{days}-" if days else "") + f"{hours:02d}:{minutes:02d}:{seconds:02d}"
+    assert slurm.parse_duration_s(text) == ((days * 24 + hours) * 60 + minutes) * 60 + seconds
