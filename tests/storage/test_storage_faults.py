@@ -24,6 +24,7 @@ import yaml
 
 from pytest_hpcvalidate.faults import network as netfaults
 from pytest_hpcvalidate.faults import storage as storagefaults
+from pytest_hpcvalidate.probes import users
 from pytest_hpcvalidate.providers.local.cleanup import cleanup_stale, leftovers
 from pytest_hpcvalidate.providers.local.state import STATE_FILE, State
 
@@ -42,6 +43,7 @@ BODY = {
     "controller": {"name": "ctl", "cpus": 1, "memory_mb": 512},
     "compute": [{"names": "c[1-2]", "cpus": 1, "memory_mb": 512}],
     "storage": [STORAGE],
+    "slurm": {"users": ["hpcv"]},
 }
 
 
@@ -68,8 +70,9 @@ def test_healthy_cluster_passes_every_storage_check(gluster_cluster, pytester):
     results = run_suite(pytester, path)
     assert failed(results) == {}
     passed = sorted(k for k, (outcome, _) in results.items() if outcome == "passed")
-    # 3 mounts, 3 fio, 3 metadata, 3 coherency pairs, free space, many writers, aggregate, gluster health
-    assert len(passed) == 16, passed
+    # 3 mounts, 3 fio, 3 metadata, 3 coherency pairs, free space, many writers, a user's files,
+    # aggregate, gluster health
+    assert len(passed) == 17, passed
     skipped = [k for k, (outcome, _) in results.items() if outcome == "skipped"]
     assert skipped == [f"test_beegfs_services_reachable_and_targets_online_good[{MP}]"]
 
@@ -195,3 +198,19 @@ def test_glusterfs_of_a_killed_run_is_removed_by_cleanup(tmp_path):
             proc.kill()
             proc.wait()
         clusterkit.remove(name)
+
+
+def test_node_that_maps_the_users_ids_fails_the_ownership_check_naming_it(gluster_cluster, pytester):
+    """ctl sees the volume through bindfs mapping hpcv's uid and gid to 65534 (nobody): only the
+    ownership check fails, naming ctl and both files."""
+    engine, path = gluster_cluster
+    uid = users.parse_passwd((engine.work_dir / "etc" / "passwd").read_text())["hpcv"].uid
+    with storagefaults.ids_mapped_on_node(engine, "ctl", MP, uid, 65534):
+        results = run_suite(pytester, path, "test_coherency.py::test_files_a_users_job_writes_are_theirs_on_every_node")
+    msg = failed(results)[f"test_files_a_users_job_writes_are_theirs_on_every_node[{MP}]"]
+    for writer in ("c1", "c2"):
+        assert (f"ctl sees the file hpcv's job wrote on {writer} owned by uid 65534 gid 65534, not hpcv's uid {uid} "
+                f"gid {uid}") in msg, msg
+    assert "c1 sees" not in msg and "c2 sees" not in msg and "the filesystem maps ids" in msg
+    fstype = engine.cluster.node("ctl").run(f"findmnt -n -o FSTYPE --target {MP}").stdout.split()
+    assert fstype == ["fuse.glusterfs"], fstype  # bindfs gone again, the volume's own mount back on top

@@ -137,3 +137,20 @@ def private_directory(engine, names: list[str], path: str):
             stack.enter_context(mounted_on_node(engine.cluster.node(n), path, "-t", "tmpfs", "-o", "size=16m",
                                                 "hpcv-fault-private"))
         yield
+
+
+@contextlib.contextmanager
+def ids_mapped_on_node(engine, name: str, mount_point: str, uid: int, to: int):
+    """``name`` sees the filesystem through bindfs, which shows what ``uid`` (and the group of
+    that number) owns as owned by ``to``: a client that maps ids (squash, a differing NFSv4
+    idmap domain)."""
+    require_local(engine)
+    node = engine.cluster.node(name)
+    source = engine.node_paths(name).root / "fault-idmap-source"
+    mp, src = shlex.quote(mount_point), shlex.quote(str(source))
+    node.run(f"mkdir -p {src} && mount --bind {mp} {src} && "
+             f"bindfs --map={uid}/{to}:@{uid}/@{to} {src} {mp}", timeout=30).check()
+    try:
+        yield
+    finally:
+        node.run(f"fusermount -u {mp} || umount -l {mp}; umount {src}; rmdir {src}", timeout=30)
