@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from pytest_hpcvalidate.hostlist import expand
-from pytest_hpcvalidate.probes import gpu, slurm
+from pytest_hpcvalidate.probes import gpu, slurm, users
 
 
 @pytest.fixture(scope="session")
@@ -121,3 +123,15 @@ def partition_node_names(hpc_config, node_spec) -> list[tuple[str, list[str]]]:
     per partition reaches every compute node."""
     compute = sorted(n.name for n in node_spec.values() if n.role == "compute")
     return [(p.name, compute if p.nodes == "ALL" else sorted(expand(p.nodes))) for p in hpc_config.slurm.partitions]
+
+
+def srun_as(controller, user: str, args: str, command: str, timeout: float):
+    """``srun <args> --chdir=/tmp /bin/sh -c <command>`` submitted from the controller as
+    ``user`` (:func:`users.as_user`); the running check is skipped, naming why, where the login
+    user may not act as them."""
+    job = f"srun {args} --chdir=/tmp /bin/sh -c {shlex.quote(command)}"
+    r = controller.run(users.as_user(user, job), timeout=timeout)
+    if users.sudo_refused(r):
+        pytest.skip(f"cannot submit a job as {user} from {controller.name}: the login user is neither root nor "
+                    f"{user}, and sudo -n -u {user} is refused ({r.stderr.strip()[:200]})")
+    return r

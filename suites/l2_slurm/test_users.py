@@ -17,7 +17,7 @@ import pytest
 from pytest_hpcvalidate.capabilities import not_applicable
 from pytest_hpcvalidate.probes import slurm, users
 
-from ..conftest import partition_node_names
+from ..conftest import partition_node_names, srun_as
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +64,8 @@ def test_a_users_job_runs_as_them_on_every_compute_node(controller, hpc_config, 
             problems.append(f"user {user} unknown on {controller.name} (getent passwd): cannot submit as them")
             continue
         for part, names in partition_node_names(hpc_config, node_spec):
-            srun = (f"srun -p {shlex.quote(part)} -N{len(names)} --ntasks-per-node=1 --chdir=/tmp "
-                    f"/bin/sh -c {shlex.quote(WHOAMI)}")
-            r = controller.run(users.as_user(user, srun), timeout=thresholds.job_start_s_max)
-            if users.sudo_refused(r):
-                pytest.skip(f"cannot submit a job as {user} from {controller.name}: the login user is neither "
-                            f"root nor {user}, and sudo -n -u {user} is refused ({r.stderr.strip()[:200]})")
+            r = srun_as(controller, user, f"-p {shlex.quote(part)} -N{len(names)} --ntasks-per-node=1", WHOAMI,
+                        thresholds.job_start_s_max)
             if not r.ok:
                 problems.append(f"a job of {user} in partition {part} (srun -N{len(names)}) failed: {r.describe()}")
                 continue

@@ -13,6 +13,8 @@ import pytest
 from pytest_hpcvalidate.probes import slurm, storage, users
 from pytest_hpcvalidate.capabilities import not_applicable
 
+from ..conftest import srun_as
+
 pytestmark = pytest.mark.requires("storage")
 
 #: files each node of the many-writers job writes at once, and their size
@@ -84,11 +86,8 @@ def test_files_a_users_job_writes_are_theirs_on_every_node(target, cluster, cont
     q = shlex.quote(directory)
     cluster.node(writers[0]).run(f"mkdir -p {q} && chmod 1777 {q}", timeout=30).check()
     write = f'echo "$(id -u)" > {q}/"$(hostname)"'
-    job = (f"srun {partition_of(writers)} -w {','.join(writers)} -N{len(writers)} --ntasks-per-node=1 --chdir=/tmp "
-           f"/bin/sh -c {shlex.quote(write)}")
-    r = controller.run(users.as_user(user, job), timeout=thresholds.job_start_s_max + 30)
-    if users.sudo_refused(r):
-        pytest.skip(f"cannot submit a job as {user} from {controller.name}: sudo -n -u {user} is refused")
+    r = srun_as(controller, user, f"{partition_of(writers)} -w {','.join(writers)} -N{len(writers)} --ntasks-per-node=1",
+                write, thresholds.job_start_s_max + 30)
     assert r.ok, f"a job of {user} writing into {directory} from {', '.join(writers)} failed: {r.describe()}"
     seen = cluster.map(lambda n: n.run(f"stat -c '%n %u %g' -- {q}/*", timeout=30), [cluster.node(n) for n in target.nodes])
     problems = []
