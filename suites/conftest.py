@@ -132,6 +132,6 @@ def srun_as(controller, user: str, args: str, command: str, timeout: float):
     job = f"srun {args} --chdir=/tmp /bin/sh -c {shlex.quote(command)}"
     r = controller.run(users.as_user(user, job), timeout=timeout)
     if users.sudo_refused(r):
-        pytest.skip(f"cannot submit a job as {user} from {controller.name}: the login user is neither root nor "
-                    f"{user}, and sudo -n -u {user} is refused ({r.stderr.strip()[:200]})")
+        pytest.skip(f"cannot submit a job as {user} from {controller.name}: the login user is not root, and "
+                    f"sudo -n -u {user} is refused ({r.stderr.strip()[:200]})")
     return r

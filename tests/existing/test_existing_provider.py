@@ -338,3 +338,22 @@ def test_checks_that_need_root_skip_for_a_plain_user_and_use_sudo_only_when_allo
     with plain_login_user(made, sudo_rule=True):
         results = run_checks(pytester, config, MUNGE_CHECK, CTLD_CHECK)
         assert set(outcomes(results, "passed")) == {*skipped, "test_slurmctld_answers"}, results
+
+
+USERS_JOB_CHECK = "l2_slurm/test_users.py::test_a_users_job_runs_as_them_on_every_compute_node"
+
+
+@pytest.mark.skipif(shutil.which("sudo") is None, reason="needs sudo (setup.sh installs it)")
+def test_a_job_as_another_user_goes_through_sudo_only_where_sudoers_allows_it(made, config_of, pytester):
+    """Logged in as a plain user, the user check submits root's job with ``sudo -n -u root``:
+    skipped, naming why, where sudoers refuses; run, under the run's job policy, where it allows."""
+    plain = {"scratch_dir": "/tmp", "scratch_shared": False}
+    with plain_login_user(made) as user:
+        config = config_of(pytester.path, ssh={"user": user}, existing=plain, slurm={"users": ["root"]})
+        skipped = outcomes(run_checks(pytester, config, USERS_JOB_CHECK), "skipped")
+        assert list(skipped) == ["test_a_users_job_runs_as_them_on_every_compute_node"], skipped
+        assert ("cannot submit a job as root from ctl: the login user is not root, and sudo -n -u root is refused "
+                "(sudo: a password is required)") in next(iter(skipped.values())), skipped
+    with plain_login_user(made, sudo_rule=True):
+        results = run_checks(pytester, config, USERS_JOB_CHECK)
+        assert set(outcomes(results, "passed")) == {"test_a_users_job_runs_as_them_on_every_compute_node"}, results

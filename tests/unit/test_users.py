@@ -74,3 +74,21 @@ def test_as_user_from_a_login_user_sudo_refuses_is_told_apart_from_a_failing_job
     own = subprocess.run(["runuser", "-u", "nobody", "--", "/bin/sh", "-c", users.as_user("nobody", "id -un")],
                          capture_output=True, text=True, timeout=30)
     assert own.returncode == 0 and own.stdout.strip() == "nobody", own
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/sudo").exists(), reason="needs root and sudo")
+def test_as_user_through_sudo_keeps_the_runs_slurm_variables(tmp_path):
+    """sudo resets the environment: the run's job name and partition (jobtrack's exports) must
+    reach the job anyway, and nothing else of the caller's environment."""
+    rule = Path("/etc/sudoers.d/hpcv-test-as-user")
+    rule.write_text("nobody ALL=(root) NOPASSWD: /bin/sh\n")
+    rule.chmod(0o440)
+    try:
+        cmd = users.as_user("root", 'echo "$(id -un) $SLURM_JOB_NAME $SBATCH_PARTITION ${HPCV_OTHER:-unset}"')
+        env = {"PATH": os.environ["PATH"], "SLURM_JOB_NAME": "hpcv-0101T0000-abc", "SBATCH_PARTITION": "all 'x'",
+               "HPCV_OTHER": "kept?"}
+        out = subprocess.run(["runuser", "-u", "nobody", "--", "/bin/sh", "-c", cmd], capture_output=True, text=True,
+                             timeout=30, env=env)
+    finally:
+        rule.unlink()
+    assert out.returncode == 0 and out.stdout.strip() == "root hpcv-0101T0000-abc all 'x' unset", out

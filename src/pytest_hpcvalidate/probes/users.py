@@ -65,13 +65,20 @@ def compare(name: str, here: Account | None, reference: Account | None, node: st
     return None
 
 
+#: the exported Slurm client input variables (the run's job name, partition, account, QOS on an
+#: existing cluster: jobtrack.JobPolicy) as ``export`` lines, which sudo's env_reset would drop
+_SLURM_EXPORTS = ("$(export -p | sed -n -E -e 's/^declare -x /export /' "
+                  "-e '/^export (SLURM|SBATCH|SALLOC)_[A-Z_]+=/p')")
+
+
 def as_user(user: str, command: str) -> str:
     """A shell command that runs ``command`` as ``user``: ``runuser`` where the login user is
     root, directly where it is ``user``, else ``sudo -n -u`` (which fails without a password
-    prompt where sudo does not allow it)."""
+    prompt where sudo does not allow it). The Slurm input variables exported go along."""
     u, c = shlex.quote(user), shlex.quote(command)
     return (f'if [ "$(id -u)" = 0 ]; then runuser -u {u} -- /bin/sh -c {c}; '
-            f'elif [ "$(id -un)" = {u} ]; then /bin/sh -c {c}; else sudo -n -u {u} /bin/sh -c {c}; fi')
+            f'elif [ "$(id -un)" = {u} ]; then /bin/sh -c {c}; '
+            f'else sudo -n -u {u} /bin/sh -c "{_SLURM_EXPORTS}\n"{c}; fi')
 
 
 def sudo_refused(result: CommandResult) -> bool:
