@@ -52,9 +52,8 @@ WHOAMI = ('home=missing; [ -d "$HOME" ] && [ -w "$HOME" ] && home=writable; '
 def test_a_users_job_runs_as_them_on_every_compute_node(controller, hpc_config, node_spec, thresholds, controller_accounts):
     """``srun -N<all>`` submitted as each user of ``slurm.users``, in every partition: every
     task runs as that user's uid and gid, can write the user's home directory, and the node
-    knows that uid by the user's name (Slurm
-    sends the name with the job, so a node that lacks the user still starts it, under a uid
-    nothing there can look up)."""
+    knows that uid by the user's name (Slurm sends the name with the job, so a node that lacks
+    the user still starts it, under a uid nothing there can look up)."""
     if not hpc_config.slurm.users:
         not_applicable("the config names no users (slurm.users)")
     problems = []
