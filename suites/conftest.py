@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 
 import pytest
@@ -131,6 +132,7 @@ def srun_as(controller, user: str, args: str, command: str, timeout: float):
     user may not act as them."""
     job = f"srun {args} --chdir=/tmp /bin/sh -c {shlex.quote(command)}"
     r = controller.run(users.as_user(user, job), timeout=timeout)
+    r = dataclasses.replace(r, command=f"{job}  (as {user})")  # reported as the check wrote it
     if users.sudo_refused(r):
         pytest.skip(f"cannot submit a job as {user} from {controller.name}: the login user is not root, and "
                     f"sudo -n -u {user} is refused ({r.stderr.strip()[:200]})")

@@ -12,6 +12,7 @@ healthy cluster passes every check, so each red result below is the fault's doin
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,11 +121,16 @@ def test_stale_directory_on_one_node_fails_coherency_naming_it(gluster_cluster, 
         f"test_write_rename_delete_visible_on_other_node[c2->ctl:{MP}]",
         f"test_one_job_writing_from_every_node_leaves_every_file_complete[{MP}]",
         f"test_mounted_with_type_source_read_write[c2:{MP}]",
+        f"test_files_a_users_job_writes_are_theirs_on_every_node[{MP}]",  # hpcv's job cannot write there on c2
     ])
     assert "c2 does not see a new file written on c1" in bad[f"test_write_rename_delete_visible_on_other_node[c1->c2:{MP}]"]
     assert "it sees nothing (missing)" in bad[f"test_write_rename_delete_visible_on_other_node[c1->c2:{MP}]"]
     assert "on c2:" in bad[f"test_write_rename_delete_visible_on_other_node[c2->ctl:{MP}]"]
     assert "c2: " in bad[f"test_one_job_writing_from_every_node_leaves_every_file_complete[{MP}]"]
+    owned = bad[f"test_files_a_users_job_writes_are_theirs_on_every_node[{MP}]"]
+    assert re.search(r"a job of hpcv writing into \S+ from c1, c2 failed: on ctl: `srun -p \w+ -w c1,c2 -N2 "
+                     r"--ntasks-per-node=1 --chdir=/tmp /bin/sh -c .*  \(as hpcv\)` exit 2 .*owned-by-hpcv/c2: Directory nonexistent",
+                     owned, re.S), owned
 
 
 def test_threshold_above_what_the_filesystem_delivers_fails_with_number_and_threshold(gluster_cluster, pytester):
