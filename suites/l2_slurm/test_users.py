@@ -1,10 +1,10 @@
 """Layer 2, users: every node knows the cluster's users as the controller does, and a job of
 theirs runs as them on every compute node.
 
-Slurm sends a job's numeric uid and gid from the submitting host; slurmd on each node looks the
-uid up again and starts the job under it. A node whose directory service (sssd, LDAP, a copied
-passwd file) is down or out of date cannot start that user's jobs, or runs them as someone
-else. The users checked: slurmctld's ``SlurmUser`` (slurmd takes slurmctld's requests only from
+Slurm sends a job's numeric uid and gid (and the user's name) from the submitting host, and
+slurmd on each node starts the job under that uid. A node whose directory service (sssd, LDAP,
+a copied passwd file) is down or out of date runs that user's jobs under a uid it cannot name,
+or maps the name to someone else. The users checked: slurmctld's ``SlurmUser`` (slurmd takes slurmctld's requests only from
 that uid) and every user in ``slurm.users``.
 """
 

@@ -1,10 +1,11 @@
 """Users as the nodes see them: ``getent passwd`` (files, LDAP, SSSD alike), and commands run
 as a given user.
 
-Slurm hands a job's numeric uid and gid from the submitting host to every node; slurmd there
-looks the uid up again. A node whose directory service is down cannot start that user's jobs;
-one that maps the name to another uid runs them as someone else there, and what they write on
-shared storage belongs to that someone on the other nodes.
+Slurm hands a job's numeric uid and gid, and the user's name, from the submitting host to every
+node, and slurmd starts the job under that uid even where the node does not know it (seen with
+Slurm 22.05): on a node whose directory service is down or out of date the job runs under a uid
+nothing there can name (id, ssh, mpirun and home lookups fail), and where the node maps the
+name to another uid, what the user writes on shared storage belongs to someone else.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ def compare(name: str, here: Account | None, reference: Account | None, node: st
     if reference is None:
         return f"user {name} unknown on {ref_node} (getent passwd): nothing can submit jobs as them"
     if here is None:
-        return (f"user {name} unknown on {node} (getent passwd), {reference.describe()} on {ref_node}: slurmd "
-                f"there cannot start their jobs (is the node's directory service, e.g. sssd, running?)")
+        return (f"user {name} unknown on {node} (getent passwd), {reference.describe()} on {ref_node}: their "
+                f"jobs there run under a uid the node cannot name (is the node's directory service, e.g. sssd, "
+                f"running?)")
     if (here.uid, here.gid, here.home) != (reference.uid, reference.gid, reference.home):
         return (f"user {name} is {here.describe()} on {node} but {reference.describe()} on {ref_node}: their "
                 f"jobs run under {ref_node}'s ids there and their files on shared storage belong to someone "
