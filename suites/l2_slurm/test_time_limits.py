@@ -30,7 +30,8 @@ def test_a_job_past_its_time_limit_is_stopped(controller, thresholds, hpc_config
     partition = started.raw.get("Partition", "")
     partition_kv = slurm.partition_settings(controller, partition)
     grace_min = slurm.over_time_limit_min(config, partition_kv)
-    kill_wait = int((config.get("KillWait", "30").split() or ["30"])[0])
+    kill_wait = slurm.leading_int(config.get("KillWait", "30"))
+    kill_wait = 30 if kill_wait is None else kill_wait  # Slurm's default
     allowed = (grace_min or 0) * 60 + TIME_LIMIT_PASS_S + kill_wait + MARGIN_S
     info = slurm.wait_job(controller, job_id, timeout=allowed + thresholds.job_start_s_max, poll_s=1.0,
                           until=lambda i: (slurm.seconds_past_end(i) or 0) > allowed)
@@ -43,8 +44,9 @@ def test_a_job_past_its_time_limit_is_stopped(controller, thresholds, hpc_config
     settings = (f"OverTimeLimit: slurm.conf {config.get('OverTimeLimit', '?')}, partition {partition} "
                 f"{partition_kv.get('OverTimeLimit', '?')}; KillWait {kill_wait} s")
     assert info.final, (
-        f"{where} is {info.state} {'?' if late is None else f'{late:.0f}'} s past its time limit (EndTime {info.raw.get('EndTime')}); slurmctld "
-        f"should have stopped it within {allowed} s ({settings}): time limits are not enforced"
+        f"{where} is {info.state} {'?' if late is None else f'{late:.0f}'} s past its time limit (EndTime "
+        f"{info.raw.get('EndTime')}); slurmctld should have stopped it within {allowed} s ({settings}): time "
+        f"limits are not enforced"
         + (" (OverTimeLimit UNLIMITED never stops a job)" if grace_min is None else ""))
     assert (info.state, info.raw.get("Reason")) == ("TIMEOUT", "TimeLimit"), (
         f"{where}, which outlived its time limit, ended {info.state} (Reason {info.raw.get('Reason')}, exit code "

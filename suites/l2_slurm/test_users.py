@@ -4,8 +4,8 @@ theirs runs as them on every compute node.
 Slurm sends a job's numeric uid and gid (and the user's name) from the submitting host, and
 slurmd on each node starts the job under that uid. A node whose directory service (sssd, LDAP,
 a copied passwd file) is down or out of date runs that user's jobs under a uid it cannot name,
-or maps the name to someone else. The users checked: slurmctld's ``SlurmUser`` (slurmd takes slurmctld's requests only from
-that uid) and every user in ``slurm.users``.
+or maps the name to someone else. The users checked: slurmctld's ``SlurmUser`` (slurmd takes
+slurmctld's requests only from that uid) and every user in ``slurm.users``.
 """
 
 from __future__ import annotations

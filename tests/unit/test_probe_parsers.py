@@ -235,3 +235,8 @@ def test_job_keys_with_colons_and_slashes_end_the_value_before_them():
 def test_slurm_durations_as_scontrol_prints_them(days, hours, minutes, seconds):
     text = (f"{days}-" if days else "") + f"{hours:02d}:{minutes:02d}:{seconds:02d}"
     assert slurm.parse_duration_s(text) == ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+@pytest.mark.parametrize("value, number", [("2 sec", 2), ("0 min", 0), ("5", 5), ("UNLIMITED", None), ("", None)])
+def test_leading_number_of_a_config_value(value, number):
+    assert slurm.leading_int(value) == number

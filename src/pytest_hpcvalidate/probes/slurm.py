@@ -313,8 +313,14 @@ def over_time_limit_min(config: dict[str, str], partition: dict[str, str]) -> in
     value = partition.get("OverTimeLimit", "NONE")
     if value in ("NONE", ""):
         value = config.get("OverTimeLimit", "0 min")
-    value = value.split()[0] if value.split() else "0"
-    return int(value) if value.isdigit() else None
+    return leading_int(value or "0")
+
+
+def leading_int(value: str) -> int | None:
+    """The number a ``scontrol show config`` value starts with (``2 sec``, ``0 min``, ``5``);
+    None for UNLIMITED, N/A or nothing."""
+    words = value.split()
+    return int(words[0]) if words and words[0].isdigit() else None
 
 
 def sacct_record(controller, job: int | str, done: Callable[[list[str]], bool], timeout: float,
