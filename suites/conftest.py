@@ -74,10 +74,13 @@ def gpu_facts(cluster, real_gpu_nodes, node_spec):
 #: scheduler's next pass)
 TIME_LIMIT_CHECK = "test_a_job_past_its_time_limit_is_stopped"
 
-#: the job shortens its own time limit to "now" (a user may shorten, never lengthen, a job of
-#: theirs; the shortest limit sbatch takes is a minute) and then outlives it; 97: scontrol
-#: could not do that on the compute node
-OVER_TIME_SCRIPT = "scontrol update JobId=$SLURM_JOB_ID EndTime=now || exit 97\nexec sleep 600"
+#: the job shortens its own time limit to its start (a user may shorten, never lengthen, a job
+#: of theirs; the shortest limit sbatch takes is a minute) and then outlives it; 97: scontrol
+#: could not do that on the compute node. The start is slurmctld's StartTime, not "now": scontrol
+#: reads "now" off the compute node's clock, and a VM's clock a second behind slurmctld's gives an
+#: end before the start, which slurmctld refuses
+OVER_TIME_SCRIPT = ('start=$(scontrol show job -o "$SLURM_JOB_ID" | sed -n "s/.* StartTime=\\([^ ]*\\) .*/\\1/p")\n'
+                    'scontrol update JobId="$SLURM_JOB_ID" EndTime="$start" || exit 97\nexec sleep 600')
 NO_SCONTROL_EXIT = "97:0"
 
 

@@ -38,7 +38,7 @@ def test_a_job_past_its_time_limit_is_stopped(controller, thresholds, hpc_config
     assert info is not None, f"job {job_id}: scontrol shows no such job"
     where = f"job {job_id} on {info.nodes or '?'} (partition {partition or '?'})"
     assert (info.state, info.exit_code) != ("FAILED", NO_SCONTROL_EXIT), (
-        f"{where}: the job could not shorten its own time limit (scontrol update JobId=… EndTime=now in the "
+        f"{where}: the job could not shorten its own time limit (scontrol update JobId=… EndTime=<its start> in the "
         f"job exited non-zero): scontrol must be on the compute nodes and a user allowed to shorten their job")
     late = slurm.seconds_past_end(info)
     settings = (f"OverTimeLimit: slurm.conf {config.get('OverTimeLimit', '?')}, partition {partition} "
