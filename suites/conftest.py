@@ -74,13 +74,23 @@ def gpu_facts(cluster, real_gpu_nodes, node_spec):
 #: scheduler's next pass)
 TIME_LIMIT_CHECK = "test_a_job_past_its_time_limit_is_stopped"
 
-#: the job shortens its own time limit to its start (a user may shorten, never lengthen, a job
-#: of theirs; the shortest limit sbatch takes is a minute) and then outlives it; 97: scontrol
-#: could not do that on the compute node. The start is slurmctld's StartTime, not "now": scontrol
-#: reads "now" off the compute node's clock, and a VM's clock a second behind slurmctld's gives an
-#: end before the start, which slurmctld refuses
-OVER_TIME_SCRIPT = ('start=$(scontrol show job -o "$SLURM_JOB_ID" | sed -n "s/.* StartTime=\\([^ ]*\\) .*/\\1/p")\n'
-                    'scontrol update JobId="$SLURM_JOB_ID" EndTime="$start" || exit 97\nexec sleep 600')
+#: the job shortens its own time limit to a few seconds from now (a user may shorten, never
+#: lengthen, a job of theirs; the shortest limit sbatch takes is a minute) and then outlives it.
+#: slurmctld refuses an end before its own clock (24.11: ``end_time < now``), and scontrol reads
+#: "now" off the compute node's clock: the end is 10 s ahead, 10 s more on each refusal (a node's
+#: clock behind the controller's). 97: refused 5 times, and the job's Comment says why
+OVER_TIME_SCRIPT = """\
+tries=0
+until why=$(scontrol update JobId="$SLURM_JOB_ID" EndTime=now+$((10 + 10 * tries)) 2>&1); do
+  tries=$((tries + 1))
+  if [ "$tries" -ge 5 ]; then
+    scontrol update JobId="$SLURM_JOB_ID" \\
+      Comment="$(printf '%s' "EndTime now+10..50 s on $(hostname) at $(date +%FT%T) refused: $why" | tr '=\\n' ': ')"
+    exit 97
+  fi
+  sleep 1
+done
+exec sleep 600"""
 NO_SCONTROL_EXIT = "97:0"
 
 

@@ -37,9 +37,10 @@ def test_a_job_past_its_time_limit_is_stopped(controller, thresholds, hpc_config
                           until=lambda i: (slurm.seconds_past_end(i) or 0) > allowed)
     assert info is not None, f"job {job_id}: scontrol shows no such job"
     where = f"job {job_id} on {info.nodes or '?'} (partition {partition or '?'})"
+    said = info.raw.get("Comment") or "scontrol update JobId=… EndTime=now+10 in the job failed and said nothing"
     assert (info.state, info.exit_code) != ("FAILED", NO_SCONTROL_EXIT), (
-        f"{where}: the job could not shorten its own time limit (scontrol update JobId=… EndTime=<its start> in the "
-        f"job exited non-zero): scontrol must be on the compute nodes and a user allowed to shorten their job")
+        f"{where}: the job could not shorten its own time limit ({said}): scontrol must be on the compute nodes, a "
+        f"user allowed to shorten their job, and the node's clock within seconds of the controller's")
     late = slurm.seconds_past_end(info)
     settings = (f"OverTimeLimit: slurm.conf {config.get('OverTimeLimit', '?')}, partition {partition} "
                 f"{partition_kv.get('OverTimeLimit', '?')}; KillWait {kill_wait} s")
