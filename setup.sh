@@ -18,7 +18,7 @@ PACKAGES=(
   openssh-server openssh-client sudo
   prometheus prometheus-node-exporter prometheus-alertmanager curl
   fio iperf3 iputils-ping iproute2 bridge-utils iptables hwloc procps psmisc util-linux
-  glusterfs-server glusterfs-client bindfs
+  glusterfs-server glusterfs-client bindfs libfaketime
   chromium default-jre-headless nodejs
   charliecloud-runtime runc
   libvirt-daemon-system qemu-system-x86 qemu-utils dnsmasq-base debootstrap busybox-static kmod e2fsprogs libvirt-dev pkg-config

@@ -38,7 +38,7 @@ PACKAGES=(python3 python3-venv gcc make libc6-dev
   prometheus prometheus-node-exporter prometheus-alertmanager curl
   fio iperf3 iputils-ping iproute2 bridge-utils iptables hwloc procps psmisc util-linux kmod
   glusterfs-server glusterfs-client charliecloud-runtime runc
-  python3-libvirt xxd)  # for the project's own tests: libvirt's test driver, xxd in a redaction test
+  python3-libvirt xxd libfaketime)  # for the project's own tests: libvirt's test driver, xxd in a redaction test
 # the plugin's dependencies (pyproject.toml), for the root's Python
 REQUIREMENTS=(pytest pytest-xdist pytest-testinfra paramiko nvidia-ml-py hypothesis allure-pytest
   "pydantic>=2.6,<3" ClusterShell rich PyYAML prometheus-client)

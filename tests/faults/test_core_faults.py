@@ -118,7 +118,7 @@ def test_link_down_fails_reachability_naming_the_node(broken, pytester):
 def test_clock_ahead_on_one_node(broken, pytester):
     engine, path = broken
     check = "l1_network/test_reachability.py::test_clock_agrees_with_the_controller"
-    with netfaults.clock_ahead(engine, "g2", 90):
+    with netfaults.clock_off(engine, "g2", 90):
         results = run_checks(pytester, path, check)
     failed = failures(results)
     assert list(failed) == ["test_clock_agrees_with_the_controller[g2]"]
@@ -421,6 +421,22 @@ def test_partition_that_lets_jobs_outlive_their_time_limit(broken, pytester):
     left = engine.cluster.controller.run("squeue -h -t PD,R -o %i").stdout.split()
     assert left == [], f"the check left its job {left} running"
 
+
+
+def test_compute_clocks_behind_the_controller_refuse_the_shortened_time_limit(broken, pytester):
+    """scontrol on every compute node reads a clock 2 min behind the controller's: each end
+    the over-time job asks for (now+10 s .. now+50 s by that clock) is already past for
+    slurmctld, which refuses it. The time-limit check says so, with slurmctld's refusal and
+    the clock to look at, instead of waiting out a job that never shortened its limit."""
+    engine, path = broken
+    with netfaults.clock_off(engine, ["g1", "g2", "c1"], -120, programs=("scontrol",)):
+        results = run_checks(pytester, path, "l2_slurm/test_time_limits.py")
+    failed = failures(results)
+    assert list(failed) == ["test_a_job_past_its_time_limit_is_stopped"]
+    msg = failed["test_a_job_past_its_time_limit_is_stopped"]
+    assert re.search(r"job \d+ on (g1|g2|c1) \(partition all\): the job could not shorten its own time limit "
+                     r"\(EndTime now\+10\.\.50 s on (g1|g2|c1) at \S+ refused: Invalid time specified", msg), msg
+    assert "the node's clock within seconds of the controller's" in msg, msg
 
 def test_node_that_maps_a_user_to_another_uid(broken, pytester):
     """c1's directory is out of date: hpcv is another uid there. Both user checks see it, on

@@ -1,5 +1,5 @@
 """Network faults on one node of a local cluster: link down, wrong MTU, wrong hostname,
-a blocked port, a clock that runs ahead. Each enters the node's namespaces through the cluster's own transport."""
+a blocked port, a clock that is off. Each enters the node's namespaces through the cluster's own transport."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import shlex
 import shutil
 import time
+from pathlib import Path
 
 from ..providers.local.naming import NODE_IFACE  # the node side of every local node's link
 from . import edited, mounted_on_node, require_local
@@ -109,24 +110,38 @@ def sshd_stopped(engine, name: str):
         engine.start_daemon(name, "sshd")
 
 
+#: libfaketime (Debian's libfaketime, installed by setup.sh): a program run with it preloaded
+#: reads the wall clock FAKETIME seconds off, the monotonic clock untouched
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
 @contextlib.contextmanager
-def clock_ahead(engine, name: str, seconds: float):
-    """``date`` on ``name`` reports the time ``seconds`` ahead (a node's clock cannot be set
-    apart in a namespace: they share the host's kernel clock, so the node's ``date`` lies
-    instead, bound over /usr/bin/date in its mount namespace only)."""
-    node = _node(engine, name)
-    d = engine.node_paths(name).root / "fault-clock"
-    d.mkdir(parents=True, exist_ok=True)
-    shutil.copy2("/usr/bin/date", d / "real-date")
-    script = d / "date"
-    script.write_text("#!/bin/sh\n"
-                      f"t=$({d / 'real-date'} +%s.%N) && "
-                      f"awk -v t=\"$t\" 'BEGIN {{ printf \"%.9f\\n\", t + {float(seconds)} }}'\n")
-    script.chmod(0o755)
-    try:
-        with mounted_on_node(node, "/usr/bin/date", "--bind", str(script)):
-            until(lambda: abs(float(node.run("date +%s.%N", timeout=10).stdout.split()[-1]) - time.time() - seconds) < 5,
-                  f"{name}'s date to run {seconds:g} s ahead", 10)
-            yield
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+def clock_off(engine, names, seconds: float, programs=("date",)):
+    """On each node of ``names``, ``programs`` (on the node's PATH) read a wall clock
+    ``seconds`` off (ahead when positive). A node's clock cannot be set apart in a namespace:
+    they share the host's kernel clock, so each program is bound over, in the node's mount
+    namespace only, by a wrapper that runs the real one with libfaketime preloaded."""
+    if not Path(LIBFAKETIME).exists():
+        raise RuntimeError(f"clock faults need {LIBFAKETIME}: apt-get install libfaketime (setup.sh does)")
+    names = [names] if isinstance(names, str) else list(names)
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            node = _node(engine, name)
+            d = engine.node_paths(name).root / "fault-clock"
+            d.mkdir(parents=True, exist_ok=True)
+            stack.callback(shutil.rmtree, d, ignore_errors=True)
+            for program in programs:
+                real = shutil.which(program)
+                if real is None:
+                    raise RuntimeError(f"clock fault: no {program} on this machine's PATH")
+                shutil.copy2(real, d / f"real-{program}")
+                wrapper = d / program
+                wrapper.write_text(f"#!/bin/sh\nLD_PRELOAD={LIBFAKETIME} FAKETIME={float(seconds):+.3f} "
+                                   f"FAKETIME_DONT_FAKE_MONOTONIC=1 exec {d / f'real-{program}'} \"$@\"\n")
+                wrapper.chmod(0o755)
+                stack.enter_context(mounted_on_node(node, real, "--bind", str(wrapper)))
+            if "date" in programs:
+                until(lambda node=node: abs(float(node.run("date +%s.%N", timeout=10).stdout.split()[-1]) - time.time() - seconds) < 5,
+                      f"{name}'s date to run {seconds:+g} s off", 10)
+        yield
+
