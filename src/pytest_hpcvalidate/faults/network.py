@@ -141,7 +141,8 @@ def clock_off(engine, names, seconds: float, programs=("date",)):
                 wrapper.chmod(0o755)
                 stack.enter_context(mounted_on_node(node, real, "--bind", str(wrapper)))
             if "date" in programs:
-                until(lambda node=node: abs(float(node.run("date +%s.%N", timeout=10).stdout.split()[-1]) - time.time() - seconds) < 5,
-                      f"{name}'s date to run {seconds:+g} s off", 10)
+                def off_by(node=node) -> float:
+                    return float(node.run("date +%s.%N", timeout=10).stdout.split()[-1]) - time.time()
+                until(lambda: abs(off_by() - seconds) < 5, f"{name}'s date to run {seconds:+g} s off", 10)
         yield
 
