@@ -20,6 +20,16 @@ def _node(engine, name: str):
 
 
 @contextlib.contextmanager
+def _applied(node, apply: str, revert: str):
+    """``apply`` run on ``node`` while inside, ``revert`` on the way out (both must succeed)."""
+    node.run(apply, timeout=15).check()
+    try:
+        yield
+    finally:
+        node.run(revert, timeout=15).check()
+
+
+@contextlib.contextmanager
 def link_down(engine, name: str):
     """The node's cluster interface is down: it drops off the network."""
     node = _node(engine, name)
@@ -38,32 +48,19 @@ def mtu(engine, name: str, value: int):
     """The node's cluster interface has MTU ``value`` instead of the configured one."""
     node = _node(engine, name)
     before = node.run(f"cat /sys/class/net/{NODE_IFACE}/mtu", timeout=15).check().stdout.strip()
-    node.run(f"ip link set {NODE_IFACE} mtu {int(value)}", timeout=15).check()
-    try:
+    with _applied(node, f"ip link set {NODE_IFACE} mtu {int(value)}", f"ip link set {NODE_IFACE} mtu {int(before)}"):
         yield
-    finally:
-        node.run(f"ip link set {NODE_IFACE} mtu {int(before)}", timeout=15).check()
 
 
 @contextlib.contextmanager
 def hostname(engine, name: str, wrong: str):
     """The node calls itself ``wrong`` (its UTS namespace's hostname)."""
-    node = _node(engine, name)
-    node.run(f"hostname {shlex.quote(wrong)}", timeout=15).check()
-    try:
+    with _applied(_node(engine, name), f"hostname {shlex.quote(wrong)}", f"hostname {shlex.quote(name)}"):
         yield
-    finally:
-        node.run(f"hostname {shlex.quote(name)}", timeout=15).check()
 
 
-@contextlib.contextmanager
 def _iptables(engine, name: str, rule: str):
-    node = _node(engine, name)
-    node.run(f"iptables -I {rule}", timeout=15).check()
-    try:
-        yield
-    finally:
-        node.run(f"iptables -D {rule}", timeout=15).check()
+    return _applied(_node(engine, name), f"iptables -I {rule}", f"iptables -D {rule}")
 
 
 def port_blocked(engine, name: str, port: int):
@@ -74,13 +71,10 @@ def port_blocked(engine, name: str, port: int):
 @contextlib.contextmanager
 def rate_limited(engine, name: str, mbit: int):
     """Traffic leaving the node is shaped to ``mbit`` Mbit/s (tbf; this kernel has no netem)."""
-    node = _node(engine, name)
-    node.run(f"tc qdisc replace dev {NODE_IFACE} root tbf rate {int(mbit)}mbit burst 32kbit latency 50ms",
-             timeout=15).check()
-    try:
+    with _applied(_node(engine, name),
+                  f"tc qdisc replace dev {NODE_IFACE} root tbf rate {int(mbit)}mbit burst 32kbit latency 50ms",
+                  f"tc qdisc del dev {NODE_IFACE} root"):
         yield
-    finally:
-        node.run(f"tc qdisc del dev {NODE_IFACE} root", timeout=15).check()
 
 
 def packet_loss(engine, name: str, probability: float):
