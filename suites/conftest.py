@@ -40,15 +40,19 @@ def gpu_device_files(gpu_node, gres_devices) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def place_on(hpc_config, node_spec):
-    """``place_on(node)`` → srun/sbatch options for a one-node job on ``node``, in a partition
-    that contains it (the default partition when it does)."""
-    from pytest_hpcvalidate.hostlist import expand
-
+def partition_of(hpc_config):
+    """``partition_of(node)`` → a configured partition that contains ``node`` (the default
+    partition when it does), or None."""
     parts = sorted(hpc_config.slurm.partitions, key=lambda p: not p.default)
+    return lambda node: next((p.name for p in parts if p.nodes == "ALL" or node.name in expand(p.nodes)), None)
 
+
+@pytest.fixture(scope="session")
+def place_on(partition_of):
+    """``place_on(node)`` → srun/sbatch options for a one-node job on ``node``, in the
+    partition :func:`partition_of` gives."""
     def options(node) -> str:
-        part = next((p.name for p in parts if p.nodes == "ALL" or node.name in expand(p.nodes)), None)
+        part = partition_of(node)
         return (f"-p {part} " if part else "") + f"-w {node.name} -N1"
 
     return options

@@ -36,6 +36,36 @@ def test_cpus_per_task_gives_exactly_that_many_cpus(compute_node, controller, no
     assert not problems, f"{compute_node.name}: CPU confinement broken: " + "; ".join(problems)
 
 
+
+def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, node_spec, place_on, partition_of,
+                                                     thresholds, each_node):
+    """Two jobs, each granted all of the node's CPUs, submitted together: the second must wait
+    for the first to end. Side by side they share CPUs each was granted, and each runs at a
+    fraction of what it asked for: Slurm oversubscribes the node (a partition's
+    ``OverSubscribe=FORCE``, or ``SelectTypeParameters`` that count memory only)."""
+    hold = 1.0
+    cpus = node_spec[compute_node.name].cpus
+
+    def probe(n):
+        args = f"{place_on(n)} -n1 -c {node_spec[n.name].cpus} --mem=32"
+        r = controller.run(isolation.side_by_side([args, args], isolation.step_facts_command([], hold)),
+                           timeout=2 * (thresholds.job_start_s_max + hold))
+        return r, [isolation.parse_step_facts(out) for out in isolation.split_side_by_side(r.stdout, 2)]
+
+    r, runs = each_node(probe)
+    assert [len(facts) for facts in runs] == [1, 1], (
+        f"{compute_node.name}: two jobs asking for all {cpus} of its CPUs did not both run: {r.describe()}")
+    (a,), (b,) = runs
+    shared = sorted(a.cpus & b.cpus)
+    if a.start < b.end and b.start < a.end and shared:
+        part = partition_of(compute_node)
+        over = slurm.partition_settings(controller, part).get("OverSubscribe", "?") if part else "?"
+        raise AssertionError(
+            f"{compute_node.name}: two jobs, each granted all {cpus} of its CPUs, ran side by side on CPUs "
+            f"{','.join(map(str, shared))}: Slurm oversubscribes the node's CPUs (partition {part or '?'} "
+            f"OverSubscribe={over}, SelectTypeParameters={slurm.config_value(controller, 'SelectTypeParameters')}); "
+            f"each job gets a fraction of what it was granted")
+
 def _memory_job(controller, place_on, thresholds, mem: int, use: int):
     def probe(n):
         info, r = slurm.srun_job(controller, f"{place_on(n)} -n1 --mem={mem}", HOG.format(mib=use),

@@ -89,14 +89,9 @@ def test_concurrent_single_gpu_jobs_get_different_gpus(gpu_node, controller, nod
         if not shareable(node.name):
             return None, []
         one = isolation.step_facts_command(gres_files[node.name], hold)
-        # both in the background; each job's lines tagged so the interleaved output splits apart
-        cmd = "".join(
-            f"srun {place_on(node)} -n1 --gres=gpu:1 /bin/sh -c {shlex.quote(one)} 2>&1 | sed 's/^/J{i} /' & "
-            for i in (1, 2)
-        ) + "wait"
-        r = controller.run(cmd, timeout=thresholds.job_start_s_max + hold)
-        by_job = {i: "\n".join(line[3:] for line in r.stdout.splitlines() if line.startswith(f"J{i} ")) for i in (1, 2)}
-        return r, [f for i in (1, 2) for f in isolation.parse_step_facts(by_job[i])]
+        args = f"{place_on(node)} -n1 --gres=gpu:1"
+        r = controller.run(isolation.side_by_side([args, args], one), timeout=thresholds.job_start_s_max + hold)
+        return r, [f for out in isolation.split_side_by_side(r.stdout, 2) for f in isolation.parse_step_facts(out)]
 
     r, facts = each_node(probe)
     assert len(facts) == 2, f"two 1-GPU jobs on {gpu_node.name} did not both run: {r.stdout.strip()[-400:]}"

@@ -218,6 +218,20 @@ def test_memory_constraint_off_lets_a_job_exceed_its_memory(broken, pytester):
     assert "ended COMPLETED" in failed["test_job_over_its_memory_is_oom_killed[c1]"]
 
 
+
+def test_partition_that_oversubscribes_cpus_lets_two_jobs_share_them(broken, pytester):
+    """OverSubscribe=FORCE:2 on the partition: two jobs each granted all of a node's CPUs run
+    at once on the same CPUs. Every other cgroup check still passes: each job alone gets
+    exactly what it asked for."""
+    engine, path = broken
+    with slurmfaults.partition_setting(engine, "all", "OverSubscribe", "FORCE:2"):
+        results = run_checks(pytester, path, "l3_cgroup/test_isolation.py")
+    failed = failures(results)
+    assert set(failed) == {f"test_jobs_never_share_the_cpus_they_were_granted[{n}]" for n in ("g1", "g2", "c1")}
+    msg = failed["test_jobs_never_share_the_cpus_they_were_granted[c1]"]
+    assert re.search(r"c1: two jobs, each granted all 2 of its CPUs, ran side by side on CPUs \d+,\d+: Slurm "
+                     r"oversubscribes the node's CPUs \(partition all OverSubscribe=FORCE:2, SelectTypeParameters=", msg), msg
+
 def test_device_constraint_off_lets_a_job_open_every_gpu(broken, pytester):
     engine, path = broken
     with slurmfaults.cgroup_setting(engine, "ConstrainDevices", "no"):

@@ -40,6 +40,23 @@ def step_facts_command(devices: list[str], hold_s: float = 0.0) -> str:
     return f"HPCV_DEVICES={shlex.quote(' '.join(devices))} HPCV_HOLD={hold}; export HPCV_DEVICES HPCV_HOLD; {STEP_FACTS}"
 
 
+
+def side_by_side(srun_args: list[str], command: str) -> str:
+    """One shell command that starts ``srun <args> /bin/sh -c <command>`` for every entry of
+    ``srun_args`` at once, in the background, and waits for them all; each job's lines (stdout
+    and stderr) come tagged ``J<i> `` for :func:`split_side_by_side`."""
+    return "".join(f"srun {args} /bin/sh -c {shlex.quote(command)} 2>&1 | sed 's/^/J{i} /' & "
+                   for i, args in enumerate(srun_args, 1)) + "wait"
+
+
+def split_side_by_side(text: str, count: int) -> list[str]:
+    """The output of each of the ``count`` jobs of a :func:`side_by_side` command, in order."""
+    out = []
+    for i in range(1, count + 1):
+        tag = f"J{i} "
+        out.append("\n".join(line[len(tag):] for line in text.splitlines() if line.startswith(tag)))
+    return out
+
 def parse_cpulist(text: str) -> frozenset[int]:
     """``0-3,8,10-11`` → {0,1,2,3,8,10,11}."""
     out: set[int] = set()
