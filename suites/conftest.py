@@ -41,10 +41,16 @@ def gpu_device_files(gpu_node, gres_devices) -> list[str]:
 
 @pytest.fixture(scope="session")
 def partition_of(hpc_config):
-    """``partition_of(node)`` → a configured partition that contains ``node`` (the default
-    partition when it does), or None."""
+    """``partition_of(node, dedicated=False)`` → a configured partition that contains ``node``
+    (the default partition when it does), or None; ``dedicated``: only among those whose jobs
+    do not share CPUs on purpose (``oversubscribe``)."""
     parts = sorted(hpc_config.slurm.partitions, key=lambda p: not p.default)
-    return lambda node: next((p.name for p in parts if p.nodes == "ALL" or node.name in expand(p.nodes)), None)
+
+    def choose(node, dedicated: bool = False) -> str | None:
+        return next((p.name for p in parts if (p.nodes == "ALL" or node.name in expand(p.nodes))
+                     and not (dedicated and p.oversubscribe)), None)
+
+    return choose
 
 
 @pytest.fixture(scope="session")

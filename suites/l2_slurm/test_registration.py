@@ -69,6 +69,11 @@ def test_partitions_match_config(controller, hpc_config):
     default = hpc_config.slurm.default_partition.name
     actual_default = [p.name for p in parts.values() if p.default]
     assert actual_default == [default], f"default partition is {actual_default or 'none'}, config says {default}"
+    sharing = [f"{name} OverSubscribe={p.oversubscribe or '?'} (config: oversubscribe {want[name].oversubscribe})"
+               for name, p in sorted(parts.items()) if p.forces_sharing != want[name].oversubscribe]
+    assert not sharing, (
+        "partitions where Slurm forces jobs to share CPUs other than the config says: " + "; ".join(sharing)
+        + " (set OverSubscribe=FORCE only where slurm.partitions[].oversubscribe says jobs share on purpose)")
 
 
 @pytest.mark.requires("root")

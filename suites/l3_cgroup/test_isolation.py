@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from pytest_hpcvalidate.capabilities import not_applicable
 from pytest_hpcvalidate.probes import isolation, slurm
 
 #: a job that needs about ``MiB`` of memory at once (tail buffers the whole newline-free line)
@@ -37,17 +38,24 @@ def test_cpus_per_task_gives_exactly_that_many_cpus(compute_node, controller, no
 
 
 
-def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, node_spec, place_on, partition_of,
-                                                     thresholds, each_node):
+def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, node_spec, partition_of, thresholds,
+                                                     each_node):
     """Two jobs, each granted all of the node's CPUs, submitted together: the second must wait
     for the first to end. Side by side they share CPUs each was granted, and each runs at a
     fraction of what it asked for: Slurm oversubscribes the node (a partition's
-    ``OverSubscribe=FORCE``, or ``SelectTypeParameters`` that count memory only)."""
+    ``OverSubscribe=FORCE``, or ``SelectTypeParameters`` that count memory only). Run in a
+    partition that does not share CPUs on purpose (``slurm.partitions[].oversubscribe``)."""
     hold = 1.0
     cpus = node_spec[compute_node.name].cpus
+    part = partition_of(compute_node, dedicated=True)
+    if part is None:
+        not_applicable(f"{compute_node.name} is only in partitions whose jobs share CPUs on purpose "
+                       "(slurm.partitions[].oversubscribe)")
 
     def probe(n):
-        args = f"{place_on(n)} -n1 -c {node_spec[n.name].cpus} --mem=32"
+        if partition_of(n, dedicated=True) is None:
+            return None, []
+        args = f"-p {partition_of(n, dedicated=True)} -w {n.name} -N1 -n1 -c {node_spec[n.name].cpus} --mem=32"
         r = controller.run(isolation.side_by_side([args, args], isolation.step_facts_command([], hold)),
                            timeout=2 * (thresholds.job_start_s_max + hold))
         return r, [isolation.parse_step_facts(out) for out in isolation.split_side_by_side(r.stdout, 2)]
@@ -58,11 +66,10 @@ def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, n
     (a,), (b,) = runs
     shared = sorted(a.cpus & b.cpus)
     if a.start < b.end and b.start < a.end and shared:
-        part = partition_of(compute_node)
-        over = slurm.partition_settings(controller, part).get("OverSubscribe", "?") if part else "?"
+        over = slurm.partition_settings(controller, part).get("OverSubscribe", "?")
         raise AssertionError(
             f"{compute_node.name}: two jobs, each granted all {cpus} of its CPUs, ran side by side on CPUs "
-            f"{','.join(map(str, shared))}: Slurm oversubscribes the node's CPUs (partition {part or '?'} "
+            f"{','.join(map(str, shared))}: Slurm oversubscribes the node's CPUs (partition {part} "
             f"OverSubscribe={over}, SelectTypeParameters={slurm.config_value(controller, 'SelectTypeParameters')}); "
             f"each job gets a fraction of what it was granted")
 

@@ -221,12 +221,17 @@ def test_memory_constraint_off_lets_a_job_exceed_its_memory(broken, pytester):
 
 def test_partition_that_oversubscribes_cpus_lets_two_jobs_share_them(broken, pytester):
     """OverSubscribe=FORCE:2 on the partition: two jobs each granted all of a node's CPUs run
-    at once on the same CPUs. Every other cgroup check still passes: each job alone gets
-    exactly what it asked for."""
+    at once on the same CPUs, and Slurm's partition differs from the config (which does not
+    declare the sharing). Every other cgroup check still passes: each job alone gets exactly
+    what it asked for."""
     engine, path = broken
     with slurmfaults.partition_setting(engine, "all", "OverSubscribe", "FORCE:2"):
-        results = run_checks(pytester, path, "l3_cgroup/test_isolation.py")
-    failed = failures(results)
+        # apart: a failed layer 2 check would block the layer 3 ones
+        registration = failures(run_checks(pytester, path, "l2_slurm/test_registration.py"))
+        failed = failures(run_checks(pytester, path, "l3_cgroup/test_isolation.py"))
+    assert list(registration) == ["test_partitions_match_config"]
+    assert ("partitions where Slurm forces jobs to share CPUs other than the config says: all OverSubscribe=FORCE:2 "
+            "(config: oversubscribe False)") in registration["test_partitions_match_config"]
     assert set(failed) == {f"test_jobs_never_share_the_cpus_they_were_granted[{n}]" for n in ("g1", "g2", "c1")}
     msg = failed["test_jobs_never_share_the_cpus_they_were_granted[c1]"]
     assert re.search(r"c1: two jobs, each granted all 2 of its CPUs, ran side by side on CPUs \d+,\d+: Slurm "

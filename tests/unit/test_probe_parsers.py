@@ -192,6 +192,7 @@ def test_slurm_24_11_nodes_partitions_and_mpi_plugins():
     parts = slurm.parse_partitions((FIXTURES / "slurm" / "scontrol-show-partition-local-24.11.txt").read_text())
     assert list(parts) == ["all"] and parts["all"].default and parts["all"].nodes == "c1,g[1-2]"
     assert parts["all"].max_time == "01:00:00" and parts["all"].state == "UP"
+    assert parts["all"].oversubscribe == "NO" and not parts["all"].forces_sharing
     # the list, then "specific pmix plugin versions available: pmix_v5" (PMIx 5 on Debian 13)
     assert mpi.plugin_types((FIXTURES / "slurm" / "srun-mpi-list-24.11.txt").read_text()) == [
         "none", "pmix", "cray_shasta", "pmi2", "pmix_v5"]
@@ -240,3 +241,14 @@ def test_slurm_durations_as_scontrol_prints_them(days, hours, minutes, seconds):
 @pytest.mark.parametrize("value, number", [("2 sec", 2), ("0 min", 0), ("5", 5), ("UNLIMITED", None), ("", None)])
 def test_leading_number_of_a_config_value(value, number):
     assert slurm.leading_int(value) == number
+
+
+@pytest.mark.parametrize("value, forced", [("NO", False), ("EXCLUSIVE", False), ("YES:4", False), ("FORCE:2", True),
+                                           ("FORCE", True), ("", False)])
+def test_only_oversubscribe_force_makes_jobs_share_cpus(value, forced):
+    """What scontrol prints for OverSubscribe (the recorded partition, its value replaced; FORCE:2
+    as Slurm 22.05 printed it for the oversubscribe fault): only FORCE shares CPUs with jobs that
+    did not ask to share."""
+    text = (FIXTURES / "slurm" / "scontrol-show-partition-local.txt").read_text()
+    part = next(iter(slurm.parse_partitions(text.replace("OverSubscribe=NO", f"OverSubscribe={value}")).values()))
+    assert part.oversubscribe == value and part.forces_sharing is forced

@@ -165,6 +165,10 @@ class Partition(Strict):
     nodes: str = Field("ALL", description="Hostlist of compute nodes, or ALL.")
     default: bool = False
     max_time: SlurmTime = "UNLIMITED"
+    oversubscribe: bool = Field(
+        False, description="Jobs in this partition share their CPUs on purpose (Slurm OverSubscribe=FORCE): the "
+                           "check that jobs never share the CPUs they were granted does not apply to it, and Slurm "
+                           "must say FORCE for it; false (default): Slurm must not force sharing.")
 
 
 class CgroupConstraints(Strict):

@@ -126,6 +126,12 @@ class SlurmPartition:
     default: bool
     max_time: str
     state: str
+    oversubscribe: str = ""  # NO, EXCLUSIVE, YES[:n], FORCE[:n]
+
+    @property
+    def forces_sharing(self) -> bool:
+        """OverSubscribe=FORCE: jobs share CPUs whether they ask to or not."""
+        return self.oversubscribe.upper().startswith("FORCE")
 
 
 def parse_partitions(text: str) -> dict[str, SlurmPartition]:
@@ -135,7 +141,7 @@ def parse_partitions(text: str) -> dict[str, SlurmPartition]:
         kv = parse_oneliner(line)
         out[kv["PartitionName"]] = SlurmPartition(
             name=kv["PartitionName"], nodes=kv.get("Nodes", ""), default=kv.get("Default", "NO") == "YES",
-            max_time=kv.get("MaxTime", ""), state=kv.get("State", ""),
+            max_time=kv.get("MaxTime", ""), state=kv.get("State", ""), oversubscribe=kv.get("OverSubscribe", ""),
         )
     return out
 

@@ -6,6 +6,7 @@ This module is the seam between the config model and the engine: it flattens a v
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from pathlib import Path
@@ -27,11 +28,12 @@ def spec_from_config(model, state_root: Path = STATE_ROOT) -> LocalSpec:
             nodes=compute if p.nodes == "ALL" else expand(p.nodes),
             default=p.default,
             max_time=p.max_time,
+            oversubscribe=p.oversubscribe,
         )
         for p in model.slurm.partitions
     ]
     if not any(p.default for p in partitions):
-        partitions[0] = PartitionSpec(partitions[0].name, partitions[0].nodes, True, partitions[0].max_time)
+        partitions[0] = dataclasses.replace(partitions[0], default=True)
     work_dir = state_root / model.name
     net = model.network
     real_gpus = model.gpu_host_devices() if model.provider == "local" else {}  # VMs number their own

@@ -114,7 +114,7 @@ def render_slurm_conf(spec: LocalSpec, work_dir: Path | None = None) -> str:
     for p in spec.partitions:
         lines.append(
             f"PartitionName={p.name} Nodes={','.join(p.nodes)} Default={'YES' if p.default else 'NO'} "
-            f"MaxTime={p.max_time} State=UP"
+            f"MaxTime={p.max_time}{' OverSubscribe=FORCE:2' if p.oversubscribe else ''} State=UP"
         )
     return "\n".join(lines) + "\n"
 

@@ -30,6 +30,7 @@ class PartitionSpec:
     nodes: list[str]               # compute node names
     default: bool = False
     max_time: str = "UNLIMITED"    # Slurm time format
+    oversubscribe: bool = False    # OverSubscribe=FORCE:2 (jobs share CPUs on purpose)
 
 
 @dataclass(frozen=True)
