@@ -10,6 +10,11 @@ import pytest
 from pytest_hpcvalidate.capabilities import not_applicable
 from pytest_hpcvalidate.probes import isolation, slurm
 
+#: how long a whole-node job may wait for another job on the node before its own turn: the run's
+#: own over-time job (layer 2) holds a CPU up to its 10 s, slurmctld's 30 s time-limit pass and
+#: KillWait (30 s by default) after it starts
+OTHER_JOB_S = 90.0
+
 #: a job that needs about ``MiB`` of memory at once (tail buffers the whole newline-free line)
 HOG = "head -c {mib}m /dev/zero | tail -n 1 > /dev/null"
 
@@ -57,7 +62,7 @@ def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, n
             return None, []
         args = f"-p {partition_of(n, dedicated=True)} -w {n.name} -N1 -n1 -c {node_spec[n.name].cpus} --mem=32"
         r = controller.run(isolation.side_by_side([args, args], isolation.step_facts_command([], hold)),
-                           timeout=2 * (thresholds.job_start_s_max + hold))
+                           timeout=2 * (thresholds.job_start_s_max + hold) + OTHER_JOB_S)
         return r, [isolation.parse_step_facts(out) for out in isolation.split_side_by_side(r.stdout, 2)]
 
     r, runs = each_node(probe)
