@@ -86,9 +86,9 @@ TIME_LIMIT_CHECK = "test_a_job_past_its_time_limit_is_stopped"
 
 #: the job shortens its own time limit to a few seconds from now (a user may shorten, never
 #: lengthen, a job of theirs; the shortest limit sbatch takes is a minute) and then outlives it.
-#: slurmctld refuses an end before its own clock (``end_time < now`` in 22.05 and 24.11), and scontrol reads
-#: "now" off the compute node's clock: the end is 10 s ahead, 10 s more on each refusal (a node's
-#: clock behind the controller's). 97: refused 5 times, and the job's Comment says why
+#: slurmctld refuses an end before its own clock (``end_time < now`` in 22.05 and 24.11), and
+#: scontrol reads "now" off the compute node's clock: the end is 10 s ahead, 10 s more on each
+#: refusal (a node's clock behind the controller's). 97: refused 5 times; the job's Comment says why
 OVER_TIME_SCRIPT = """\
 tries=0
 until why=$(scontrol update JobId="$SLURM_JOB_ID" EndTime=now+$((10 + 10 * tries)) 2>&1); do

@@ -40,7 +40,6 @@ def step_facts_command(devices: list[str], hold_s: float = 0.0) -> str:
     return f"HPCV_DEVICES={shlex.quote(' '.join(devices))} HPCV_HOLD={hold}; export HPCV_DEVICES HPCV_HOLD; {STEP_FACTS}"
 
 
-
 def side_by_side(srun_args: list[str], command: str) -> str:
     """One shell command that starts ``srun <args> /bin/sh -c <command>`` for every entry of
     ``srun_args`` at once, in the background, and waits for them all; each job's lines (stdout
@@ -56,6 +55,7 @@ def split_side_by_side(text: str, count: int) -> list[str]:
         tag = f"J{i} "
         out.append("\n".join(line[len(tag):] for line in text.splitlines() if line.startswith(tag)))
     return out
+
 
 def parse_cpulist(text: str) -> frozenset[int]:
     """``0-3,8,10-11`` → {0,1,2,3,8,10,11}."""
