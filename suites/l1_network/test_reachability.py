@@ -3,16 +3,27 @@ agree with the config on every node; the MTU is what the config says; SSH works.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from pytest_hpcvalidate.probes import clock, network
 
 
+#: round trips a node's p99 is taken over, at least (over all its peers): with fewer, the
+#: nearest-rank p99 is the slowest one, and one late reply on a busy host fails the layer
+P99_SAMPLES = 100
+#: pings per peer, at least (the loss and the per-peer median need some)
+PINGS_PER_PEER_MIN = 20
+
+
 def test_node_reaches_every_other_node(node, cluster, thresholds, metric, each_node):
     """All pairs: this node pings every other node's configured address (every node at once,
-    as the cluster's traffic would be)."""
+    as the cluster's traffic would be). The median is the slowest peer's; the p99 is over the
+    node's round trips to all its peers (at least :data:`P99_SAMPLES` of them)."""
     others = [n for n in cluster.nodes if n is not node]
-    stats = each_node(lambda n: network.ping_many(n, [o.address for o in cluster.nodes if o is not n], count=20))
+    count = max(PINGS_PER_PEER_MIN, math.ceil(P99_SAMPLES / max(1, len(others))))
+    stats = each_node(lambda n: network.ping_many(n, [o.address for o in cluster.nodes if o is not n], count=count))
     by_addr = {n.address: n.name for n in others}
     lost = [
         f"{by_addr[s.target]} ({s.target}): {s.loss_pct:.0f}% loss{' - ' + s.error if s.error else ''}"
@@ -21,10 +32,12 @@ def test_node_reaches_every_other_node(node, cluster, thresholds, metric, each_n
     ]
     assert not lost, f"{node.name} cannot reliably reach: " + "; ".join(lost)
     p50 = max(s.p50_ms for s in stats.values())
-    p99 = max(s.p99_ms for s in stats.values())
+    p99 = network.pooled_percentile(stats.values(), 99)
     slow50 = metric("ping_rtt_p50_ms", p50, "ms", thresholds.latency_p50_ms_max, "<=", node=node.name)
     slow99 = metric("ping_rtt_p99_ms", p99, "ms", thresholds.latency_p99_ms_max, "<=", node=node.name)
-    assert slow50.passed and slow99.passed, f"from {node.name}: {slow50.message}; {slow99.message}"
+    assert slow50.passed and slow99.passed, (
+        f"from {node.name}: {slow50.message}; {slow99.message} "
+        f"(over {sum(len(s.rtts_ms) for s in stats.values())} round trips to {len(others)} peers)")
 
 
 def test_hostname_and_address_match_config(node, each_node):

@@ -43,6 +43,12 @@ class PingStats:
         return self.percentile(99)
 
 
+def pooled_percentile(stats, q: float) -> float | None:
+    """Nearest-rank percentile of the round trips of every :class:`PingStats` in ``stats``
+    together (a node's to all its peers); None without any."""
+    return PingStats("*", 0, 0, tuple(rtt for s in stats for rtt in s.rtts_ms)).percentile(q)
+
+
 def parse_ping(target: str, output: str) -> PingStats:
     m = _SENT.search(output)
     rtts = tuple(float(t) for t in _TIME.findall(output))
