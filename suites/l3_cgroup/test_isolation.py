@@ -22,6 +22,7 @@ HOG = "head -c {mib}m /dev/zero | tail -n 1 > /dev/null"
 # Every check here is one test per node, and each_node runs all of a check's nodes' jobs at
 # once (one job per node: they never compete for a node's CPUs or memory).
 
+
 def test_cpus_per_task_gives_exactly_that_many_cpus(compute_node, controller, node_spec, place_on, thresholds,
                                                    each_node):
     """``-c K`` for K = 1 and K = all of the node's CPUs: the task is pinned to exactly K CPUs."""
@@ -43,7 +44,6 @@ def test_cpus_per_task_gives_exactly_that_many_cpus(compute_node, controller, no
     assert not problems, f"{compute_node.name}: CPU confinement broken: " + "; ".join(problems)
 
 
-
 def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, node_spec, partition_of, thresholds,
                                                      each_node):
     """Two jobs, each granted all of the node's CPUs, submitted together: the second must wait
@@ -59,9 +59,10 @@ def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, n
                        "(slurm.partitions[].oversubscribe)")
 
     def probe(n):
-        if partition_of(n, dedicated=True) is None:
+        where = partition_of(n, dedicated=True)
+        if where is None:
             return None, []
-        args = f"-p {partition_of(n, dedicated=True)} -w {n.name} -N1 -n1 -c {node_spec[n.name].cpus} --mem=32"
+        args = f"-p {where} -w {n.name} -N1 -n1 -c {node_spec[n.name].cpus} --mem=32"
         r = controller.run(isolation.side_by_side([args, args], isolation.step_facts_command([], hold)),
                            timeout=2 * (thresholds.job_start_s_max + hold) + OTHER_JOB_S)
         return r, [isolation.parse_step_facts(out) for out in isolation.split_side_by_side(r.stdout, 2)]
@@ -71,13 +72,14 @@ def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, n
         f"{compute_node.name}: two jobs asking for all {cpus} of its CPUs did not both run: {r.describe()}")
     (a,), (b,) = runs
     shared = sorted(a.cpus & b.cpus)
-    if a.start < b.end and b.start < a.end and shared:
+    if isolation.overlapped(a, b) and shared:
         over = slurm.partition_settings(controller, part).get("OverSubscribe", "?")
         raise AssertionError(
             f"{compute_node.name}: two jobs, each granted all {cpus} of its CPUs, ran side by side on CPUs "
             f"{','.join(map(str, shared))}: Slurm oversubscribes the node's CPUs (partition {part} "
             f"OverSubscribe={over}, SelectTypeParameters={slurm.config_value(controller, 'SelectTypeParameters')}); "
             f"each job gets a fraction of what it was granted")
+
 
 def _memory_job(controller, place_on, thresholds, mem: int, use: int):
     def probe(n):

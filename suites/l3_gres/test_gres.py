@@ -96,7 +96,7 @@ def test_concurrent_single_gpu_jobs_get_different_gpus(gpu_node, controller, nod
     r, facts = each_node(probe)
     assert len(facts) == 2, f"two 1-GPU jobs on {gpu_node.name} did not both run: {r.stdout.strip()[-400:]}"
     a, b = facts
-    assert a.start < b.end and b.start < a.end, (
+    assert isolation.overlapped(a, b), (
         f"the two 1-GPU jobs on {gpu_node.name} ran one after the other, not side by side"
     )
     assert a.step_gpus and b.step_gpus and not set(a.step_gpus) & set(b.step_gpus), (

@@ -218,7 +218,6 @@ def test_memory_constraint_off_lets_a_job_exceed_its_memory(broken, pytester):
     assert "ended COMPLETED" in failed["test_job_over_its_memory_is_oom_killed[c1]"]
 
 
-
 def test_partition_that_oversubscribes_cpus_lets_two_jobs_share_them(broken, pytester):
     """OverSubscribe=FORCE:2 on the partition: two jobs each granted all of a node's CPUs run
     at once on the same CPUs, and Slurm's partition differs from the config (which does not
@@ -236,6 +235,7 @@ def test_partition_that_oversubscribes_cpus_lets_two_jobs_share_them(broken, pyt
     msg = failed["test_jobs_never_share_the_cpus_they_were_granted[c1]"]
     assert re.search(r"c1: two jobs, each granted all 2 of its CPUs, ran side by side on CPUs \d+,\d+: Slurm "
                      r"oversubscribes the node's CPUs \(partition all OverSubscribe=FORCE:2, SelectTypeParameters=", msg), msg
+
 
 def test_device_constraint_off_lets_a_job_open_every_gpu(broken, pytester):
     engine, path = broken
@@ -441,7 +441,6 @@ def test_partition_that_lets_jobs_outlive_their_time_limit(broken, pytester):
     assert left == [], f"the check left its job {left} running"
 
 
-
 def test_compute_clocks_behind_the_controller_refuse_the_shortened_time_limit(broken, pytester):
     """scontrol on every compute node reads a clock 2 min behind the controller's: each end
     the over-time job asks for (now+10 s .. now+50 s by that clock) is already past for
@@ -456,6 +455,7 @@ def test_compute_clocks_behind_the_controller_refuse_the_shortened_time_limit(br
     assert re.search(r"job \d+ on (g1|g2|c1) \(partition all\): the job could not shorten its own time limit "
                      r"\(EndTime now\+10\.\.50 s on (g1|g2|c1) at \S+ refused: Invalid time specified", msg), msg
     assert "the node's clock within seconds of the controller's" in msg, msg
+
 
 def test_node_that_maps_a_user_to_another_uid(broken, pytester):
     """c1's directory is out of date: hpcv is another uid there. Both user checks see it, on

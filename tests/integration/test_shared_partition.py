@@ -34,7 +34,7 @@ def test_a_partition_declared_to_share_cpus_is_written_so_and_exempt_from_the_sh
         r = engine.cluster.controller.run(isolation.side_by_side([args, args], isolation.step_facts_command([], 1.0)),
                                           timeout=60)
         (a,), (b,) = (isolation.parse_step_facts(out) for out in isolation.split_side_by_side(r.stdout, 2))
-        assert a.start < b.end and b.start < a.end and a.cpus & b.cpus, (
+        assert isolation.overlapped(a, b) and a.cpus & b.cpus, (
             f"two whole-node jobs in the shared partition did not share c1's CPUs: {r.describe()}")
         results = clusterkit.run_checks(pytester, path, SUITES,
                                         "l2_slurm/test_registration.py::test_partitions_match_config",

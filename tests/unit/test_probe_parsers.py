@@ -68,7 +68,6 @@ def test_ping_stats():
     assert s.p50_ms == 0.070 and s.p99_ms == 1.20
 
 
-
 def test_p99_of_a_nodes_round_trips_is_taken_over_all_its_peers():
     """Three peers, 34 pings each (what the L1 check sends to make 100): one late reply among
     102 is not the p99; two are (nearest rank: the 101st of 102)."""
@@ -79,6 +78,7 @@ def test_p99_of_a_nodes_round_trips_is_taken_over_all_its_peers():
     assert network.pooled_percentile([peer("a", 1), peer("b", 1), peer("c", 0)], 99) == 18.2
     assert peer("a", 1).p99_ms == 18.2  # one peer's 34 alone: its p99 is its slowest
     assert network.pooled_percentile([network.PingStats("a", 3, 0, ())], 99) is None
+
 
 def test_ping_loss_and_unreachable():
     lossy = PING_OK.replace("3 received, 0%", "1 received, 66%")

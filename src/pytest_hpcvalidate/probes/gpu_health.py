@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..config import gpu_models
 from ..config.gpu_models import GpuModel
 from .gpu import GpuFacts, NodeGpuFacts, PciFunction, known
+from .isolation import overlapped
 
 #: P-states at and above this are power saving: the GPU may run its link below its trained
 #: speed (NVIDIA GPUs lower the PCIe generation when idle), so the generation is judged by the
@@ -285,7 +286,7 @@ def job_visibility_problems(node: str, requested: int, facts: NodeGpuFacts) -> l
 def shared_gpu_problems(node: str, a: NodeGpuFacts, b: NodeGpuFacts) -> list[str]:
     """Two concurrent 1-GPU steps on one node must each see one GPU, and not the same one."""
     out = [p for facts in (a, b) for p in job_visibility_problems(node, 1, facts)]
-    if not (a.start < b.end and b.start < a.end):
+    if not overlapped(a, b):
         out.append(f"{node}: the two 1-GPU steps ran one after the other, not side by side")
     shared = {g.uuid for g in a.gpus} & {g.uuid for g in b.gpus}
     if shared:

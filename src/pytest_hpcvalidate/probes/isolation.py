@@ -48,6 +48,12 @@ def side_by_side(srun_args: list[str], command: str) -> str:
                    for i, args in enumerate(srun_args, 1)) + "wait"
 
 
+def overlapped(a, b) -> bool:
+    """Whether two steps (anything with ``start`` and ``end`` times, e.g. :class:`StepFacts`)
+    ran at the same time for a while."""
+    return a.start < b.end and b.start < a.end
+
+
 def split_side_by_side(text: str, count: int) -> list[str]:
     """The output of each of the ``count`` jobs of a :func:`side_by_side` command, in order."""
     out = []
