@@ -81,6 +81,46 @@ def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, n
             f"each job gets a fraction of what it was granted")
 
 
+def test_a_job_without_a_memory_request_leaves_the_nodes_other_cpus_usable(compute_node, controller, partition_of,
+                                                                          place_on, thresholds, each_node):
+    """Most jobs do not say how much memory they need, and get Slurm's default
+    (DefMemPerCPU or DefMemPerNode, slurm.conf or the partition). With memory a consumable
+    resource and no per-CPU default, each such job is given the node's whole memory, and a
+    node runs one of them at a time however many CPUs it has: the cluster looks busy at a
+    fraction of its capacity. The default must let as many one-task jobs fit by memory as
+    fit by CPUs. (A partition of whole-node jobs says so with OverSubscribe=EXCLUSIVE: its
+    one-task job is given every CPU, and one job per node is what fits.)"""
+    def probe(n):
+        info, r = slurm.srun_job(controller, f"{place_on(n)} -n1", "true", timeout=thresholds.job_start_s_max)
+        return info, r, slurm.show_nodes(controller).get(n.name), slurm.show_config(controller)
+
+    info, r, node, config = each_node(probe)
+    name = compute_node.name
+    assert info is not None and info.state == "COMPLETED" and node is not None, (
+        f"{name}: a one-task job without --mem did not run: {r.describe()}")
+    select = config.get("SelectTypeParameters", "")
+    if "MEMORY" not in select.upper():
+        not_applicable(f"memory is not a consumable resource (SelectTypeParameters={select}): a job's memory "
+                       "does not limit how many share a node")
+    given_cpus = slurm.leading_int(info.tres.get("cpu", "")) or 1
+    given_mib = slurm.parse_size_mib(info.tres.get("mem", ""))
+    by_cpus, by_memory = node.fits(given_cpus, given_mib)
+    if by_memory < by_cpus:
+        part = partition_of(compute_node) or info.raw.get("Partition", "?")
+        defaults = slurm.partition_settings(controller, part)
+        said = ", ".join(f"{where} {k}={v}" for where, settings in (("slurm.conf", config), (f"partition {part}", defaults))
+                         for k in ("DefMemPerCPU", "DefMemPerNode") if (v := settings.get(k)) not in (None, "", "UNLIMITED"))
+        idle = node.job_cpus - by_memory * given_cpus
+        raise AssertionError(
+            f"{name}: a one-task job without --mem (job {info.job_id}, partition {part}) is given {given_mib:g} MiB "
+            f"of the {node.job_memory_mb} MiB jobs may use on the node: only {by_memory} such job"
+            f"{'' if by_memory == 1 else 's'} fit{'s' if by_memory == 1 else ''} at a time, and {idle} of its "
+            f"{node.job_cpus} CPUs stay idle ({said or 'no DefMemPerCPU or DefMemPerNode is set'}). Give jobs a "
+            f"default of at most {node.job_memory_mb // node.job_cpus} MiB per CPU (DefMemPerCPU in slurm.conf, and "
+            "no larger DefMemPerCPU or DefMemPerNode on the partition), or make the partition OverSubscribe=EXCLUSIVE "
+            "if its jobs are meant to have whole nodes")
+
+
 def _memory_job(controller, place_on, thresholds, mem: int, use: int):
     def probe(n):
         info, r = slurm.srun_job(controller, f"{place_on(n)} -n1 --mem={mem}", HOG.format(mib=use),

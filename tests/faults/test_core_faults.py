@@ -237,6 +237,21 @@ def test_partition_that_oversubscribes_cpus_lets_two_jobs_share_them(broken, pyt
                      r"oversubscribes the node's CPUs \(partition all OverSubscribe=FORCE:2, SelectTypeParameters=", msg), msg
 
 
+def test_partition_whose_default_memory_is_a_whole_node_runs_one_small_job_per_node(broken, pytester):
+    """DefMemPerNode=1024 (a whole node) on partition ``all``: a job without --mem takes all of
+    a node's memory, so one runs per node however many CPUs are free. Only the default-memory
+    check goes red; every job that asks for memory still gets exactly what it asks for."""
+    engine, path = broken
+    with slurmfaults.partition_setting(engine, "all", "DefMemPerNode", "1024"):
+        failed = failures(run_checks(pytester, path, "l3_cgroup/test_isolation.py"))
+    check = "test_a_job_without_a_memory_request_leaves_the_nodes_other_cpus_usable"
+    assert set(failed) == {f"{check}[{n}]" for n in ("g1", "g2", "c1")}
+    assert re.search(r"c1: a one-task job without --mem \(job \d+, partition all\) is given 1024 MiB of the 1024 MiB "
+                     r"jobs may use on the node: only 1 such job fits at a time, and 1 of its 2 CPUs stay idle "
+                     r"\(slurm.conf DefMemPerCPU=512, partition all DefMemPerNode=1024\)\. Give jobs a default of at "
+                     r"most 512 MiB per CPU", failed[f"{check}[c1]"]), failed[f"{check}[c1]"]
+
+
 def test_device_constraint_off_lets_a_job_open_every_gpu(broken, pytester):
     engine, path = broken
     with slurmfaults.cgroup_setting(engine, "ConstrainDevices", "no"):

@@ -264,3 +264,31 @@ def test_only_oversubscribe_force_makes_jobs_share_cpus(value, forced):
     text = (FIXTURES / "slurm" / "scontrol-show-partition-local.txt").read_text()
     part = next(iter(slurm.parse_partitions(text.replace("OverSubscribe=NO", f"OverSubscribe={value}")).values()))
     assert part.oversubscribe == value and part.forces_sharing is forced
+
+
+def test_a_job_without_mem_and_no_default_is_given_the_whole_node():
+    """Recorded on a local cluster whose slurm.conf had no DefMemPerCPU (CR_Core_Memory, nodes of
+    2 CPUs and 1024 MiB): Slurm gave the one-task job ``MinMemoryNode=0``, that is the node's
+    whole memory, so one such job fits per node."""
+    job = slurm.parse_job((FIXTURES / "slurm" / "scontrol-show-job-without-mem-no-default-22.05.txt").read_text())
+    assert job.tres == {"cpu": "1", "mem": "1G", "node": "1", "billing": "1"}
+    node = slurm.parse_nodes((FIXTURES / "slurm" / "scontrol-show-node-local-2.txt").read_text())["c1"]
+    assert node.fits(int(job.tres["cpu"]), slurm.parse_size_mib(job.tres["mem"])) == (2, 1)
+
+
+def test_cpus_and_memory_kept_for_the_system_are_not_the_jobs():
+    node = slurm.parse_nodes("NodeName=c1 CPUTot=16 CPUEfctv=14 RealMemory=65536 MemSpecLimit=4096 State=IDLE")["c1"]
+    assert (node.job_cpus, node.job_memory_mb) == (14, 61440)
+    older = slurm.parse_nodes("NodeName=c1 CPUTot=16 RealMemory=65536 State=IDLE")["c1"]  # no CPUEfctv, no spec
+    assert (older.job_cpus, older.job_memory_mb) == (16, 65536)
+
+
+@given(cpus=st.integers(1, 256), memory=st.integers(1, 2 ** 21), job_cpus=st.integers(1, 8),
+       per_cpu=st.integers(1, 2 ** 14))
+def test_jobs_fit_by_cpus_and_by_memory(cpus, memory, job_cpus, per_cpu):
+    """A DefMemPerCPU of at most the node's memory per CPU never leaves CPUs idle for memory."""
+    node = slurm.parse_nodes(f"NodeName=n CPUTot={cpus} RealMemory={memory} State=IDLE")["n"]
+    by_cpus, by_memory = node.fits(job_cpus, job_cpus * per_cpu)
+    assert by_cpus == cpus // job_cpus and by_memory * job_cpus * per_cpu <= memory
+    if per_cpu <= memory // cpus:
+        assert by_memory >= by_cpus

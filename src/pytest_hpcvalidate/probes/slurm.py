@@ -70,6 +70,22 @@ class SlurmNode:
     def gpu_count(self) -> int:
         return sum(n for k, n in self.gres.items() if k == "gpu" or k.startswith("gpu:"))
 
+    @property
+    def job_cpus(self) -> int:
+        """The CPUs jobs may be given: ``CPUEfctv`` (those not kept for the system by
+        CoreSpecCount/CpuSpecList; Slurm 22.05+), else ``CPUTot``."""
+        return leading_int(self.raw.get("CPUEfctv", "")) or self.cpus
+
+    @property
+    def job_memory_mb(self) -> int:
+        """The memory jobs may be given: ``RealMemory`` less ``MemSpecLimit`` (kept for the system)."""
+        return self.real_memory_mb - (leading_int(self.raw.get("MemSpecLimit", "")) or 0)
+
+    def fits(self, job_cpus: int, job_memory_mib: float) -> tuple[int, int]:
+        """How many jobs each given ``job_cpus`` CPUs and ``job_memory_mib`` of memory the node
+        holds at once: (by its CPUs, by its memory)."""
+        return self.job_cpus // max(1, job_cpus), int(self.job_memory_mb // max(1.0, job_memory_mib))
+
 
 def parse_state(text: str) -> tuple[str, frozenset[str]]:
     """``IDLE+DRAIN`` / ``DOWN*+NOT_RESPONDING`` / ``idle*`` → ("IDLE", {"DRAIN"}) ...; ``*`` = NOT_RESPONDING."""
@@ -220,6 +236,11 @@ class JobInfo:
     @property
     def final(self) -> bool:
         return self.state in FINAL_STATES
+
+    @property
+    def tres(self) -> dict[str, str]:
+        """What the job was given (``TRES=cpu=1,mem=512M,node=1``) → {"cpu": "1", "mem": "512M", ...}."""
+        return dict(item.partition("=")[::2] for item in self.raw.get("TRES", "").split(",") if "=" in item)
 
 
 @dataclass(frozen=True)
