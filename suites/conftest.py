@@ -11,6 +11,18 @@ from pytest_hpcvalidate.hostlist import expand
 from pytest_hpcvalidate.probes import gpu, slurm, users
 
 
+@pytest.fixture(scope="module")
+def slurm_nodes(controller) -> dict[str, slurm.SlurmNode]:
+    """Every node as slurmctld has it, read once per module."""
+    return slurm.show_nodes(controller)
+
+
+@pytest.fixture(scope="module")
+def slurm_config(controller) -> dict[str, str]:
+    """The running Slurm configuration (``scontrol show config``), read once per module."""
+    return slurm.show_config(controller)
+
+
 @pytest.fixture(scope="session")
 def gres_devices(cluster) -> dict[str, slurm.GresDevices]:
     """{node: the GPU device files its slurmd uses, and where they were read}: gres.conf's

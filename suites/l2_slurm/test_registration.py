@@ -15,11 +15,6 @@ SLURMCTLD_PORT = 6817
 SLURMD_PORT = 6818
 
 
-@pytest.fixture(scope="module")
-def slurm_nodes(controller):
-    return slurm.show_nodes(controller)
-
-
 def test_munge_credential_from_node_decodes_on_controller(compute_node, controller, each_node):
     result = each_node(lambda n: munge.cross_decode(n, controller))
     assert result.ok, result.describe()

@@ -82,7 +82,8 @@ def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, n
 
 
 def test_a_job_without_a_memory_request_leaves_the_nodes_other_cpus_usable(compute_node, controller, partition_of,
-                                                                          place_on, thresholds, each_node):
+                                                                          place_on, slurm_nodes, slurm_config,
+                                                                          thresholds, each_node):
     """Most jobs do not say how much memory they need, and get Slurm's default
     (DefMemPerCPU or DefMemPerNode, slurm.conf or the partition). With memory a consumable
     resource and no per-CPU default, each such job is given the node's whole memory, and a
@@ -90,12 +91,9 @@ def test_a_job_without_a_memory_request_leaves_the_nodes_other_cpus_usable(compu
     fraction of its capacity. The default must let as many one-task jobs fit by memory as
     fit by CPUs. (A partition of whole-node jobs says so with OverSubscribe=EXCLUSIVE: its
     one-task job is given every CPU, and one job per node is what fits.)"""
-    def probe(n):
-        info, r = slurm.srun_job(controller, f"{place_on(n)} -n1", "true", timeout=thresholds.job_start_s_max)
-        return info, r, slurm.show_nodes(controller).get(n.name), slurm.show_config(controller)
-
-    info, r, node, config = each_node(probe)
-    name = compute_node.name
+    info, r = each_node(lambda n: slurm.srun_job(controller, f"{place_on(n)} -n1", "true",
+                                                 timeout=thresholds.job_start_s_max))
+    name, node, config = compute_node.name, slurm_nodes.get(compute_node.name), slurm_config
     assert info is not None and info.state == "COMPLETED" and node is not None, (
         f"{name}: a one-task job without --mem did not run: {r.describe()}")
     select = config.get("SelectTypeParameters", "")

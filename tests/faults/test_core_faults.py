@@ -18,6 +18,7 @@ import pytest
 
 from pytest_hpcvalidate import faults
 from pytest_hpcvalidate.faults import network as netfaults
+from pytest_hpcvalidate.faults import nodes as nodefaults
 from pytest_hpcvalidate.faults import slurm as slurmfaults
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
@@ -58,7 +59,7 @@ failures = clusterkit.failures
 
 def test_healthy_cluster_passes_every_core_check(broken, pytester):
     _, path = broken
-    results = run_checks(pytester, path, "l1_network", "l2_slurm", "l3_gres", "l3_cgroup", "l4_mpi")
+    results = run_checks(pytester, path, "l1_nodes", "l1_network", "l2_slurm", "l3_gres", "l3_cgroup", "l4_mpi")
     assert len(results) > 40
     assert failures(results) == {}
 
@@ -102,6 +103,27 @@ def test_munge_key_readable_by_others(broken, pytester):
     failed = failures(results)
     assert list(failed) == ["test_munge_key_is_private_to_munged[c1]"]
     assert "mode 0644, must be 0400 or 0600" in failed["test_munge_key_is_private_to_munged[c1]"]
+
+
+def test_nodes_left_out_of_an_update(broken, pytester):
+    """c1 boots another kernel; on g2 dpkg says Open MPI is at another version and munge is
+    gone. c1 is told its kernel differs from g[1-2]'s; g2 that its openmpi-bin differs from
+    the one c1 and g1 have and that it lacks munge, which g1, the other node of its group,
+    has; g1 that it has a package its group's other node lacks (with two nodes, neither is
+    the majority)."""
+    engine, path = broken
+    check = "test_node_runs_the_same_kernel_os_and_packages_as_the_others"
+    with nodefaults.kernel_release(engine, "c1", "6.1.0-99-amd64"), \
+            nodefaults.packages_differ(engine, "g2", {"openmpi-bin": "4.1.4-99"}, removed=("munge",)):
+        failed = failures(run_checks(pytester, path, "l1_nodes"))
+    assert set(failed) == {f"{check}[{n}]" for n in ("g1", "g2", "c1")}
+    assert re.search(r"c1 runs other software than the other compute nodes: kernel 6\.1\.0-99-amd64 \(\S+ on g\[1-2\]\)\. "
+                     r"Reinstall or update it", failed[f"{check}[c1]"]), failed[f"{check}[c1]"]
+    g2 = failed[f"{check}[g2]"]
+    assert re.search(r"1 package version\(s\) differ: openmpi-bin 4\.1\.4-99 \(\S+ on c1,g1\)", g2), g2
+    assert "lacks 1 package(s) other nodes of its group have: munge (on g1)" in g2, g2
+    assert "has 1 package(s) other nodes of its group lack: munge (not on g2)" in failed[f"{check}[g1]"]
+    assert "kernel" not in g2 and "kernel" not in failed[f"{check}[g1]"]
 
 
 def test_link_down_fails_reachability_naming_the_node(broken, pytester):

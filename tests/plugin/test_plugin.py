@@ -71,7 +71,7 @@ def test_header_names_cluster_and_signoff_areas(pytester, cfg):
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([
         "hpcvalidate: cluster 't' from *, provider local, 3 nodes (2 compute)",
-        "hpcvalidate: required for sign-off: network, slurm, cgroup, mpi",
+        "hpcvalidate: required for sign-off: nodes, network, slurm, cgroup, mpi",
     ])
 
 
@@ -133,7 +133,7 @@ def test_a_failed_lower_layer_blocks_every_higher_layer(pytester):
     result = pytester.runpytest("-rs", "suites")
     result.assert_outcomes(passed=1, failed=1, skipped=3)
     result.stdout.fnmatch_lines([
-        "SKIPPED*l2_slurm/test_reg.py*blocked by l1_network::test_all_pairs_reachable[[]b-a[]] (L1 Networking and PCIe failed)",
+        "SKIPPED*l2_slurm/test_reg.py*blocked by l1_network::test_all_pairs_reachable[[]b-a[]] (L1 Nodes, networking and PCIe failed)",
         "SKIPPED*l3_cgroup*blocked by l1_network::test_all_pairs_reachable[[]b-a[]]*",
         "SKIPPED*l5_storage*blocked by l1_network::test_all_pairs_reachable[[]b-a[]]*",
     ])

@@ -16,7 +16,7 @@ network: {{subnet: 10.9.0.0/24, bridge: br-t}}
 compute:
   - names: c[1-2]
 """
-# required for sign-off by this config: network, slurm, cgroup, mpi
+# required for sign-off by this config: nodes, network, slurm, cgroup, mpi
 
 
 def write_suites(pytester, files: dict[str, str], name: str = "t") -> Path:

@@ -41,7 +41,7 @@ BODY = {
     "thresholds": {"mpi_latency_us_max": 20000, "mpi_bandwidth_mibps_min": 1, "latency_p50_ms_max": 50,
                    "latency_p99_ms_max": 500, "bandwidth_gbps_min": 0.01},
 }
-REQUIRED = {"network", "slurm", "cgroup", "mpi"}
+REQUIRED = {"nodes", "network", "slurm", "cgroup", "mpi"}
 
 
 @pytest.fixture(scope="module")
@@ -132,12 +132,12 @@ def test_fault_fails_its_area_blocks_the_layers_above_and_exits_non_zero(faulty)
     proc, out = faulty
     assert proc.returncode == 1, proc.stdout[-3000:]
     s = signoff(out)
-    assert s["verdicts"] == {"network": "PASS", "slurm": "FAIL", "cgroup": "BLOCKED", "mpi": "BLOCKED"}
+    assert s["verdicts"] == {"nodes": "PASS", "network": "PASS", "slurm": "FAIL", "cgroup": "BLOCKED", "mpi": "BLOCKED"}
     slurm = next(a for a in s["areas"] if a["area"] == "slurm")
     assert [f["nodeid"].split("::")[-1] for f in slurm["failures"]] == ["test_munge_key_is_private_to_munged[c1]"]
     md = (out / "signoff.md").read_text()
     assert "| slurm | L2 Slurm registration | yes | **FAIL** |" in md
-    assert "| network | L1 Networking and PCIe | yes | **PASS** |" in md
+    assert "| network | L1 Nodes, networking and PCIe | yes | **PASS** |" in md
     assert "| cgroup | L3 GRES and cgroup isolation | yes | **BLOCKED** |" in md
     assert "hpcvalidate: not signed off (slurm FAIL, cgroup BLOCKED, mpi BLOCKED): exit code 1" in proc.stdout
     # the failed check's evidence: the command that read the key's mode, with its output
@@ -164,7 +164,7 @@ def test_html_report_shows_the_failure_its_node_evidence_and_the_blocked_layers(
     # the overview lists the ten largest suites (l4_mpi is not among them); the layers, blocked ones too
     for suite in ("l1_network", "l2_slurm", "l3_cgroup", "sign-off"):
         assert suite in overview
-    for layer in ("L1 Networking and PCIe", "L2 Slurm registration", "L3 GRES and cgroup isolation",
+    for layer in ("L1 Nodes, networking and PCIe", "L2 Slurm registration", "L3 GRES and cgroup isolation",
                   "L4 MPI and containers"):
         assert layer in overview
     assert "Blocked by a lower layer" in overview and "Product defects" in overview

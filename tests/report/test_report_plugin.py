@@ -22,6 +22,7 @@ PASSING = {
             m = metric("bandwidth_gbps", 9.4, "Gbit/s", 1.0, ">=")
             assert m.passed, m.message
     """,
+    "suites/l1_nodes/test_image.py": "def test_same_image(): pass\n",
     "suites/l2_slurm/test_reg.py": "def test_nodes_registered(): pass\n",
     "suites/l3_cgroup/test_cores.py": "def test_cores_constrained(): pass\n",
     "suites/l4_mpi/test_pingpong.py": "def test_pingpong(): pass\n",
@@ -38,10 +39,10 @@ def wide_terminal(monkeypatch):
 def test_every_placed_test_gets_layer_area_check_severity_and_node_labels(pytester):
     cfg = write_suites(pytester, PASSING)
     result, out = run(pytester, cfg)
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=8)
     docs = results(out)
     reach = label_map(docs["test_pair_reachable[c2-ctl]"])
-    assert reach["epic"] == ["L1 Networking and PCIe"]
+    assert reach["epic"] == ["L1 Nodes, networking and PCIe"]
     assert reach["feature"] == ["network"]
     assert reach["story"] == ["test_pair_reachable"]
     assert reach["severity"] == ["critical"]
@@ -71,7 +72,7 @@ def test_history_ids_are_stable_across_runs_and_differ_between_clusters(pytester
     first, second, third = (
         {name: d["historyId"] for name, d in results(pytester.path / run_).items()} for run_ in ("run1", "run2", "run3")
     )
-    assert len(first) == 7 and len(set(first.values())) == 7
+    assert len(first) == 8 and len(set(first.values())) == 8
     assert first == second
     assert set(first) == set(third) and not set(first.values()) & set(third.values())
 
@@ -110,7 +111,7 @@ def test_a_metric_over_its_threshold_fails_its_test_with_the_message(pytester):
     """
     cfg = write_suites(pytester, files)
     result, out = run(pytester, cfg)
-    result.assert_outcomes(failed=2, skipped=4)
+    result.assert_outcomes(passed=1, failed=2, skipped=4)  # passed: l1_nodes
     result.stdout.fnmatch_lines([
         "E   *AssertionError: ping_rtt_p99_ms on c1 = 7.5 ms, above the maximum 5 ms",
         "*_ test_forgot_to_assert _*",
@@ -145,13 +146,13 @@ def test_all_required_areas_pass_exit_zero(pytester):
     assert result.ret == 0
     s = signoff(out)
     assert s["verdict"] == "PASS" and s["exit_code"] == 0
-    assert s["verdicts"] == {"network": "PASS", "slurm": "PASS", "cgroup": "PASS", "mpi": "PASS"}
-    network = s["areas"][0]
+    assert s["verdicts"] == {"nodes": "PASS", "network": "PASS", "slurm": "PASS", "cgroup": "PASS", "mpi": "PASS"}
+    network = s["areas"][1]
     assert network["counts"]["passed"] == 3 and network["counts"]["total"] == 3
     assert s["fingerprint"]["cluster"] == "t" and s["fingerprint"]["nodes"] == "3"
     md = (out / "signoff.md").read_text()
     assert "# Sign-off: cluster `t`: PASS" in md
-    assert "| network | L1 Networking and PCIe | yes | **PASS** | 3 | 0 | 0 | 0 |" in md
+    assert "| network | L1 Nodes, networking and PCIe | yes | **PASS** | 3 | 0 | 0 | 0 |" in md
     assert "| storage | L5 Shared storage and monitoring | no | **PASS** |" in md
     result.stdout.fnmatch_lines(["*hpcvalidate sign-off: PASS (cluster 't')*", "*L1 network*PASS*3*",
                                  f"HTML report: python -m pytest_hpcvalidate report {out}"])
@@ -164,7 +165,7 @@ def test_a_failure_fails_its_area_blocks_those_above_and_exits_non_zero(pytester
     result, out = run(pytester, cfg)
     assert result.ret == 1
     s = signoff(out)
-    assert s["verdicts"] == {"network": "PASS", "slurm": "FAIL", "cgroup": "BLOCKED", "mpi": "BLOCKED"}
+    assert s["verdicts"] == {"nodes": "PASS", "network": "PASS", "slurm": "FAIL", "cgroup": "BLOCKED", "mpi": "BLOCKED"}
     slurm = next(a for a in s["areas"] if a["area"] == "slurm")
     assert slurm["failures"] == [{
         "nodeid": "suites/l2_slurm/test_reg.py::test_nodes_registered",
@@ -190,9 +191,10 @@ def test_the_signoff_is_an_entry_of_the_allure_report(pytester):
     assert doc["status"] == "failed"
     assert doc["statusDetails"]["message"] == "hpcvalidate sign-off: FAIL (slurm FAIL, cgroup BLOCKED, mpi BLOCKED)"
     assert [(s["name"].split(":")[0], s["status"]) for s in doc["steps"]] == [
-        ("network", "passed"), ("slurm", "failed"), ("cgroup", "skipped"), ("mpi", "skipped"), ("storage", "skipped"),
+        ("nodes", "passed"), ("network", "passed"), ("slurm", "failed"), ("cgroup", "skipped"), ("mpi", "skipped"),
+        ("storage", "skipped"),
     ]
-    assert doc["steps"][2]["name"] == "cgroup: BLOCKED: blocked by l2_slurm::test_nodes_registered (L2 Slurm registration failed)"
+    assert doc["steps"][3]["name"] == "cgroup: BLOCKED: blocked by l2_slurm::test_nodes_registered (L2 Slurm registration failed)"
     assert "<td>cgroup</td>" in doc["descriptionHtml"]
     md = next(a for a in doc["attachments"] if a["name"] == "signoff.md")
     assert (out / "allure-results" / md["source"]).read_text() == (out / "signoff.md").read_text()
@@ -205,11 +207,12 @@ def test_a_subset_selected_with_k_leaves_areas_not_run_and_fails_the_gate(pytest
     result.assert_outcomes(passed=3)
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # every test passed, the sign-off did not
     s = signoff(out)
-    assert s["verdicts"] == {"network": "PASS", "slurm": "NOT-RUN", "cgroup": "NOT-RUN", "mpi": "NOT-RUN"}
+    assert s["verdicts"] == {"nodes": "NOT-RUN", "network": "PASS", "slurm": "NOT-RUN", "cgroup": "NOT-RUN",
+                            "mpi": "NOT-RUN"}
     assert s["exit_code"] == 1 and "-k" in s["invocation"]
     result.stdout.fnmatch_lines([
         "*L2 slurm*NOT-RUN*no check of this area ran*",
-        "hpcvalidate: not signed off (slurm NOT-RUN, cgroup NOT-RUN, mpi NOT-RUN): exit code 1",
+        "hpcvalidate: not signed off (nodes NOT-RUN, slurm NOT-RUN, cgroup NOT-RUN, mpi NOT-RUN): exit code 1",
     ])
 
 
@@ -255,7 +258,7 @@ def test_provisioning_time_is_a_run_metric_that_gates_when_the_config_sets_a_max
         """
     )
     result, out = run(pytester, cfg)
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=8)
     assert result.ret == 1
     s = signoff(out)
     assert s["verdict"] == "FAIL" and set(s["verdicts"].values()) == {"PASS"}
@@ -370,7 +373,7 @@ def test_under_xdist_the_controller_writes_one_signoff_with_every_workers_result
     names = sorted(m["name"] for m in json.loads((out / "metrics.json").read_text())["metrics"])
     assert names == ["bandwidth_gbps", "cores_seen", "ping_rtt_p50_ms", "ping_rtt_p50_ms"]
     docs = results(out)
-    assert len(docs) == 7 and all("epic" in label_map(d) for d in docs.values())
+    assert len(docs) == 8 and all("epic" in label_map(d) for d in docs.values())
     steps = [s["name"] for s in docs["test_cores_constrained"]["steps"]]
     assert steps[0].startswith("c1: `nproc` → exit 0") and steps[1].startswith("metric cores_seen [c1]: 4")
     # the software a worker read from the nodes reaches the controller's fingerprint

@@ -62,7 +62,7 @@ def test_metric_round_trips_through_a_dict_and_metrics_json(tmp_path):
         ("broken", "pytest_hpcvalidate.transport.TransportError: c1: connection refused", ["Infrastructure errors"]),
         ("broken", "subprocess.TimeoutExpired: Command 'srun' timed out after 30 seconds", ["Infrastructure errors"]),
         ("failed", "AssertionError: sinfo timed out on ctl", ["Infrastructure errors"]),
-        ("skipped", "Skipped: blocked by l1_network::test_x (L1 Networking and PCIe failed)", ["Blocked by a lower layer"]),
+        ("skipped", "Skipped: blocked by l1_network::test_x (L1 Nodes, networking and PCIe failed)", ["Blocked by a lower layer"]),
         ("skipped", "Skipped: requires gpu: the config declares no GPUs", ["Not applicable"]),
         ("failed", "Failed: metric regressed from its baseline: bw on c1 = 0.2 Gbit/s, regressed from 9 Gbit/s",
          ["Product defects"]),
@@ -129,7 +129,7 @@ def test_node_tags_come_from_the_parametrization(model, params, param_id, nodes)
 def test_labels_for_a_required_and_an_optional_area(model):
     item = _item("test_reach[c1]", {"node_name": "c1"}, "c1")
     assert labels.labels_for(item, 1, "network", model) == [
-        ("epic", "L1 Networking and PCIe"),
+        ("epic", "L1 Nodes, networking and PCIe"),
         ("feature", "network"),
         ("story", "test_reach"),
         ("severity", "critical"),
@@ -205,12 +205,13 @@ def test_collection_error_fails_its_area(model):
     c = OutcomeCollector()
     c.add_collect_error("suites/l2_slurm/test_reg.py", "ImportError while importing test module\n...")
     s = signoff.compute(c.tests.values(), model, {"cluster": "t"})
-    assert {a.area: a.verdict for a in s.areas} == {"network": "NOT-RUN", "slurm": "FAIL", "cgroup": "NOT-RUN", "mpi": "NOT-RUN"}
+    assert {a.area: a.verdict for a in s.areas} == {"nodes": "NOT-RUN", "network": "NOT-RUN", "slurm": "FAIL",
+                                                     "cgroup": "NOT-RUN", "mpi": "NOT-RUN"}
     assert not s.passed
 
 
 def test_signoff_needs_every_required_area_and_run_metrics(model):
-    tests = [_t("passed", a) for a in ("network", "slurm", "cgroup", "mpi")] + [_t("failed", "storage")]
+    tests = [_t("passed", a) for a in ("nodes", "network", "slurm", "cgroup", "mpi")] + [_t("failed", "storage")]
     s = signoff.compute(tests, model, {})
     assert s.passed and s.verdict == "PASS"
     assert [(a.area, a.required, a.verdict) for a in s.areas][-1] == ("storage", False, "FAIL")

@@ -52,7 +52,7 @@ def test_minimal_defaults_and_addresses():
     assert [(n.name, n.address) for n in cfg.resolved_nodes()] == [
         ("ctl", "10.9.0.10"), ("c1", "10.9.0.11"), ("c2", "10.9.0.12"),
     ]
-    assert cfg.declared_areas() == ["network", "slurm", "cgroup", "mpi"]
+    assert cfg.declared_areas() == ["nodes", "network", "slurm", "cgroup", "mpi"]
     assert cfg.slurm.default_partition.name == "debug"
 
 
@@ -220,7 +220,7 @@ def test_validate_prints_the_nodes_monitoring_and_sign_off_areas():
     assert "cluster 'full-stack'" in out and "is valid" in out and "10.231.3.13" in out
     assert "monitoring: Prometheus at ctl:9090 scrapes 4 node exporters on :9100; Alertmanager at ctl:9093, " \
            "watchdog Watchdog" in out
-    assert "required for sign-off: network, slurm, gres, cgroup, mpi, containers, storage, monitoring" in out
+    assert "required for sign-off: nodes, network, slurm, gres, cgroup, mpi, containers, storage, monitoring" in out
 
 
 def test_json_schema_is_printed_and_describes_thresholds():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 #: area -> layer. A failure in a layer blocks every higher layer.
 AREA_LAYER: dict[str, int] = {
+    "nodes": 1,
     "network": 1,
     "pcie": 1,
     "gpu": 1,
@@ -17,7 +18,7 @@ AREA_LAYER: dict[str, int] = {
 }
 
 LAYER_TITLES: dict[int, str] = {
-    1: "L1 Networking and PCIe",
+    1: "L1 Nodes, networking and PCIe",
     2: "L2 Slurm registration",
     3: "L3 GRES and cgroup isolation",
     4: "L4 MPI and containers",

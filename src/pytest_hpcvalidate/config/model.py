@@ -36,7 +36,7 @@ from .types import (
     Version,
 )
 
-Area = Literal["network", "pcie", "gpu", "slurm", "gres", "cgroup", "mpi", "containers", "storage", "monitoring"]
+Area = Literal["nodes", "network", "pcie", "gpu", "slurm", "gres", "cgroup", "mpi", "containers", "storage", "monitoring"]
 assert set(Area.__args__) == set(AREAS)  # type: ignore[attr-defined]
 
 
@@ -381,6 +381,14 @@ class Thresholds(Strict):
     )
 
 
+class NodeImage(Strict):
+    """How alike the compute nodes' software must be (kernel, OS release, installed packages)."""
+
+    ignore_packages: list[str] = Field(
+        default_factory=list,
+        description="Packages allowed to differ between compute nodes: fnmatch patterns, e.g. site-node-id*.")
+
+
 class Signoff(Strict):
     required: list[Area] | None = Field(
         None, description="Areas that must PASS for sign-off. Default: every area the config declares."
@@ -493,6 +501,7 @@ class ClusterConfig(Strict):
     storage: list[Storage] = Field(default_factory=list)
     monitoring: Monitoring | None = None
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    node_image: NodeImage = Field(default_factory=NodeImage)
     signoff: Signoff = Field(default_factory=Signoff)
     ssh: SSHAccess = Field(default_factory=SSHAccess)
     existing: Existing | None = Field(None, description="provider existing: discovery, on-node mode, scratch dir.")
@@ -660,7 +669,7 @@ class ClusterConfig(Strict):
     def declared_areas(self) -> list[str]:
         """The areas this config gives something to check in, in layer order."""
         nodes = self.resolved_nodes()
-        areas = ["network", "slurm", "cgroup", "mpi"]
+        areas = ["nodes", "network", "slurm", "cgroup", "mpi"]
         if any(n.pcie for n in nodes):
             areas.append("pcie")
         if any(n.gpus for n in nodes):

@@ -11,7 +11,7 @@ Entering injects the fault and waits until it is in effect; leaving repairs it a
 the cluster is healthy again, so one cluster serves many fault tests. Faults exist only for
 clusters this run created: there is no way to pass an attached or existing cluster here.
 
-One module per concern: ``network`` (links, MTU, names), ``slurm`` (daemons, munge, gres,
+One module per concern: ``nodes`` (kernel, packages), ``network`` (links, MTU, names), ``slurm`` (daemons, munge, gres,
 cgroups, MPI plugin); storage and container faults live beside their addons' concerns.
 """
 

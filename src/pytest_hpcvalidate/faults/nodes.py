@@ -1,0 +1,67 @@
+"""Node image faults: one compute node runs other software than its peers.
+
+Nodes of a local cluster share the machine's kernel and root filesystem, so what a node
+reports is changed in its own mount namespace only: a copy of dpkg's database with other
+package versions (or packages gone) bound over ``/var/lib/dpkg/status``, a file bound over
+``/proc/sys/kernel/osrelease``. What reads them (``dpkg-query``, ``uname -r``'s file) sees a
+node that was left out of an update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+
+from . import mounted_on_node, require_local
+
+DPKG_STATUS = "/var/lib/dpkg/status"
+
+
+def edit_dpkg_status(text: str, versions: dict[str, str], removed: tuple[str, ...] = ()) -> str:
+    """dpkg's status database with ``versions`` ({package: version}) set and the stanzas of
+    ``removed`` dropped; a package named in neither is unchanged. Every named package must be
+    there (else ValueError: the fault would change nothing)."""
+    stanzas = text.strip("\n").split("\n\n")
+    out, seen = [], set()
+    for stanza in stanzas:
+        m = re.match(r"Package: (\S+)", stanza)
+        name = m.group(1) if m else None
+        if name in removed:
+            seen.add(name)
+            continue
+        if name in versions:
+            seen.add(name)
+            stanza = re.sub(r"^Version: .*$", f"Version: {versions[name]}", stanza, count=1, flags=re.M)
+        out.append(stanza)
+    missing = (set(versions) | set(removed)) - seen
+    if missing:
+        raise ValueError(f"not installed here, the fault would change nothing: {', '.join(sorted(missing))}")
+    return "\n\n".join(out) + "\n"
+
+
+@contextlib.contextmanager
+def packages_differ(engine, name: str, versions: dict[str, str], removed: tuple[str, ...] = ()):
+    """On ``name``, dpkg says the packages of ``versions`` are at those versions and those of
+    ``removed`` are not installed."""
+    require_local(engine)
+    copy = engine.node_paths(name).root / "fault-dpkg-status"
+    copy.write_text(edit_dpkg_status(Path(DPKG_STATUS).read_text(), versions, removed))
+    try:
+        with mounted_on_node(engine.cluster.node(name), DPKG_STATUS, "--bind", str(copy)):
+            yield
+    finally:
+        copy.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def kernel_release(engine, name: str, release: str):
+    """On ``name``, ``/proc/sys/kernel/osrelease`` (what ``uname -r`` prints) says ``release``."""
+    require_local(engine)
+    copy = engine.node_paths(name).root / "fault-osrelease"
+    copy.write_text(release + "\n")
+    try:
+        with mounted_on_node(engine.cluster.node(name), "/proc/sys/kernel/osrelease", "--bind", str(copy)):
+            yield
+    finally:
+        copy.unlink(missing_ok=True)

@@ -1,0 +1,83 @@
+"""Node image facts: parsing the probe's output, and telling which nodes differ from the others."""
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_hpcvalidate.probes import nodeimage
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+RECORDED = (FIXTURES / "nodes" / "node-image-debian12.txt").read_text()
+
+
+def _image(node: str, **changes) -> nodeimage.NodeImage:
+    base = nodeimage.parse(node, RECORDED)
+    packages = {**base.packages, **changes.pop("packages", {})}
+    for gone in changes.pop("removed", ()):
+        packages.pop(gone)
+    return nodeimage.NodeImage(node, changes.get("kernel", base.kernel), changes.get("os", base.os), base.tool, packages)
+
+
+def test_recorded_debian_node():
+    image = nodeimage.parse("c1", RECORDED)
+    assert (image.kernel, image.os, image.tool) == ("6.18.44-fc-v1300", "Debian GNU/Linux 12 (bookworm)", "dpkg")
+    assert len(image.packages) == 60 and image.packages["adduser"] == "3.134"
+
+
+def test_rpm_lines_as_the_probe_prints_them():
+    """Hand-made in the shape of the probe's rpm branch (no RHEL node here to record one)."""
+    image = nodeimage.parse("r1", "KERNEL 5.14.0-427.el9.x86_64\nOS Rocky Linux 9.4 (Blue Onyx)\nTOOL rpm\n"
+                                  "PKG\tmunge.x86_64\t0.5.13-13.el9\nPKG\tslurm.x86_64\t23.11.10-1.el9\n")
+    assert image.tool == "rpm" and image.packages == {"munge.x86_64": "0.5.13-13.el9", "slurm.x86_64": "23.11.10-1.el9"}
+
+
+def test_the_one_node_left_behind_is_named_and_its_peers_are_not():
+    images = {n: _image(n) for n in ("c1", "c2", "c4")}
+    images["c3"] = _image("c3", kernel="6.1.0-18-amd64", packages={"adduser": "3.131"}, removed=("apt",))
+    found = nodeimage.differences(images, dict.fromkeys(images, "compute[0]"))
+    assert list(found) == ["c3"]
+    assert found["c3"] == ["kernel 6.1.0-18-amd64 (6.18.44-fc-v1300 on c[1-2,4])",
+                           "1 package version(s) differ: adduser 3.131 (3.134 on c[1-2,4])",
+                           "lacks 1 package(s) other nodes of its group have: apt (on c[1-2,4])"]
+
+
+def test_packages_only_another_group_has_are_not_a_difference():
+    """A GPU group carries the driver packages a CPU group does not; a version differs across groups still."""
+    images = {n: _image(n, packages={"nvidia-driver": "535.261.03-1"}) for n in ("g1", "g2")}
+    images |= {n: _image(n) for n in ("c1", "c2")}
+    groups = {"g1": "compute[0]", "g2": "compute[0]", "c1": "compute[1]", "c2": "compute[1]"}
+    assert nodeimage.differences(images, groups) == {}
+    images["g2"] = _image("g2", packages={"nvidia-driver": "525.147.05-1"})
+    found = nodeimage.differences(images, groups)
+    assert set(found) == {"g1", "g2"}  # two nodes, two versions: neither is the majority
+    assert found["g2"] == ["1 package version(s) differ: nvidia-driver 525.147.05-1 (535.261.03-1 on g1)"]
+
+
+def test_ignored_packages_and_nodes_without_a_package_tool():
+    images = {n: _image(n) for n in ("c1", "c2", "c3")}
+    images["c3"] = _image("c3", packages={"adduser": "3.131", "site-node-id": "c3"})
+    assert nodeimage.differences(images, dict.fromkeys(images, "g"), ignore=("adduser", "site-*")) == {}
+    bare = nodeimage.NodeImage("c4", images["c1"].kernel, images["c1"].os, "none", {})
+    assert nodeimage.differences({**images, "c4": bare}, dict.fromkeys(images, "g"), ignore=("adduser", "site-*")) == {}
+
+
+def test_a_long_list_is_cut_with_a_count():
+    images = {n: _image(n) for n in ("c1", "c2")}
+    images["c3"] = _image("c3", removed=tuple(list(images["c1"].packages)[:12]))
+    (line,) = nodeimage.differences(images, dict.fromkeys(images, "g"))["c3"]
+    assert line.startswith("lacks 12 package(s)") and line.endswith("and 4 more")
+
+
+@given(nodes=st.integers(3, 9), odd=st.integers(0, 8), version=st.text("0123456789.-+~", min_size=1, max_size=8))
+def test_exactly_the_odd_node_is_named(nodes, odd, version):
+    names = [f"n{i}" for i in range(nodes)]
+    odd_name = names[odd % nodes]
+    base = _image("n0")
+    images = {n: nodeimage.NodeImage(n, base.kernel, base.os, base.tool, dict(base.packages)) for n in names}
+    images[odd_name].packages["adduser"] = version
+    found = nodeimage.differences(images, dict.fromkeys(names, "g"))
+    if version == "3.134":
+        assert found == {}
+    else:
+        assert list(found) == [odd_name] and found[odd_name][0].startswith(f"1 package version(s) differ: adduser {version} ")
