@@ -103,3 +103,10 @@ def compress(names: Iterable[str]) -> str:
         run.append(digits)
     flush()
     return ",".join(out)
+
+
+def fold(names: Iterable[str]) -> str:
+    """A set of names as one hostlist, in natural order: ``{"c10", "c2", "c1"}`` → ``c[1-2,10]``
+    (``compress(sorted(...))`` would give ``c[1,10],c2``)."""
+    names = list(names)
+    return str(NodeSet.fromlist(names)) if names else ""

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_hpcvalidate.hostlist import compress, expand
+from pytest_hpcvalidate.hostlist import compress, expand, fold
 
 
 @pytest.mark.parametrize(
@@ -83,3 +83,15 @@ def test_ranges_expand_to_the_right_count_and_padding(prefix, start, length, wid
     assert len(names) == length + 1
     assert names[0] == f"{prefix}{start:0{width}d}" and names[-1] == f"{prefix}{end:0{width}d}"
     assert compress(names) == (expr if length else names[0])
+
+
+def test_fold_gives_a_set_of_names_in_natural_order():
+    assert fold({"c10", "c2", "c1", "gpu1"}) == "c[1-2,10],gpu1"
+    assert fold(f"c{i}" for i in range(1000) if i != 7) == "c[0-6,8-999]"
+    assert fold([]) == ""
+
+
+@given(st.sets(st.integers(0, 5000), max_size=60), st.sampled_from(["c", "gpu", "node-"]))
+def test_fold_loses_no_name_and_invents_none(numbers, prefix):
+    names = {f"{prefix}{n}" for n in numbers}
+    assert set(expand(fold(names))) == names if names else fold(names) == ""

@@ -10,7 +10,7 @@ import ipaddress
 from collections import defaultdict
 from typing import Any, Iterable
 
-from ..hostlist import expand
+from ..hostlist import expand, fold
 from .errors import Problem
 from .model import ClusterConfig
 
@@ -138,9 +138,7 @@ def _unknown_nodes(expr: str, known: set[str], path: str) -> list[Problem]:
 
 
 def _short_list(names: set[str]) -> str:
-    from ..hostlist import compress
-
-    return compress(sorted(names)) or "(none)"
+    return fold(names) or "(none)"
 
 
 def _storage_problems(cfg: ClusterConfig) -> list[Problem]:

@@ -14,7 +14,7 @@ import fnmatch
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..hostlist import compress
+from ..hostlist import fold
 
 #: prints ``KERNEL``, ``OS``, ``TOOL`` and one ``PKG<TAB>name<TAB>version`` per installed package
 COMMAND = r"""
@@ -89,7 +89,7 @@ def _odd_ones(values: dict[str, str]) -> dict[str, str]:
             for other, v in values.items():
                 if v != value:
                     others.setdefault(v, []).append(other)
-            out[node] = "; ".join(f"{v or 'none'} on {compress(sorted(nodes))}" for v, nodes in others.items())
+            out[node] = "; ".join(f"{v or 'none'} on {fold(nodes)}" for v, nodes in others.items())
     return out
 
 
@@ -134,7 +134,7 @@ def differences(images: dict[str, NodeImage], groups: dict[str, str],
         for pkg in sorted({p for n in nodes for p in listed[n]}):
             for node in _odd_ones({n: "installed" if pkg in listed[n] else "" for n in nodes}):
                 has = pkg in listed[node]
-                them = compress(sorted(n for n in nodes if (pkg in listed[n]) != has))
+                them = fold(n for n in nodes if (pkg in listed[n]) != has)
                 (extra if has else missing)[node].append(f"{pkg} ({'not on' if has else 'on'} {them})")
 
     for n in listed:
