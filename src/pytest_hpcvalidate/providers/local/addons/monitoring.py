@@ -12,7 +12,11 @@
   (``alert-webhook``, port 9097, the host's python3) that appends what it is sent to a file,
   so a notification is seen to leave Alertmanager; a rules file with the always-firing watchdog
   alert and an exporter-down alert, evaluated every scrape interval; alerts are resent every
-  3 s (``--rules.alert.resend-delay``) so the first reaches Alertmanager within seconds.
+  10 s (``--rules.alert.resend-delay``; Prometheus's default is 1 min): the first send, made
+  before Prometheus has discovered its Alertmanager (~5 s), is lost, so the watchdog arrives
+  ~10 s after Prometheus starts. Alertmanager holds an alert for 4 resend delays after it was
+  last sent: at 3 s (12 s held) a Prometheus starved for seconds on a loaded 2-core CI machine
+  let the watchdog lapse between two checks; 10 s holds it 40 s.
 
 All of them are recorded daemons of their node, launched like slurmd (foreground, the node's
 namespaces and cgroups): teardown and ``cleanup`` find them with the rest. ``up`` returns
@@ -59,7 +63,7 @@ class Sink(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Sink).serve_forever()
 """
 READY_TIMEOUT_S = 40.0
-RESEND_S = 3
+RESEND_S = 10
 
 
 def settings(spec) -> dict:
