@@ -1,10 +1,12 @@
-"""Layer 1, nodes: the compute nodes are one image: the same kernel, OS release and packages."""
+"""Layer 1, nodes: the compute nodes are one image: the same kernel, OS release and packages,
+booted with the same kernel parameters."""
 
 from __future__ import annotations
 
 import pytest
 
 from pytest_hpcvalidate.capabilities import not_applicable
+from pytest_hpcvalidate.hostlist import fold
 from pytest_hpcvalidate.probes import nodeimage
 
 
@@ -45,3 +47,36 @@ def test_node_runs_the_same_kernel_os_and_packages_as_the_others(compute_node, n
         f"{compute_node.name} runs other software than the other compute nodes: " + "; ".join(found) +
         f". Reinstall or update it to the cluster's image ({mine.tool} package list compared"
         + (", ignoring " + ", ".join(ignored) if ignored else "") + ")")
+
+
+@pytest.fixture(scope="session")
+def parameter_differences(node_images, node_spec, hpc_config) -> dict[str, list[str]]:
+    """{compute node: how its kernel command line differs from its group's}."""
+    images = {n: i for n, i in node_images.items() if not isinstance(i, Exception)}
+    groups = {n: node_spec[n].origin for n in images}
+    return nodeimage.parameter_differences(images, groups, tuple(hpc_config.node_image.ignore_kernel_parameters))
+
+
+def test_node_boots_with_the_same_kernel_parameters_as_its_group(compute_node, node_images, node_spec,
+                                                                  parameter_differences, hpc_config):
+    """A node booted from a stale PXE or GRUB entry runs another cgroup hierarchy
+    (``systemd.unified_cgroup_hierarchy``), IOMMU mode, hugepage pool or CPU isolation than
+    the nodes beside it: Slurm's cgroup plugin, passthrough or a job's performance then differ
+    on that node alone. Its ``/proc/cmdline`` is compared with the other nodes of its config
+    group (parameters that name the node, root=, ip=, hostname=, and the boot files, never
+    count); ``node_image.ignore_kernel_parameters`` names the ones allowed to differ."""
+    mine = node_images[compute_node.name]
+    if isinstance(mine, Exception):
+        raise AssertionError(str(mine))
+    group = node_spec[compute_node.name].origin
+    peers = [n for n, i in node_images.items()
+             if n != compute_node.name and node_spec[n].origin == group and not isinstance(i, Exception)]
+    if not peers:
+        not_applicable(f"{compute_node.name} is the only node of {group} whose kernel command line could be read: "
+                       "nothing to compare it with")
+    found = parameter_differences.get(compute_node.name)
+    ignored = hpc_config.node_image.ignore_kernel_parameters
+    assert not found, (
+        f"{compute_node.name} booted with other kernel parameters than the other nodes of {group} "
+        f"({fold(peers)}): " + "; ".join(found) + ". Boot it with its group's command line (its PXE or GRUB entry)"
+        + (", ignoring " + ", ".join(ignored) if ignored else ""))

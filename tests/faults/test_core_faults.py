@@ -127,6 +127,28 @@ def test_nodes_left_out_of_an_update(broken, pytester):
     assert "kernel" not in said["g1"] and "kernel" not in said["g2"], said
 
 
+def test_node_booted_from_a_stale_boot_entry(broken, pytester):
+    """g2 boots on cgroup v1 and another console than g1, the other node of its group; c1,
+    alone in its group, has nothing to be compared with. With two nodes neither is the
+    majority: both are named, each with what the other has."""
+    engine, path = broken
+    check = "test_node_boots_with_the_same_kernel_parameters_as_its_group"
+
+    def stale(line: str) -> str:
+        assert "console=ttyS0" in line, line
+        return line.replace("console=ttyS0", "console=tty0 systemd.unified_cgroup_hierarchy=0", 1)
+
+    with nodefaults.booted_with(engine, "g2", stale):
+        results = run_checks(pytester, path, f"l1_nodes/test_image.py::{check}")
+    assert {test: outcome for test, (outcome, _) in results.items()} == {
+        f"{check}[g1]": "failed", f"{check}[g2]": "failed", f"{check}[c1]": "skipped"}
+    failed = failures(results)
+    assert re.search(r"g2 booted with other kernel parameters than the other nodes of compute\[0\] \(g1\): "
+                     r"console=tty0 \(ttyS0 on g1\); boots with systemd\.unified_cgroup_hierarchy=0 \(not on g1\) as "
+                     r"well\. Boot it with its group's command line", failed[f"{check}[g2]"]), failed[f"{check}[g2]"]
+    assert "console=ttyS0 (tty0 on g2); lacks systemd.unified_cgroup_hierarchy=0 (on g2)" in failed[f"{check}[g1]"]
+
+
 def test_link_down_fails_reachability_naming_the_node(broken, pytester):
     engine, path = broken
     with netfaults.link_down(engine, "c1"):

@@ -16,7 +16,8 @@ def _image(node: str, **changes) -> nodeimage.NodeImage:
     packages = {**base.packages, **changes.pop("packages", {})}
     for gone in changes.pop("removed", ()):
         packages.pop(gone)
-    return nodeimage.NodeImage(node, changes.get("kernel", base.kernel), changes.get("os", base.os), base.tool, packages)
+    return nodeimage.NodeImage(node, changes.get("kernel", base.kernel), changes.get("os", base.os), base.tool, packages,
+                               changes.get("cmdline", base.cmdline))
 
 
 def test_recorded_debian_node():
@@ -81,3 +82,61 @@ def test_exactly_the_odd_node_is_named(nodes, odd, version):
         assert found == {}
     else:
         assert list(found) == [odd_name] and found[odd_name][0].startswith(f"1 package version(s) differ: adduser {version} ")
+
+
+# ---------------------------------------------------------------- kernel parameters
+#: a compute node's command line as GRUB boots it (root= and BOOT_IMAGE name the node's own disk and kernel)
+CMDLINE = ("BOOT_IMAGE=/boot/vmlinuz-6.1.0-18-amd64 root=UUID=0b6c7e3a ro quiet intel_iommu=on iommu=pt "
+           "hugepages=1024 console=tty0 console=ttyS0,115200 dyndbg=\"file drivers/pci/* +p\" -- single")
+
+
+def _booted(**lines) -> dict[str, nodeimage.NodeImage]:
+    return {n: nodeimage.NodeImage(n, "6.1.0-18-amd64", "Debian", "dpkg", {}, line) for n, line in lines.items()}
+
+
+def test_recorded_command_line():
+    image = nodeimage.parse("c1", RECORDED)
+    assert image.cmdline.startswith("mitigations=auto,no_guest_host,no_guest_guest console=ttyS0 quiet")
+    params = nodeimage.kernel_parameters(image.cmdline)
+    assert params["console"] == "ttyS0" and params["quiet"] == "" and "--firecracker-init" not in params
+
+
+def test_kernel_parameters_leave_out_the_node_its_files_and_inits_arguments():
+    params = nodeimage.kernel_parameters(CMDLINE)
+    assert params == {"ro": "", "quiet": "", "intel_iommu": "on", "iommu": "pt", "hugepages": "1024",
+                      "console": "tty0,ttyS0,115200", "dyndbg": '"file drivers/pci/* +p"'}
+    assert set(nodeimage.kernel_parameters(CMDLINE, ignore=("console", "dyn*"))) == {
+        "ro", "quiet", "intel_iommu", "iommu", "hugepages"}
+
+
+def test_the_node_booted_from_a_stale_entry_is_named_with_what_differs():
+    stale = CMDLINE.replace(" iommu=pt", "").replace("hugepages=1024", "hugepages=512") + " "
+    stale = stale.replace("quiet", "quiet systemd.unified_cgroup_hierarchy=0")
+    images = _booted(c1=CMDLINE.replace("0b6c7e3a", "9f1d"), c2=CMDLINE, c3=stale, c4=CMDLINE)
+    found = nodeimage.parameter_differences(images, dict.fromkeys(images, "compute[0]"))
+    assert found == {"c3": ["hugepages=512 (1024 on c[1-2,4])", "lacks iommu=pt (on c[1-2,4])",
+                            "boots with systemd.unified_cgroup_hierarchy=0 (not on c[1-2,4]) as well"]}
+
+
+def test_kernel_parameters_are_compared_within_a_group_only():
+    gpu = CMDLINE + " pci=realloc"
+    images = _booted(g1=gpu, g2=gpu, c1=CMDLINE.replace(" intel_iommu=on iommu=pt", ""), c2=CMDLINE.replace(
+        " intel_iommu=on iommu=pt", ""), c3=CMDLINE)
+    groups = {"g1": "compute[0]", "g2": "compute[0]", "c1": "compute[1]", "c2": "compute[1]", "c3": "compute[1]"}
+    found = nodeimage.parameter_differences(images, groups)
+    assert found == {"c3": ["boots with intel_iommu=on (not on c[1-2]), iommu=pt (not on c[1-2]) as well"]}
+    assert nodeimage.parameter_differences(images, groups, ignore=("*iommu",)) == {}
+    assert nodeimage.parameter_differences({**images, "c4": nodeimage.NodeImage("c4")}, groups) == found
+
+
+@given(nodes=st.integers(3, 9), odd=st.integers(0, 8),
+       value=st.text("abcdefghijklmnopqrstuvwxyz0123456789,._-", min_size=1, max_size=8))
+def test_exactly_the_node_with_another_parameter_value_is_named(nodes, odd, value):
+    names = [f"n{i}" for i in range(nodes)]
+    odd_name = names[odd % nodes]
+    lines = dict.fromkeys(names, CMDLINE) | {odd_name: CMDLINE.replace("hugepages=1024", f"hugepages={value}")}
+    found = nodeimage.parameter_differences(_booted(**lines), dict.fromkeys(names, "g"))
+    if value == "1024":
+        assert found == {}
+    else:
+        assert found == {odd_name: [f"hugepages={value} (1024 on {nodeimage.fold(sorted(set(names) - {odd_name}))})"]}

@@ -382,11 +382,15 @@ class Thresholds(Strict):
 
 
 class NodeImage(Strict):
-    """How alike the compute nodes' software must be (kernel, OS release, installed packages)."""
+    """How alike the compute nodes' software must be (kernel, OS release, installed packages, kernel parameters)."""
 
     ignore_packages: list[str] = Field(
         default_factory=list,
         description="Packages allowed to differ between compute nodes: fnmatch patterns, e.g. site-node-id*.")
+    ignore_kernel_parameters: list[str] = Field(
+        default_factory=list,
+        description="Kernel parameters (names, fnmatch patterns, e.g. console) allowed to differ between the "
+                    "compute nodes of a group; root, ip, hostname, BOOT_IMAGE, initrd and nfsroot never count.")
 
 
 class Signoff(Strict):

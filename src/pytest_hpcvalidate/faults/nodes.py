@@ -3,8 +3,9 @@
 Nodes of a local cluster share the machine's kernel and root filesystem, so what a node
 reports is changed in its own mount namespace only: a copy of dpkg's database with other
 package versions (or packages gone) bound over ``/var/lib/dpkg/status``, a file bound over
-``/proc/sys/kernel/osrelease``. What reads them (``dpkg-query``, ``uname -r``'s file) sees a
-node that was left out of an update.
+``/proc/sys/kernel/osrelease`` or ``/proc/cmdline``. What reads them (``dpkg-query``,
+``uname -r``'s file, the boot's command line) sees a node that was left out of an update or
+booted from a stale boot entry.
 """
 
 from __future__ import annotations
@@ -55,13 +56,25 @@ def packages_differ(engine, name: str, versions: dict[str, str], removed: tuple[
 
 
 @contextlib.contextmanager
-def kernel_release(engine, name: str, release: str):
-    """On ``name``, ``/proc/sys/kernel/osrelease`` (what ``uname -r`` prints) says ``release``."""
+def _proc_file_says(engine, name: str, path: str, text: str, tag: str):
+    """On ``name``, the file ``path`` (under /proc) reads ``text``."""
     require_local(engine)
-    copy = engine.node_paths(name).root / "fault-osrelease"
-    copy.write_text(release + "\n")
+    copy = engine.node_paths(name).root / f"fault-{tag}"
+    copy.write_text(text + "\n")
     try:
-        with mounted_on_node(engine.cluster.node(name), "/proc/sys/kernel/osrelease", "--bind", str(copy)):
+        with mounted_on_node(engine.cluster.node(name), path, "--bind", str(copy)):
             yield
     finally:
         copy.unlink(missing_ok=True)
+
+
+def kernel_release(engine, name: str, release: str):
+    """On ``name``, ``/proc/sys/kernel/osrelease`` (what ``uname -r`` prints) says ``release``."""
+    return _proc_file_says(engine, name, "/proc/sys/kernel/osrelease", release, "osrelease")
+
+
+def booted_with(engine, name: str, edit):
+    """On ``name``, ``/proc/cmdline`` says ``edit(the machine's command line)``: the node
+    booted from another boot entry."""
+    line = edit(Path("/proc/cmdline").read_text().strip())
+    return _proc_file_says(engine, name, "/proc/cmdline", line, "cmdline")

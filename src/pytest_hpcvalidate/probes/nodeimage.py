@@ -5,12 +5,16 @@ of an update, runs another kernel, Open MPI, PMIx or munge than its peers: jobs 
 when they land on it, or only across it and another node. This module reads each node's
 kernel release (``/proc/sys/kernel/osrelease``, what ``uname -r`` prints), ``/etc/os-release``
 and its package list (``dpkg-query`` on Debian/Ubuntu, ``rpm`` on RHEL-likes), and
-:func:`differences` says where nodes differ from the others.
+:func:`differences` says where nodes differ from the others. It also reads the kernel command
+line the node booted with (``/proc/cmdline``): a node booted from a stale PXE or GRUB entry
+runs another cgroup hierarchy, IOMMU mode, hugepage pool or CPU isolation than its peers,
+which :func:`parameter_differences` tells.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -19,6 +23,7 @@ from ..hostlist import fold
 #: prints ``KERNEL``, ``OS``, ``TOOL`` and one ``PKG<TAB>name<TAB>version`` per installed package
 COMMAND = r"""
 echo "KERNEL $(cat /proc/sys/kernel/osrelease)"
+echo "CMDLINE $(cat /proc/cmdline)"
 ( . /etc/os-release 2>/dev/null; echo "OS ${PRETTY_NAME:-unknown}" )
 if command -v dpkg-query >/dev/null 2>&1; then
   echo "TOOL dpkg"
@@ -42,11 +47,12 @@ class NodeImage:
     os: str = ""
     tool: str = ""  # dpkg | rpm | none
     packages: dict[str, str] = field(default_factory=dict)  # name -> version
+    cmdline: str = ""  # /proc/cmdline
 
 
 def parse(node: str, text: str) -> NodeImage:
     """The output of :data:`COMMAND` on ``node``."""
-    values = {"kernel": "", "os": "", "tool": ""}
+    values = {"kernel": "", "os": "", "tool": "", "cmdline": ""}
     packages: dict[str, str] = {}
     for line in text.splitlines():
         if line.startswith("PKG\t"):
@@ -117,26 +123,8 @@ def differences(images: dict[str, NodeImage], groups: dict[str, str],
     listed = {n: {p: v for p, v in i.packages.items() if not any(fnmatch.fnmatch(p, g) for g in ignore)}
               for n, i in images.items() if tool and i.tool == tool}
 
-    versions: dict[str, list[str]] = {n: [] for n in listed}
-    for pkg in sorted({p for pkgs in listed.values() for p in pkgs}):
-        have = {n: pkgs[pkg] for n, pkgs in listed.items() if pkg in pkgs}
-        for node, others in _odd_ones(have).items():
-            versions[node].append(f"{pkg} {have[node]} ({others})")
-
-    missing: dict[str, list[str]] = {n: [] for n in listed}
-    extra: dict[str, list[str]] = {n: [] for n in listed}
-    members: dict[str, list[str]] = {}
-    for n in listed:
-        members.setdefault(groups.get(n, ""), []).append(n)
-    for nodes in members.values():
-        if len(nodes) < 2:
-            continue
-        for pkg in sorted({p for n in nodes for p in listed[n]}):
-            for node in _odd_ones({n: "installed" if pkg in listed[n] else "" for n in nodes}):
-                has = pkg in listed[node]
-                them = fold(n for n in nodes if (pkg in listed[n]) != has)
-                (extra if has else missing)[node].append(f"{pkg} ({'not on' if has else 'on'} {them})")
-
+    versions = _value_differences(listed)
+    missing, extra = _presence_differences(listed, groups)
     for n in listed:
         if versions[n]:
             problems[n].append(f"{len(versions[n])} package version(s) differ: {_listed(versions[n])}")
@@ -144,4 +132,89 @@ def differences(images: dict[str, NodeImage], groups: dict[str, str],
             problems[n].append(f"lacks {len(missing[n])} package(s) other nodes of its group have: {_listed(missing[n])}")
         if extra[n]:
             problems[n].append(f"has {len(extra[n])} package(s) other nodes of its group lack: {_listed(extra[n])}")
+    return {n: p for n, p in problems.items() if p}
+
+
+def _value_differences(have: dict[str, dict[str, str]], show=lambda key, value: f"{key} {value}") -> dict[str, list[str]]:
+    """{node: ["<key value> (others' values on their nodes)", ...]} comparing each key's value
+    over the nodes of ``have`` ({node: {key: value}}) that have the key; ``show`` writes a key
+    and its value."""
+    out: dict[str, list[str]] = {n: [] for n in have}
+    for key in sorted({k for keys in have.values() for k in keys}):
+        values = {n: keys[key] for n, keys in have.items() if key in keys}
+        for node, others in _odd_ones(values).items():
+            out[node].append(f"{show(key, values[node])} ({others})")
+    return out
+
+
+def _members(nodes, groups: dict[str, str]) -> list[list[str]]:
+    """The nodes by their group (``groups``: node → group), groups of one left out."""
+    members: dict[str, list[str]] = {}
+    for n in nodes:
+        members.setdefault(groups.get(n, ""), []).append(n)
+    return [m for m in members.values() if len(m) > 1]
+
+
+def _presence_differences(have: dict[str, dict[str, str]], groups: dict[str, str],
+                          show=lambda node, key: key) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """({node: ["<key> (on the nodes that have it)", ...]}, {node: ["<key> (not on the nodes
+    that lack it)", ...]}): which keys of ``have`` ({node: {key: value}}) a node lacks or alone
+    has, within its group; ``show(node, key)`` writes the key as a node that has it has it."""
+    missing: dict[str, list[str]] = {n: [] for n in have}
+    extra: dict[str, list[str]] = {n: [] for n in have}
+    for nodes in _members(have, groups):
+        for key in sorted({k for n in nodes for k in have[n]}):
+            for node in _odd_ones({n: "present" if key in have[n] else "" for n in nodes}):
+                has = key in have[node]
+                them = [n for n in nodes if (key in have[n]) != has]
+                written = show(node if has else them[0], key)
+                (extra if has else missing)[node].append(f"{written} ({'not on' if has else 'on'} {fold(them)})")
+    return missing, extra
+
+
+#: kernel parameters that name the node itself or its boot files, not how it runs: never compared
+PER_NODE_PARAMETERS = ("BOOT_IMAGE", "initrd", "root", "ip", "hostname", "nfsroot")
+
+_TOKEN = re.compile(r'(?:[^\s"]+|"[^"]*")+')
+
+
+def kernel_parameters(cmdline: str, ignore: tuple[str, ...] = ()) -> dict[str, str]:
+    """``/proc/cmdline`` → {parameter: value} for the kernel's parameters (those before ``--``
+    go to the kernel, those after it to init); a flag's value is ""; a parameter given twice
+    (``console=tty0 console=ttyS0``) has its values joined by commas. :data:`PER_NODE_PARAMETERS`
+    and names matching a pattern of ``ignore`` (fnmatch) are left out."""
+    out: dict[str, list[str]] = {}
+    for token in _TOKEN.findall(cmdline):
+        if token == "--":
+            break
+        key, eq, value = token.partition("=")
+        if key in PER_NODE_PARAMETERS or any(fnmatch.fnmatch(key, g) for g in ignore):
+            continue
+        out.setdefault(key, []).append(value if eq else "")
+    return {k: ",".join(v) for k, v in out.items()}
+
+
+def _parameter(key: str, value: str) -> str:
+    return f"{key}={value}" if value else key
+
+
+def parameter_differences(images: dict[str, NodeImage], groups: dict[str, str],
+                          ignore: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """{node: [how its kernel command line differs]} for the nodes whose kernel parameters are
+    not those of the other nodes of their group (``groups``: node → group): a parameter's
+    value, a parameter only some nodes boot with. Within groups, because a GPU group may boot
+    with IOMMU or hugepage settings a CPU group does not. Nodes whose command line was not read
+    are left out; ``ignore``: fnmatch patterns of parameter names allowed to differ."""
+    params = {n: kernel_parameters(i.cmdline, ignore) for n, i in images.items() if i.cmdline}
+    problems: dict[str, list[str]] = {n: [] for n in params}
+    for nodes in _members(params, groups):
+        mine = {n: params[n] for n in nodes}
+        for node, lines in _value_differences(mine, _parameter).items():
+            problems[node] += lines
+    missing, extra = _presence_differences(params, groups, lambda node, key: _parameter(key, params[node][key]))
+    for node in params:
+        if missing[node]:
+            problems[node].append("lacks " + ", ".join(missing[node]))
+        if extra[node]:
+            problems[node].append("boots with " + ", ".join(extra[node]) + " as well")
     return {n: p for n, p in problems.items() if p}
