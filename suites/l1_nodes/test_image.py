@@ -68,9 +68,10 @@ def test_node_boots_with_the_same_kernel_parameters_as_its_group(compute_node, n
     mine = node_images[compute_node.name]
     if isinstance(mine, Exception):
         raise AssertionError(str(mine))
+    assert mine.cmdline, f"{compute_node.name}: /proc/cmdline read empty: its kernel parameters cannot be compared"
     group = node_spec[compute_node.name].origin
     peers = [n for n, i in node_images.items()
-             if n != compute_node.name and node_spec[n].origin == group and not isinstance(i, Exception)]
+             if n != compute_node.name and node_spec[n].origin == group and not isinstance(i, Exception) and i.cmdline]
     if not peers:
         not_applicable(f"{compute_node.name} is the only node of {group} whose kernel command line could be read: "
                        "nothing to compare it with")

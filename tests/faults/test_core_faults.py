@@ -130,7 +130,8 @@ def test_nodes_left_out_of_an_update(broken, pytester):
 def test_node_booted_from_a_stale_boot_entry(broken, pytester):
     """g2 boots on cgroup v1 and another console than g1, the other node of its group; c1,
     alone in its group, has nothing to be compared with. With two nodes neither is the
-    majority: both are named, each with what the other has."""
+    majority: both are named, each with what the other has. Then g2's command line reads
+    empty: g2 fails saying so."""
     engine, path = broken
     check = "test_node_boots_with_the_same_kernel_parameters_as_its_group"
 
@@ -147,6 +148,12 @@ def test_node_booted_from_a_stale_boot_entry(broken, pytester):
                      r"console=tty0 \(ttyS0 on g1\); boots with systemd\.unified_cgroup_hierarchy=0 \(not on g1\) as "
                      r"well\. Boot it with its group's command line", failed[f"{check}[g2]"]), failed[f"{check}[g2]"]
     assert "console=ttyS0 (tty0 on g2); lacks systemd.unified_cgroup_hierarchy=0 (on g2)" in failed[f"{check}[g1]"]
+    # a command line that reads empty is not compared away: that node fails, its peer has no one left
+    with nodefaults.booted_with(engine, "g2", lambda line: ""):
+        results = run_checks(pytester, path, f"l1_nodes/test_image.py::{check}")
+    assert {test: outcome for test, (outcome, _) in results.items()} == {
+        f"{check}[g1]": "skipped", f"{check}[g2]": "failed", f"{check}[c1]": "skipped"}
+    assert "g2: /proc/cmdline read empty" in failures(results)[f"{check}[g2]"]
 
 
 def test_link_down_fails_reachability_naming_the_node(broken, pytester):
