@@ -1,5 +1,5 @@
 """Layer 1, nodes: the compute nodes are one image: the same kernel, OS release and packages,
-booted with the same kernel parameters."""
+booted with the same kernel parameters, on the same CPU microcode and BIOS."""
 
 from __future__ import annotations
 
@@ -81,3 +81,30 @@ def test_node_boots_with_the_same_kernel_parameters_as_its_group(compute_node, n
         f"{compute_node.name} booted with other kernel parameters than the other nodes of {group} "
         f"({fold(peers)}): " + "; ".join(found) + ". Boot it with its group's command line (its PXE or GRUB entry)"
         + (", ignoring " + ", ".join(ignored) if ignored else ""))
+
+
+@pytest.fixture(scope="session")
+def firmware_differences(node_images, node_spec) -> dict[str, list[str]]:
+    """{compute node: how its CPU model, microcode or BIOS differs from its group's}."""
+    images = {n: i for n, i in node_images.items() if not isinstance(i, Exception)}
+    return nodeimage.firmware_differences(images, {n: node_spec[n].origin for n in images})
+
+
+def test_node_runs_the_same_cpu_microcode_and_bios_as_its_group(compute_node, node_images, node_spec,
+                                                                firmware_differences):
+    """A node missed by a firmware campaign runs older microcode or BIOS than the nodes beside
+    it (another set of CPU errata and mitigations, other performance), and one whose late
+    microcode load reached only some CPUs runs two. Its CPUs' microcode revisions must be one;
+    its CPU model and BIOS (vendor, version, date) are compared with the other nodes of its
+    config group, its microcode with those of them with the same CPU model."""
+    mine = node_images[compute_node.name]
+    if isinstance(mine, Exception):
+        raise AssertionError(str(mine))
+    if not (mine.microcode or mine.bios):
+        not_applicable(f"{compute_node.name} exposes neither its CPUs' microcode (/proc/cpuinfo) nor its BIOS "
+                       "(/sys/class/dmi/id): nothing to compare")
+    found = firmware_differences.get(compute_node.name)
+    group = node_spec[compute_node.name].origin
+    assert not found, (
+        f"{compute_node.name} runs other firmware than the other nodes of {group}: " + "; ".join(found)
+        + ". Update its BIOS or microcode (the microcode package and a reboot) to its group's")

@@ -156,6 +156,29 @@ def test_node_booted_from_a_stale_boot_entry(broken, pytester):
     assert "g2: /proc/cmdline read empty" in failures(results)[f"{check}[g2]"]
 
 
+def test_nodes_missed_by_a_firmware_campaign(broken, pytester):
+    """g2's CPUs run older microcode than g1's (the other node of its group: both are named,
+    neither being the majority); on c1, alone in its group, only CPU 0 took the new one."""
+    engine, path = broken
+    check = "test_node_runs_the_same_cpu_microcode_and_bios_as_its_group"
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    current = re.findall(r"^microcode\s*:\s*(\S+)", cpuinfo, flags=re.M)
+    if not current:
+        pytest.skip("this machine's /proc/cpuinfo has no microcode line (not x86?): no microcode to change")
+    several = len(current) > 1
+    with nodefaults.microcode(engine, "g2", "0x0999999"), nodefaults.microcode(engine, "c1", "0x0999999", cpus=(0,)):
+        results = run_checks(pytester, path, f"l1_nodes/test_image.py::{check}")
+    assert {test: outcome for test, (outcome, _) in results.items()} == {
+        f"{check}[g1]": "failed", f"{check}[g2]": "failed", f"{check}[c1]": "failed" if several else "passed"}
+    failed = failures(results)
+    assert (f"g2 runs other firmware than the other nodes of compute[0]: microcode 0x0999999 ({current[0]} on g1). "
+            f"Update its BIOS or microcode") in failed[f"{check}[g2]"], failed[f"{check}[g2]"]
+    assert f"microcode {current[0]} (0x0999999 on g2)" in failed[f"{check}[g1]"]
+    if several:
+        assert (f"c1 runs other firmware than the other nodes of compute[1]: its CPUs run different microcode "
+                f"(0x0999999, {current[0]}): a late microcode load reached only some of them") in failed[f"{check}[c1]"]
+
+
 def test_link_down_fails_reachability_naming_the_node(broken, pytester):
     engine, path = broken
     with netfaults.link_down(engine, "c1"):

@@ -140,3 +140,54 @@ def test_exactly_the_node_with_another_parameter_value_is_named(nodes, odd, valu
         assert found == {}
     else:
         assert found == {odd_name: [f"hugepages={value} (1024 on {nodeimage.fold(sorted(set(names) - {odd_name}))})"]}
+
+
+# ---------------------------------------------------------------- CPU, microcode, BIOS
+def _firmware(node: str, cpu="AMD EPYC 9654 96-Core Processor", microcode="0xa101148",
+              bios="Dell Inc. 2.1.0 03/04/2024") -> nodeimage.NodeImage:
+    return nodeimage.NodeImage(node, "6.1.0-18-amd64", "Debian", "dpkg", {}, "", cpu, microcode, bios)
+
+
+def test_recorded_cpu_and_microcode_and_a_vm_without_dmi():
+    image = nodeimage.parse("c1", RECORDED)
+    assert (image.cpu, image.microcode, image.bios) == ("AMD EPYC", "0x1000065", "")
+
+
+def test_the_node_missed_by_a_firmware_campaign_is_named():
+    images = {n: _firmware(n) for n in ("c1", "c2", "c3", "c4")}
+    images["c2"] = _firmware("c2", microcode="0xa10113e", bios="Dell Inc. 1.6.2 01/10/2023")
+    images["c4"] = _firmware("c4", microcode="0xa101148|0xa10113e")
+    found = nodeimage.firmware_differences(images, dict.fromkeys(images, "compute[0]"))
+    assert found == {
+        "c2": ["BIOS Dell Inc. 1.6.2 01/10/2023 (Dell Inc. 2.1.0 03/04/2024 on c[1,3-4])",
+               "microcode 0xa10113e (0xa101148 on c[1,3])"],
+        "c4": ["its CPUs run different microcode (0xa101148, 0xa10113e): a late microcode load reached only some of them"]}
+
+
+def test_microcode_is_compared_among_nodes_of_one_cpu_model_and_groups_apart():
+    images = {"c1": _firmware("c1"), "c2": _firmware("c2"), "c3": _firmware("c3", cpu="AMD EPYC 9554", microcode="0x1"),
+              "g1": _firmware("g1", bios=""), "g2": _firmware("g2", microcode="", bios="")}
+    groups = {"c1": "compute[0]", "c2": "compute[0]", "c3": "compute[0]", "g1": "compute[1]", "g2": "compute[1]"}
+    found = nodeimage.firmware_differences(images, groups)
+    # c3's other CPU model is told, its microcode (of another model) is not; g2 exposes nothing to compare
+    assert found == {"c3": ["CPU AMD EPYC 9554 (AMD EPYC 9654 96-Core Processor on c[1-2])"]}
+
+
+def test_edit_cpuinfo_changes_the_microcode_of_the_cpus_named():
+    from pytest_hpcvalidate.faults.nodes import edit_cpuinfo
+    text = "processor\t: 0\nmicrocode\t: 0xa101148\n\nprocessor\t: 1\nmicrocode\t: 0xa101148\n"
+    assert edit_cpuinfo(text, "0x1", (1,)) == "processor\t: 0\nmicrocode\t: 0xa101148\n\nprocessor\t: 1\nmicrocode\t: 0x1"
+    assert edit_cpuinfo(text, "0x1").count("microcode\t: 0x1") == 2
+    import pytest
+    with pytest.raises(ValueError, match="no microcode line"):
+        edit_cpuinfo("processor\t: 0\nBogoMIPS\t: 50.00\n", "0x1")
+
+
+@given(nodes=st.integers(3, 9), odd=st.integers(0, 8), revision=st.from_regex(r"0x[0-9a-f]{1,8}", fullmatch=True))
+def test_exactly_the_node_with_other_microcode_is_named(nodes, odd, revision):
+    names = [f"n{i}" for i in range(nodes)]
+    odd_name = names[odd % nodes]
+    images = {n: _firmware(n) for n in names} | {odd_name: _firmware(odd_name, microcode=revision)}
+    found = nodeimage.firmware_differences(images, dict.fromkeys(names, "g"))
+    others = nodeimage.fold(sorted(set(names) - {odd_name}))
+    assert found == ({} if revision == "0xa101148" else {odd_name: [f"microcode {revision} (0xa101148 on {others})"]})

@@ -3,9 +3,10 @@
 Nodes of a local cluster share the machine's kernel and root filesystem, so what a node
 reports is changed in its own mount namespace only: a copy of dpkg's database with other
 package versions (or packages gone) bound over ``/var/lib/dpkg/status``, a file bound over
-``/proc/sys/kernel/osrelease`` or ``/proc/cmdline``. What reads them (``dpkg-query``,
-``uname -r``'s file, the boot's command line) sees a node that was left out of an update or
-booted from a stale boot entry.
+``/proc/sys/kernel/osrelease``, ``/proc/cmdline`` or ``/proc/cpuinfo``. What reads them
+(``dpkg-query``, ``uname -r``'s file, the boot's command line, the CPUs' microcode) sees a
+node that was left out of an update, booted from a stale boot entry or missed by a firmware
+campaign.
 """
 
 from __future__ import annotations
@@ -73,8 +74,34 @@ def kernel_release(engine, name: str, release: str):
     return _proc_file_says(engine, name, "/proc/sys/kernel/osrelease", release, "osrelease")
 
 
+def _proc_file_edited(engine, name: str, path: str, edit, tag: str):
+    return _proc_file_says(engine, name, path, edit(Path(path).read_text().rstrip("\n")), tag)
+
+
 def booted_with(engine, name: str, edit):
     """On ``name``, ``/proc/cmdline`` says ``edit(the machine's command line)``: the node
     booted from another boot entry."""
-    line = edit(Path("/proc/cmdline").read_text().strip())
-    return _proc_file_says(engine, name, "/proc/cmdline", line, "cmdline")
+    return _proc_file_edited(engine, name, "/proc/cmdline", edit, "cmdline")
+
+
+def edit_cpuinfo(text: str, revision: str, cpus: tuple[int, ...] | None = None) -> str:
+    """``/proc/cpuinfo`` with the ``microcode`` line of ``cpus`` (processor numbers; all when
+    None) saying ``revision``; ValueError where there is no such line to change."""
+    out, cpu, changed = [], None, 0
+    for line in text.splitlines():
+        m = re.match(r"processor\s*:\s*(\d+)", line)
+        if m:
+            cpu = int(m.group(1))
+        if re.match(r"microcode\s*:", line) and (cpus is None or cpu in cpus):
+            line, changed = re.sub(r":.*", f": {revision}", line, count=1), changed + 1
+        out.append(line)
+    if not changed:
+        raise ValueError("no microcode line to change in /proc/cpuinfo (not an x86 machine?): the fault would change "
+                         "nothing")
+    return "\n".join(out)
+
+
+def microcode(engine, name: str, revision: str, cpus: tuple[int, ...] | None = None):
+    """On ``name``, ``/proc/cpuinfo`` says its CPUs ``cpus`` (all when None) run microcode
+    ``revision``: missed by a firmware campaign, or (some CPUs only) a partial late load."""
+    return _proc_file_edited(engine, name, "/proc/cpuinfo", lambda t: edit_cpuinfo(t, revision, cpus), "cpuinfo")

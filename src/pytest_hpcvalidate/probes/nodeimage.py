@@ -8,7 +8,10 @@ and its package list (``dpkg-query`` on Debian/Ubuntu, ``rpm`` on RHEL-likes), a
 :func:`differences` says where nodes differ from the others. It also reads the kernel command
 line the node booted with (``/proc/cmdline``): a node booted from a stale PXE or GRUB entry
 runs another cgroup hierarchy, IOMMU mode, hugepage pool or CPU isolation than its peers,
-which :func:`parameter_differences` tells.
+which :func:`parameter_differences` tells. And its CPU model, the microcode its CPUs run
+(``/proc/cpuinfo``) and its BIOS (``/sys/class/dmi/id``): a node missed by a firmware
+campaign, or one whose late microcode load reached only some CPUs, is told by
+:func:`firmware_differences`.
 """
 
 from __future__ import annotations
@@ -20,10 +23,15 @@ from dataclasses import dataclass, field
 
 from ..hostlist import fold
 
-#: prints ``KERNEL``, ``OS``, ``TOOL`` and one ``PKG<TAB>name<TAB>version`` per installed package
+#: prints ``KERNEL``, ``CMDLINE``, ``CPU`` and ``MICROCODE`` (each distinct value of its CPUs,
+#: ``|``-separated), ``BIOS`` (vendor, version, date; empty without DMI), ``OS``, ``TOOL`` and
+#: one ``PKG<TAB>name<TAB>version`` per installed package
 COMMAND = r"""
 echo "KERNEL $(cat /proc/sys/kernel/osrelease)"
 echo "CMDLINE $(cat /proc/cmdline)"
+echo "CPU $(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | sort -u | paste -sd '|')"
+echo "MICROCODE $(sed -n 's/^microcode[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | sort -u | paste -sd '|')"
+echo "BIOS $(cat /sys/class/dmi/id/bios_vendor /sys/class/dmi/id/bios_version /sys/class/dmi/id/bios_date 2>/dev/null | paste -sd ' ')"
 ( . /etc/os-release 2>/dev/null; echo "OS ${PRETTY_NAME:-unknown}" )
 if command -v dpkg-query >/dev/null 2>&1; then
   echo "TOOL dpkg"
@@ -48,11 +56,14 @@ class NodeImage:
     tool: str = ""  # dpkg | rpm | none
     packages: dict[str, str] = field(default_factory=dict)  # name -> version
     cmdline: str = ""  # /proc/cmdline
+    cpu: str = ""  # model name(s) of its CPUs, "|"-separated
+    microcode: str = ""  # microcode revision(s) of its CPUs, "|"-separated
+    bios: str = ""  # vendor version date, "" without DMI
 
 
 def parse(node: str, text: str) -> NodeImage:
     """The output of :data:`COMMAND` on ``node``."""
-    values = {"kernel": "", "os": "", "tool": "", "cmdline": ""}
+    values = {"kernel": "", "os": "", "tool": "", "cmdline": "", "cpu": "", "microcode": "", "bios": ""}
     packages: dict[str, str] = {}
     for line in text.splitlines():
         if line.startswith("PKG\t"):
@@ -217,4 +228,29 @@ def parameter_differences(images: dict[str, NodeImage], groups: dict[str, str],
             problems[node].append("lacks " + ", ".join(missing[node]))
         if extra[node]:
             problems[node].append("boots with " + ", ".join(extra[node]) + " as well")
+    return {n: p for n, p in problems.items() if p}
+
+
+def firmware_differences(images: dict[str, NodeImage], groups: dict[str, str]) -> dict[str, list[str]]:
+    """{node: [how its CPU, microcode or BIOS differs]}: a node whose CPUs run more than one
+    microcode revision; within each group (``groups``: node → group), the CPU model, then the
+    microcode among the nodes of one CPU model, and the BIOS (vendor, version, date). A value a
+    node does not expose (no ``microcode`` line on ARM, no DMI in a VM) is not compared."""
+    problems: dict[str, list[str]] = {n: [] for n in images}
+    for node, i in images.items():
+        if "|" in i.microcode:
+            problems[node].append(f"its CPUs run different microcode ({i.microcode.replace('|', ', ')}): a late "
+                                  f"microcode load reached only some of them")
+    for nodes in _members(images, groups):
+        facts = {n: {k: v for k, v in (("CPU", images[n].cpu), ("BIOS", images[n].bios)) if v} for n in nodes}
+        for node, lines in _value_differences(facts).items():
+            problems[node] += lines
+        by_model: dict[str, list[str]] = {}
+        for n in nodes:
+            by_model.setdefault(images[n].cpu, []).append(n)
+        for same in by_model.values():
+            codes = {n: {"microcode": images[n].microcode} for n in same  # a mixed node is told above
+                     if images[n].microcode and "|" not in images[n].microcode}
+            for node, lines in _value_differences(codes).items():
+                problems[node] += lines
     return {n: p for n, p in problems.items() if p}
