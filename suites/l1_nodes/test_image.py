@@ -1,5 +1,6 @@
 """Layer 1, nodes: the compute nodes are one image: the same kernel, OS release and packages,
-booted with the same kernel parameters, on the same CPU microcode and BIOS."""
+booted with the same kernel parameters, on the same CPU microcode and BIOS, with the same kernel
+tunables."""
 
 from __future__ import annotations
 
@@ -11,19 +12,40 @@ from pytest_hpcvalidate.probes import nodeimage
 
 
 @pytest.fixture(scope="session")
-def node_images(cluster) -> dict[str, nodeimage.NodeImage | Exception]:
-    """{compute node: its kernel, OS release and packages, or why they could not be read};
-    every compute node at once."""
-    outcomes = cluster.map(nodeimage.read, cluster.compute)
+def node_images(cluster, hpc_config) -> dict[str, nodeimage.NodeImage | Exception]:
+    """{compute node: its kernel, OS release, packages, command line, firmware and tunables, or
+    why they could not be read}; every compute node at once."""
+    sysctls = tuple(hpc_config.node_image.sysctls)
+    outcomes = cluster.map(lambda node: nodeimage.read(node, sysctls), cluster.compute)
     return {name: o.value if o.error is None else o.error for name, o in outcomes.items()}
 
 
 @pytest.fixture(scope="session")
-def image_differences(node_images, node_spec, hpc_config) -> dict[str, list[str]]:
+def readable(node_images, node_spec) -> tuple[dict[str, nodeimage.NodeImage], dict[str, str]]:
+    """({compute node: its facts} of the nodes whose facts were read, {node: its config group})."""
+    images = {n: i for n, i in node_images.items() if not isinstance(i, Exception)}
+    return images, {n: node_spec[n].origin for n in images}
+
+
+def _read(name: str, node_images) -> nodeimage.NodeImage:
+    """``name``'s image facts; where they could not be read, its check fails saying why."""
+    mine = node_images[name]
+    if isinstance(mine, Exception):
+        raise AssertionError(str(mine))
+    return mine
+
+
+def _group_peers(name: str, readable, read) -> tuple[str, list[str]]:
+    """(``name``'s config group, the other nodes of it whose facts were read and hold ``read(image)``)."""
+    images, groups = readable
+    return groups[name], [n for n, i in images.items() if n != name and groups[n] == groups[name] and read(i)]
+
+
+@pytest.fixture(scope="session")
+def image_differences(readable, hpc_config) -> dict[str, list[str]]:
     """{compute node: how it differs from the others} over the nodes whose software was read
     (once for all nodes: the comparison is over the whole cluster)."""
-    images = {n: i for n, i in node_images.items() if not isinstance(i, Exception)}
-    groups = {n: node_spec[n].origin for n in images}
+    images, groups = readable
     return nodeimage.differences(images, groups, tuple(hpc_config.node_image.ignore_packages))
 
 
@@ -35,9 +57,7 @@ def test_node_runs_the_same_kernel_os_and_packages_as_the_others(compute_node, n
     version with the other nodes that have it, and which packages it has with the other
     nodes of its config group (``compute[i]``). ``node_image.ignore_packages`` names the
     packages allowed to differ."""
-    mine = node_images[compute_node.name]
-    if isinstance(mine, Exception):
-        raise AssertionError(str(mine))
+    mine = _read(compute_node.name, node_images)
     if sum(not isinstance(i, Exception) for i in node_images.values()) < 2:
         not_applicable(f"{compute_node.name} is the only compute node whose software could be read: "
                        "nothing to compare it with")
@@ -50,14 +70,13 @@ def test_node_runs_the_same_kernel_os_and_packages_as_the_others(compute_node, n
 
 
 @pytest.fixture(scope="session")
-def parameter_differences(node_images, node_spec, hpc_config) -> dict[str, list[str]]:
+def parameter_differences(readable, hpc_config) -> dict[str, list[str]]:
     """{compute node: how its kernel command line differs from its group's}."""
-    images = {n: i for n, i in node_images.items() if not isinstance(i, Exception)}
-    groups = {n: node_spec[n].origin for n in images}
+    images, groups = readable
     return nodeimage.parameter_differences(images, groups, tuple(hpc_config.node_image.ignore_kernel_parameters))
 
 
-def test_node_boots_with_the_same_kernel_parameters_as_its_group(compute_node, node_images, node_spec,
+def test_node_boots_with_the_same_kernel_parameters_as_its_group(compute_node, node_images, readable,
                                                                   parameter_differences, hpc_config):
     """A node booted from a stale PXE or GRUB entry runs another cgroup hierarchy
     (``systemd.unified_cgroup_hierarchy``), IOMMU mode, hugepage pool or CPU isolation than
@@ -65,13 +84,9 @@ def test_node_boots_with_the_same_kernel_parameters_as_its_group(compute_node, n
     on that node alone. Its ``/proc/cmdline`` is compared with the other nodes of its config
     group (parameters that name the node, root=, ip=, hostname=, and the boot files, never
     count); ``node_image.ignore_kernel_parameters`` names the ones allowed to differ."""
-    mine = node_images[compute_node.name]
-    if isinstance(mine, Exception):
-        raise AssertionError(str(mine))
+    mine = _read(compute_node.name, node_images)
     assert mine.cmdline, f"{compute_node.name}: /proc/cmdline read empty: its kernel parameters cannot be compared"
-    group = node_spec[compute_node.name].origin
-    peers = [n for n, i in node_images.items()
-             if n != compute_node.name and node_spec[n].origin == group and not isinstance(i, Exception) and i.cmdline]
+    group, peers = _group_peers(compute_node.name, readable, lambda i: i.cmdline)
     if not peers:
         not_applicable(f"{compute_node.name} is the only node of {group} whose kernel command line could be read: "
                        "nothing to compare it with")
@@ -84,10 +99,9 @@ def test_node_boots_with_the_same_kernel_parameters_as_its_group(compute_node, n
 
 
 @pytest.fixture(scope="session")
-def firmware_differences(node_images, node_spec) -> dict[str, list[str]]:
+def firmware_differences(readable) -> dict[str, list[str]]:
     """{compute node: how its CPU model, microcode or BIOS differs from its group's}."""
-    images = {n: i for n, i in node_images.items() if not isinstance(i, Exception)}
-    return nodeimage.firmware_differences(images, {n: node_spec[n].origin for n in images})
+    return nodeimage.firmware_differences(*readable)
 
 
 def test_node_runs_the_same_cpu_microcode_and_bios_as_its_group(compute_node, node_images, node_spec,
@@ -97,9 +111,7 @@ def test_node_runs_the_same_cpu_microcode_and_bios_as_its_group(compute_node, no
     microcode load reached only some CPUs runs two. Its CPUs' microcode revisions must be one;
     its CPU model and BIOS (vendor, version, date) are compared with the other nodes of its
     config group, its microcode with those of them with the same CPU model."""
-    mine = node_images[compute_node.name]
-    if isinstance(mine, Exception):
-        raise AssertionError(str(mine))
+    mine = _read(compute_node.name, node_images)
     if not (mine.microcode or mine.bios):
         not_applicable(f"{compute_node.name} exposes neither its CPUs' microcode (/proc/cpuinfo) nor its BIOS "
                        "(/sys/class/dmi/id): nothing to compare")
@@ -108,3 +120,30 @@ def test_node_runs_the_same_cpu_microcode_and_bios_as_its_group(compute_node, no
     assert not found, (
         f"{compute_node.name} runs other firmware than the other nodes of {group}: " + "; ".join(found)
         + ". Update its BIOS or microcode (the microcode package and a reboot) to its group's")
+
+
+@pytest.fixture(scope="session")
+def tunable_differences(readable) -> dict[str, list[str]]:
+    """{compute node: how its sysctls and transparent-hugepage settings differ from its group's}."""
+    return nodeimage.tunable_differences(*readable)
+
+
+def test_node_runs_the_same_kernel_tunables_as_its_group(compute_node, node_images, readable, tunable_differences):
+    """A node a configuration-management run missed keeps the distribution's tunables while
+    its peers run the site's: zone reclaim or NUMA balancing on (memory-bound jobs slow down on
+    that node alone), ``kernel.yama.ptrace_scope`` 1 (Open MPI's single-copy CMA between ranks
+    fails there), other socket buffers, hugepages, transparent hugepages. The sysctls of
+    ``node_image.sysctls`` and the transparent-hugepage settings are compared with the other
+    nodes of its config group."""
+    mine = _read(compute_node.name, node_images)
+    assert mine.tunables, (f"{compute_node.name}: none of its kernel tunables could be read (/proc/sys, "
+                           "/sys/kernel/mm/transparent_hugepage)")
+    group, peers = _group_peers(compute_node.name, readable, lambda i: i.tunables)
+    if not peers:
+        not_applicable(f"{compute_node.name} is the only node of {group} whose kernel tunables could be read: "
+                       "nothing to compare them with")
+    found = tunable_differences.get(compute_node.name)
+    assert not found, (
+        f"{compute_node.name} runs other kernel tunables than the other nodes of {group} ({fold(peers)}): "
+        + "; ".join(found) + ". Set them as its group has them (sysctl.d, or rerun the configuration management "
+        "that missed it)")

@@ -179,6 +179,27 @@ def test_nodes_missed_by_a_firmware_campaign(broken, pytester):
                 f"(0x0999999, {current[0]}): a late microcode load reached only some of them") in failed[f"{check}[c1]"]
 
 
+def test_node_a_configuration_run_missed(broken, pytester):
+    """On g2 zone reclaim is on and transparent hugepages are always used, while g1, the other
+    node of its group, keeps this machine's settings: both are named (neither is the
+    majority), each with the other's values; c1, alone in its group, is not applicable."""
+    engine, path = broken
+    check = "test_node_runs_the_same_kernel_tunables_as_its_group"
+    thp = re.search(r"\[(\w+)\]", Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()).group(1)
+    other = "always" if thp != "always" else "never"
+    reclaim = Path("/proc/sys/vm/zone_reclaim_mode").read_text().strip()
+    with nodefaults.sysctl(engine, "g2", "vm.zone_reclaim_mode", "1" if reclaim != "1" else "0"), \
+            nodefaults.transparent_hugepages(engine, "g2", "enabled", other):
+        results = run_checks(pytester, path, f"l1_nodes/test_image.py::{check}")
+    assert {test: outcome for test, (outcome, _) in results.items()} == {
+        f"{check}[g1]": "failed", f"{check}[g2]": "failed", f"{check}[c1]": "skipped"}
+    failed = failures(results)
+    assert (f"g2 runs other kernel tunables than the other nodes of compute[0] (g1): transparent_hugepage.enabled="
+            f"{other} ({thp} on g1); vm.zone_reclaim_mode={'1' if reclaim != '1' else '0'} ({reclaim} on g1). "
+            f"Set them as its group has them") in failed[f"{check}[g2]"], failed[f"{check}[g2]"]
+    assert f"transparent_hugepage.enabled={thp} ({other} on g2)" in failed[f"{check}[g1]"]
+
+
 def test_link_down_fails_reachability_naming_the_node(broken, pytester):
     engine, path = broken
     with netfaults.link_down(engine, "c1"):

@@ -247,3 +247,11 @@ def test_the_local_provider_waits_for_readiness_at_least_the_registration_thresh
     slow = spec_from_config(load_text(MINIMAL + "thresholds: {node_register_s_max: 300}\n"), tmp_path)
     fast = spec_from_config(load_text(MINIMAL + "thresholds: {node_register_s_max: 5}\n"), tmp_path)
     assert (default.ready_timeout_s, slow.ready_timeout_s, fast.ready_timeout_s) == (60.0, 300.0, 60.0)
+
+
+def test_node_image_sysctls_default_and_a_bad_name():
+    assert "vm.zone_reclaim_mode" in load_text(MINIMAL).node_image.sysctls
+    assert load_text(MINIMAL + "node_image: {sysctls: [vm.swappiness]}\n").node_image.sysctls == ["vm.swappiness"]
+    (line,) = errors_of(MINIMAL + "node_image: {sysctls: [vm/swappiness]}\n")
+    assert line == ("cfg.yaml:6: node_image.sysctls[0]: 'vm/swappiness' is not a sysctl name with dots, as "
+                    "`sysctl -a` prints it (e.g. vm.zone_reclaim_mode)")

@@ -191,3 +191,42 @@ def test_exactly_the_node_with_other_microcode_is_named(nodes, odd, revision):
     found = nodeimage.firmware_differences(images, dict.fromkeys(names, "g"))
     others = nodeimage.fold(sorted(set(names) - {odd_name}))
     assert found == ({} if revision == "0xa101148" else {odd_name: [f"microcode {revision} (0xa101148 on {others})"]})
+
+
+# ---------------------------------------------------------------- kernel tunables
+def _tuned(node: str, **changed) -> nodeimage.NodeImage:
+    tunables = dict(nodeimage.parse(node, RECORDED).tunables)
+    for name, value in changed.items():
+        name = name.replace("__", ".")
+        if value is None:
+            tunables.pop(name)
+        else:
+            tunables[name] = value
+    return nodeimage.NodeImage(node, tunables=tunables)
+
+
+def test_recorded_tunables():
+    tunables = nodeimage.parse("c1", RECORDED).tunables
+    assert tunables["vm.zone_reclaim_mode"] == "0" and tunables["net.ipv4.tcp_rmem"] == "4096 131072 33554432"
+    assert tunables["transparent_hugepage.enabled"] == "madvise"
+    assert "kernel.yama.ptrace_scope" not in tunables  # no Yama in this kernel: the probe leaves it out
+
+
+def test_the_node_a_configuration_run_missed_is_named_with_its_peers_values():
+    images = {n: _tuned(n, vm__swappiness="10", kernel__numa_balancing="0") for n in ("c1", "c2", "c3")}
+    images["c4"] = _tuned("c4", vm__swappiness="60", kernel__numa_balancing="1", vm__nr_hugepages=None,
+                          kernel__yama__ptrace_scope="1")
+    found = nodeimage.tunable_differences(images, dict.fromkeys(images, "compute[0]"))
+    assert found == {"c4": ["kernel.numa_balancing=1 (0 on c[1-3])", "vm.swappiness=60 (10 on c[1-3])",
+                            "lacks vm.nr_hugepages=0 (on c[1-3])",
+                            "has kernel.yama.ptrace_scope=1 (not on c[1-3]) as well"]}
+    assert nodeimage.tunable_differences(images, {"c1": "a", "c2": "a", "c3": "a", "c4": "b"}) == {}
+
+
+def test_the_tunables_command_reads_what_is_asked_and_exits_0():
+    import subprocess
+    out = subprocess.run(["bash", "-c", nodeimage.tunables_command(("vm.swappiness", "no.such.sysctl"))],
+                         capture_output=True, text=True, check=True).stdout
+    tunables = nodeimage.parse("here", out).tunables
+    assert set(tunables) - {"transparent_hugepage.enabled", "transparent_hugepage.defrag"} == {"vm.swappiness"}
+    assert tunables["vm.swappiness"] == open("/proc/sys/vm/swappiness").read().strip()

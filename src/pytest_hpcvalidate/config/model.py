@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .areas import AREAS
 from ..hostlist import expand as expand_hostlist
+from ..probes.nodeimage import DEFAULT_SYSCTLS
 from .types import (
+    SysctlName,
     IPv4Addr,
     UserName,
     IPv4Net,
@@ -382,7 +384,8 @@ class Thresholds(Strict):
 
 
 class NodeImage(Strict):
-    """How alike the compute nodes' software must be (kernel, OS release, installed packages, kernel parameters)."""
+    """How alike the compute nodes' software must be (kernel, OS release, installed packages, kernel parameters,
+    kernel tunables)."""
 
     ignore_packages: list[str] = Field(
         default_factory=list,
@@ -391,6 +394,11 @@ class NodeImage(Strict):
         default_factory=list,
         description="Kernel parameters (names, fnmatch patterns, e.g. console) allowed to differ between the "
                     "compute nodes of a group; root, ip, hostname, BOOT_IMAGE, initrd and nfsroot never count.")
+    sysctls: list[SysctlName] = Field(
+        default_factory=lambda: list(DEFAULT_SYSCTLS),
+        description="Kernel tunables (sysctl names, e.g. vm.zone_reclaim_mode) that must be alike on the compute "
+                    "nodes of a group; transparent hugepages are compared always. Default: "
+                    + ", ".join(DEFAULT_SYSCTLS) + ".")
 
 
 class Signoff(Strict):

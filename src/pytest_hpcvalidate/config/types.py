@@ -20,6 +20,11 @@ def _pattern(regex: str, words: str, **kw) -> object:
     return StringConstraints(pattern=regex, **kw)
 
 
+SysctlName = Annotated[
+    str, _pattern(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$",
+                  "a sysctl name with dots, as `sysctl -a` prints it (e.g. vm.zone_reclaim_mode)")
+]
+
 ClusterName = Annotated[
     str,
     _pattern(

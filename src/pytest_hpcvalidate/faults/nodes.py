@@ -3,10 +3,11 @@
 Nodes of a local cluster share the machine's kernel and root filesystem, so what a node
 reports is changed in its own mount namespace only: a copy of dpkg's database with other
 package versions (or packages gone) bound over ``/var/lib/dpkg/status``, a file bound over
-``/proc/sys/kernel/osrelease``, ``/proc/cmdline`` or ``/proc/cpuinfo``. What reads them
-(``dpkg-query``, ``uname -r``'s file, the boot's command line, the CPUs' microcode) sees a
-node that was left out of an update, booted from a stale boot entry or missed by a firmware
-campaign.
+``/proc/sys/kernel/osrelease``, ``/proc/cmdline``, ``/proc/cpuinfo``, a sysctl's file or a
+transparent-hugepage setting. What reads them (``dpkg-query``, ``uname -r``'s file, the boot's
+command line, the CPUs' microcode, the tunables) sees a node that was left out of an update,
+booted from a stale boot entry, missed by a firmware campaign or by a configuration run. The
+kernel itself is unchanged: only what the node reads.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def packages_differ(engine, name: str, versions: dict[str, str], removed: tuple[
 
 @contextlib.contextmanager
 def _proc_file_says(engine, name: str, path: str, text: str, tag: str):
-    """On ``name``, the file ``path`` (under /proc) reads ``text``."""
+    """On ``name``, the file ``path`` (under /proc or /sys) reads ``text``."""
     require_local(engine)
     copy = engine.node_paths(name).root / f"fault-{tag}"
     copy.write_text(text + "\n")
@@ -105,3 +106,15 @@ def microcode(engine, name: str, revision: str, cpus: tuple[int, ...] | None = N
     """On ``name``, ``/proc/cpuinfo`` says its CPUs ``cpus`` (all when None) run microcode
     ``revision``: missed by a firmware campaign, or (some CPUs only) a partial late load."""
     return _proc_file_edited(engine, name, "/proc/cpuinfo", lambda t: edit_cpuinfo(t, revision, cpus), "cpuinfo")
+
+
+def sysctl(engine, name: str, key: str, value: str):
+    """On ``name``, the sysctl ``key`` (``vm.swappiness``) reads ``value``."""
+    return _proc_file_says(engine, name, "/proc/sys/" + key.replace(".", "/"), value, f"sysctl-{key}")
+
+
+def transparent_hugepages(engine, name: str, setting: str, chosen: str):
+    """On ``name``, ``/sys/kernel/mm/transparent_hugepage/<setting>`` has ``chosen`` selected."""
+    path = f"/sys/kernel/mm/transparent_hugepage/{setting}"
+    return _proc_file_edited(engine, name, path, lambda text: " ".join(
+        f"[{w}]" if w.strip("[]") == chosen else w.strip("[]") for w in text.split()), f"thp-{setting}")

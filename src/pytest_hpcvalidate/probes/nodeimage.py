@@ -11,13 +11,16 @@ runs another cgroup hierarchy, IOMMU mode, hugepage pool or CPU isolation than i
 which :func:`parameter_differences` tells. And its CPU model, the microcode its CPUs run
 (``/proc/cpuinfo``) and its BIOS (``/sys/class/dmi/id``): a node missed by a firmware
 campaign, or one whose late microcode load reached only some CPUs, is told by
-:func:`firmware_differences`.
+:func:`firmware_differences`. And the kernel tunables a site sets (sysctls such as
+``vm.zone_reclaim_mode`` or ``kernel.yama.ptrace_scope``, transparent hugepages): a node a
+configuration-management run missed, told by :func:`tunable_differences`.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+import shlex
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -59,27 +62,57 @@ class NodeImage:
     cpu: str = ""  # model name(s) of its CPUs, "|"-separated
     microcode: str = ""  # microcode revision(s) of its CPUs, "|"-separated
     bios: str = ""  # vendor version date, "" without DMI
+    tunables: dict[str, str] = field(default_factory=dict)  # sysctl (or transparent_hugepage.*) -> value
+
+
+#: sysctls compared by default (``node_image.sysctls``): memory placement and reclaim, hugepages,
+#: what lets one rank attach to another's memory (CMA), limits that large jobs meet, socket buffers,
+#: the ARP table a large cluster fills (not fs.file-max: the kernel sizes it from the memory, which
+#: differs by a few pages between identical nodes)
+DEFAULT_SYSCTLS = (
+    "kernel.numa_balancing", "vm.zone_reclaim_mode", "vm.swappiness", "vm.overcommit_memory", "vm.max_map_count",
+    "vm.nr_hugepages", "kernel.yama.ptrace_scope", "kernel.pid_max", "kernel.perf_event_paranoid",
+    "net.core.rmem_max", "net.core.wmem_max", "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem",
+    "net.ipv4.neigh.default.gc_thresh3",
+)
+
+#: the transparent-hugepage settings, compared always (the chosen one of ``always [madvise] never``)
+THP = ("enabled", "defrag")
+
+
+def tunables_command(sysctls) -> str:
+    """Prints ``TUNE<TAB>name<TAB>value`` for each of ``sysctls`` the node has (whitespace in a
+    value as single spaces) and for ``transparent_hugepage.enabled`` / ``.defrag``."""
+    names = " ".join(shlex.quote(n) for n in sysctls)
+    thp = " ".join(THP)
+    return (f"for k in {names}; do f=/proc/sys/$(echo \"$k\" | tr . /); [ -r \"$f\" ] && "
+            f"printf 'TUNE\\t%s\\t%s\\n' \"$k\" \"$(tr -s ' \\t\\n' '   ' < \"$f\" | sed 's/ *$//')\"; done\n"
+            f"for k in {thp}; do f=/sys/kernel/mm/transparent_hugepage/$k; [ -r \"$f\" ] && "
+            f"printf 'TUNE\\ttransparent_hugepage.%s\\t%s\\n' \"$k\" \"$(sed -n 's/.*\\[\\(.*\\)\\].*/\\1/p' \"$f\")\"; "
+            f"done\ntrue\n")
 
 
 def parse(node: str, text: str) -> NodeImage:
     """The output of :data:`COMMAND` on ``node``."""
     values = {"kernel": "", "os": "", "tool": "", "cmdline": "", "cpu": "", "microcode": "", "bios": ""}
     packages: dict[str, str] = {}
+    tunables: dict[str, str] = {}
     for line in text.splitlines():
-        if line.startswith("PKG\t"):
-            _, name, version = (line.split("\t") + ["", ""])[:3]
+        if line.startswith(("PKG\t", "TUNE\t")):
+            kind, name, value = (line.split("\t") + ["", ""])[:3]
             if name:
-                packages[name] = version
+                (packages if kind == "PKG" else tunables)[name] = value
             continue
         key, _, value = line.partition(" ")
         if key.lower() in values:
             values[key.lower()] = value.strip()
-    return NodeImage(node, packages=packages, **values)
+    return NodeImage(node, packages=packages, tunables=tunables, **values)
 
 
-def read(node) -> NodeImage:
-    """The node's image facts (see :data:`COMMAND`); a failed read raises with the node's answer."""
-    r = node.run(COMMAND, timeout=60)
+def read(node, sysctls=DEFAULT_SYSCTLS) -> NodeImage:
+    """The node's image facts (see :data:`COMMAND`, :func:`tunables_command`); a failed read
+    raises with the node's answer."""
+    r = node.run(COMMAND + tunables_command(sysctls), timeout=60)
     image = parse(node.name, r.stdout)
     if not r.ok or not image.kernel:
         raise RuntimeError(f"{node.name}: could not read its kernel and packages: {r.describe()}")
@@ -217,17 +250,22 @@ def parameter_differences(images: dict[str, NodeImage], groups: dict[str, str],
     with IOMMU or hugepage settings a CPU group does not. Nodes whose command line was not read
     are left out; ``ignore``: fnmatch patterns of parameter names allowed to differ."""
     params = {n: kernel_parameters(i.cmdline, ignore) for n, i in images.items() if i.cmdline}
-    problems: dict[str, list[str]] = {n: [] for n in params}
-    for nodes in _members(params, groups):
-        mine = {n: params[n] for n in nodes}
-        for node, lines in _value_differences(mine, _parameter).items():
+    return _settings_differences(params, groups, "boots with")
+
+
+def _settings_differences(have: dict[str, dict[str, str]], groups: dict[str, str], verb: str) -> dict[str, list[str]]:
+    """{node: [how its settings differ]}: ``have`` ({node: {name: value}}) compared within each
+    group: a value other than its peers', a setting it lacks, one it alone has (``verb`` it)."""
+    problems: dict[str, list[str]] = {n: [] for n in have}
+    for nodes in _members(have, groups):
+        for node, lines in _value_differences({n: have[n] for n in nodes}, _parameter).items():
             problems[node] += lines
-    missing, extra = _presence_differences(params, groups, lambda node, key: _parameter(key, params[node][key]))
-    for node in params:
+    missing, extra = _presence_differences(have, groups, lambda node, key: _parameter(key, have[node][key]))
+    for node in have:
         if missing[node]:
             problems[node].append("lacks " + ", ".join(missing[node]))
         if extra[node]:
-            problems[node].append("boots with " + ", ".join(extra[node]) + " as well")
+            problems[node].append(f"{verb} " + ", ".join(extra[node]) + " as well")
     return {n: p for n, p in problems.items() if p}
 
 
@@ -254,3 +292,10 @@ def firmware_differences(images: dict[str, NodeImage], groups: dict[str, str]) -
             for node, lines in _value_differences(codes).items():
                 problems[node] += lines
     return {n: p for n, p in problems.items() if p}
+
+
+def tunable_differences(images: dict[str, NodeImage], groups: dict[str, str]) -> dict[str, list[str]]:
+    """{node: [how its kernel tunables differ]}: each node's sysctls and transparent-hugepage
+    settings compared within its group (``groups``: node → group): a value other than its
+    peers', a sysctl it lacks (a module not loaded, another kernel) or alone has."""
+    return _settings_differences({n: i.tunables for n, i in images.items() if i.tunables}, groups, "has")
