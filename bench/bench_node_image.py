@@ -2,9 +2,9 @@
 
 Reads this machine's kernel, OS, package list and kernel command line with the probe's own
 command, copies them to N nodes in G config groups, drifts a few (another kernel, a package
-version, a package gone, a kernel parameter changed, older microcode, a sysctl changed), then
+version, a package gone, a kernel parameter changed, older microcode, a sysctl changed, a DIMM lost), then
 times ``nodeimage.differences``, ``parameter_differences``, ``firmware_differences`` and
-``tunable_differences`` — what the L1 nodes suite computes once per run — and checks the
+``tunable_differences``, ``hardware_differences`` — what the L1 nodes suite computes once per run — and checks the
 drifted nodes are the ones named.
 
     .venv/bin/python bench/bench_node_image.py --nodes 1000 --groups 2
@@ -42,13 +42,15 @@ def main() -> None:
         names[3]: dataclasses.replace(base, node=names[3], cmdline=base.cmdline.replace(" ", " hugepages=512 ", 1)),
         names[4]: dataclasses.replace(base, node=names[4], microcode="0x1"),
         names[5]: dataclasses.replace(base, node=names[5], tunables={**base.tunables, "vm.swappiness": "1"}),
+        names[6]: dataclasses.replace(base, node=names[6], memkb=str(int(base.memkb) * 15 // 16)),
     }
     images.update(drifted)
 
     comparisons = (("software", nodeimage.differences, names[:3]),
                    ("kernel parameters", nodeimage.parameter_differences, names[3:4]),
                    ("firmware", nodeimage.firmware_differences, names[4:5] if base.microcode else []),
-                   ("tunables", nodeimage.tunable_differences, names[5:6]))
+                   ("tunables", nodeimage.tunable_differences, names[5:6]),
+                   ("hardware", nodeimage.hardware_differences, names[6:7]))
     for what, compare, expected in comparisons:
         times = []
         for _ in range(args.repeat):

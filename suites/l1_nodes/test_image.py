@@ -1,6 +1,6 @@
 """Layer 1, nodes: the compute nodes are one image: the same kernel, OS release and packages,
 booted with the same kernel parameters, on the same CPU microcode and BIOS, with the same kernel
-tunables."""
+tunables, CPUs and memory."""
 
 from __future__ import annotations
 
@@ -39,6 +39,18 @@ def _group_peers(name: str, readable, read) -> tuple[str, list[str]]:
     """(``name``'s config group, the other nodes of it whose facts were read and hold ``read(image)``)."""
     images, groups = readable
     return groups[name], [n for n, i in images.items() if n != name and groups[n] == groups[name] and read(i)]
+
+
+def _judge_within_group(name: str, readable, differences: dict[str, list[str]], has, facts: str, differs: str,
+                        fix: str) -> None:
+    """Fail ``name``'s check with ``differences[name]``, naming the other nodes of its group it
+    was compared with (those whose ``facts`` were read: ``has(image)``); not applicable when
+    there are none."""
+    group, peers = _group_peers(name, readable, has)
+    if not peers:
+        not_applicable(f"{name} is the only node of {group} whose {facts} could be read: nothing to compare with")
+    found = differences.get(name)
+    assert not found, f"{name} {differs} than the other nodes of {group} ({fold(peers)}): " + "; ".join(found) + f". {fix}"
 
 
 @pytest.fixture(scope="session")
@@ -86,16 +98,11 @@ def test_node_boots_with_the_same_kernel_parameters_as_its_group(compute_node, n
     count); ``node_image.ignore_kernel_parameters`` names the ones allowed to differ."""
     mine = _read(compute_node.name, node_images)
     assert mine.cmdline, f"{compute_node.name}: /proc/cmdline read empty: its kernel parameters cannot be compared"
-    group, peers = _group_peers(compute_node.name, readable, lambda i: i.cmdline)
-    if not peers:
-        not_applicable(f"{compute_node.name} is the only node of {group} whose kernel command line could be read: "
-                       "nothing to compare it with")
-    found = parameter_differences.get(compute_node.name)
     ignored = hpc_config.node_image.ignore_kernel_parameters
-    assert not found, (
-        f"{compute_node.name} booted with other kernel parameters than the other nodes of {group} "
-        f"({fold(peers)}): " + "; ".join(found) + ". Boot it with its group's command line (its PXE or GRUB entry)"
-        + (", ignoring " + ", ".join(ignored) if ignored else ""))
+    _judge_within_group(compute_node.name, readable, parameter_differences, lambda i: i.cmdline, "kernel command line",
+                        "booted with other kernel parameters",
+                        "Boot it with its group's command line (its PXE or GRUB entry)"
+                        + (", ignoring " + ", ".join(ignored) if ignored else ""))
 
 
 @pytest.fixture(scope="session")
@@ -138,12 +145,27 @@ def test_node_runs_the_same_kernel_tunables_as_its_group(compute_node, node_imag
     mine = _read(compute_node.name, node_images)
     assert mine.tunables, (f"{compute_node.name}: none of its kernel tunables could be read (/proc/sys, "
                            "/sys/kernel/mm/transparent_hugepage)")
-    group, peers = _group_peers(compute_node.name, readable, lambda i: i.tunables)
-    if not peers:
-        not_applicable(f"{compute_node.name} is the only node of {group} whose kernel tunables could be read: "
-                       "nothing to compare them with")
-    found = tunable_differences.get(compute_node.name)
-    assert not found, (
-        f"{compute_node.name} runs other kernel tunables than the other nodes of {group} ({fold(peers)}): "
-        + "; ".join(found) + ". Set them as its group has them (sysctl.d, or rerun the configuration management "
-        "that missed it)")
+    _judge_within_group(compute_node.name, readable, tunable_differences, lambda i: i.tunables, "kernel tunables",
+                        "runs other kernel tunables", "Set them as its group has them (sysctl.d, or rerun the "
+                        "configuration management that missed it)")
+
+
+@pytest.fixture(scope="session")
+def hardware_differences(readable, hpc_config) -> dict[str, list[str]]:
+    """{compute node: how its online CPUs, SMT, NUMA nodes or memory differ from its group's}."""
+    return nodeimage.hardware_differences(*readable, hpc_config.node_image.memory_tolerance_pct)
+
+
+def test_node_has_the_cpus_and_memory_of_its_group(compute_node, node_images, readable, hardware_differences):
+    """A node with a failed DIMM, a socket or cores offline, SMT left on or NUMA folded by a
+    BIOS setting still meets a conservative slurm.conf (Slurm registers it) but runs jobs
+    slower or out of memory where its peers do not. Its online CPUs, NUMA nodes and SMT are
+    compared with the other nodes of its config group, its MemTotal with their median within
+    ``node_image.memory_tolerance_pct``."""
+    mine = _read(compute_node.name, node_images)
+    assert nodeimage.count_list(mine.cpus) and mine.memkb.isdigit(), (
+        f"{compute_node.name}: its online CPUs (/sys/devices/system/cpu/online: {mine.cpus!r}) or MemTotal "
+        f"(/proc/meminfo: {mine.memkb!r}) could not be read")
+    _judge_within_group(compute_node.name, readable, hardware_differences, lambda i: i.memkb, "hardware",
+                        "has other hardware", "Check its DIMMs, CPUs and BIOS settings (SMT, NUMA), or move it to a "
+                        "group of its own")

@@ -9,6 +9,7 @@ cluster passes every check, so a red result below is the fault's doing.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import resource
 from pathlib import Path
@@ -198,6 +199,29 @@ def test_node_a_configuration_run_missed(broken, pytester):
             f"{other} ({thp} on g1); vm.zone_reclaim_mode={'1' if reclaim != '1' else '0'} ({reclaim} on g1). "
             f"Set them as its group has them") in failed[f"{check}[g2]"], failed[f"{check}[g2]"]
     assert f"transparent_hugepage.enabled={thp} ({other} on g2)" in failed[f"{check}[g1]"]
+
+
+def test_node_that_lost_a_dimm_and_cores(broken, pytester):
+    """g2 sees 90 % of this machine's memory and (where it has more than one) only CPU 0
+    online; g1, the other node of its group, sees all: both are named (neither is the
+    majority), each with how far it is from the group's median; c1 is alone in its group."""
+    from pytest_hpcvalidate.probes.nodeimage import count_list
+    engine, path = broken
+    check = "test_node_has_the_cpus_and_memory_of_its_group"
+    online = count_list(Path("/sys/devices/system/cpu/online").read_text())
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(nodefaults.memory_total(engine, "g2", 0.9))
+        if online > 1:
+            stack.enter_context(nodefaults.cpus_online(engine, "g2", "0"))
+        results = run_checks(pytester, path, f"l1_nodes/test_image.py::{check}")
+    assert {test: outcome for test, (outcome, _) in results.items()} == {
+        f"{check}[g1]": "failed", f"{check}[g2]": "failed", f"{check}[c1]": "skipped"}
+    failed = failures(results)
+    g2 = failed[f"{check}[g2]"]
+    assert "g2 has other hardware than the other nodes of compute[0] (g1): " in g2, g2
+    assert re.search(r"memory [\d.]+ GiB, 5\.[23] % less than its group's median [\d.]+ GiB \(g1; tolerance 2 %\)", g2), g2
+    assert (f"online CPUs 1 ({online} on g1)" in g2) == (online > 1), g2
+    assert re.search(r"memory [\d.]+ GiB, 5\.[23] % more than its group's median", failed[f"{check}[g1]"])
 
 
 def test_link_down_fails_reachability_naming_the_node(broken, pytester):

@@ -230,3 +230,51 @@ def test_the_tunables_command_reads_what_is_asked_and_exits_0():
     tunables = nodeimage.parse("here", out).tunables
     assert set(tunables) - {"transparent_hugepage.enabled", "transparent_hugepage.defrag"} == {"vm.swappiness"}
     assert tunables["vm.swappiness"] == open("/proc/sys/vm/swappiness").read().strip()
+
+
+# ---------------------------------------------------------------- CPUs, SMT, NUMA, memory
+def _hw(node: str, cpus="0-127", smt="1", numa="0-1", memkb="527992048") -> nodeimage.NodeImage:
+    return nodeimage.NodeImage(node, cpus=cpus, smt=smt, numa=numa, memkb=memkb)
+
+
+def test_recorded_cpus_and_memory():
+    image = nodeimage.parse("c1", RECORDED)
+    assert (image.cpus, image.smt, image.numa, image.memkb) == ("0-1", "0", "0", "24683772")
+
+
+def test_count_list():
+    assert [nodeimage.count_list(x) for x in ("0-63", "0-63,128-191", "0", "", "x-y")] == [64, 128, 1, None, None]
+
+
+def test_the_node_with_a_lost_dimm_and_cores_offline_is_named():
+    images = {n: _hw(n) for n in ("c1", "c2", "c3", "c4")}
+    images["c2"] = _hw("c2", cpus="0-63", memkb=str(int(527992048 * 15 / 16)))
+    images["c3"] = _hw("c3", smt="0", numa="0", memkb="527990000")  # within the tolerance
+    found = nodeimage.hardware_differences(images, dict.fromkeys(images, "g"))
+    assert found == {
+        "c2": ["online CPUs 64 (128 on c[1,3-4])", "memory 472.1 GiB, 6.2 % less than its group's median "
+               "503.5 GiB (c[1,3-4]; tolerance 2 %)"],
+        "c3": ["NUMA nodes 1 (2 on c[1-2,4])", "SMT active 0 (1 on c[1-2,4])"]}
+    assert nodeimage.hardware_differences(images, dict.fromkeys(images, "g"), memory_tolerance_pct=10) == {
+        "c2": ["online CPUs 64 (128 on c[1,3-4])"], "c3": ["NUMA nodes 1 (2 on c[1-2,4])", "SMT active 0 (1 on c[1-2,4])"]}
+
+
+def test_hardware_of_other_groups_and_what_a_node_does_not_expose_is_not_compared():
+    images = {"c1": _hw("c1"), "c2": _hw("c2", smt="", numa=""), "g1": _hw("g1", cpus="0-31", memkb="1000"),
+              "g2": _hw("g2", cpus="0-31", memkb="1000")}
+    groups = {"c1": "compute[0]", "c2": "compute[0]", "g1": "compute[1]", "g2": "compute[1]"}
+    assert nodeimage.hardware_differences(images, groups) == {}
+
+
+@given(nodes=st.integers(3, 9), odd=st.integers(0, 8), fraction=st.floats(0.5, 1.5))
+def test_memory_is_judged_against_the_median_and_the_tolerance(nodes, odd, fraction):
+    names = [f"n{i}" for i in range(nodes)]
+    odd_name = names[odd % nodes]
+    base = 268435456
+    images = {n: _hw(n, memkb=str(base)) for n in names} | {odd_name: _hw(odd_name, memkb=str(int(base * fraction)))}
+    found = nodeimage.hardware_differences(images, dict.fromkeys(names, "g"))
+    off = abs(int(base * fraction) - base) / base * 100
+    if off > 2.0:
+        assert list(found) == [odd_name] and found[odd_name][0].startswith("memory ")
+    else:
+        assert found == {}

@@ -394,6 +394,10 @@ class NodeImage(Strict):
         default_factory=list,
         description="Kernel parameters (names, fnmatch patterns, e.g. console) allowed to differ between the "
                     "compute nodes of a group; root, ip, hostname, BOOT_IMAGE, initrd and nfsroot never count.")
+    memory_tolerance_pct: float = Field(
+        2.0, ge=0, le=50,
+        description="How far (%) a compute node's MemTotal may be from its group's median (identical nodes differ "
+                    "by what their firmware reserves; a missing DIMM of 16 is 6.25 %).")
     sysctls: list[SysctlName] = Field(
         default_factory=lambda: list(DEFAULT_SYSCTLS),
         description="Kernel tunables (sysctl names, e.g. vm.zone_reclaim_mode) that must be alike on the compute "

@@ -118,3 +118,16 @@ def transparent_hugepages(engine, name: str, setting: str, chosen: str):
     path = f"/sys/kernel/mm/transparent_hugepage/{setting}"
     return _proc_file_edited(engine, name, path, lambda text: " ".join(
         f"[{w}]" if w.strip("[]") == chosen else w.strip("[]") for w in text.split()), f"thp-{setting}")
+
+
+def cpus_online(engine, name: str, cpulist: str):
+    """On ``name``, ``/sys/devices/system/cpu/online`` says ``cpulist`` (cores taken offline)."""
+    return _proc_file_says(engine, name, "/sys/devices/system/cpu/online", cpulist, "cpu-online")
+
+
+def memory_total(engine, name: str, fraction: float):
+    """On ``name``, ``/proc/meminfo`` says MemTotal is ``fraction`` of this machine's (a DIMM lost)."""
+    def edit(text: str) -> str:
+        return re.sub(r"^(MemTotal:\s*)(\d+)", lambda m: f"{m.group(1)}{int(int(m.group(2)) * fraction)}", text,
+                      count=1, flags=re.M)
+    return _proc_file_edited(engine, name, "/proc/meminfo", edit, "meminfo")

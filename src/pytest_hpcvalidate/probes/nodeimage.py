@@ -13,7 +13,9 @@ which :func:`parameter_differences` tells. And its CPU model, the microcode its 
 campaign, or one whose late microcode load reached only some CPUs, is told by
 :func:`firmware_differences`. And the kernel tunables a site sets (sysctls such as
 ``vm.zone_reclaim_mode`` or ``kernel.yama.ptrace_scope``, transparent hugepages): a node a
-configuration-management run missed, told by :func:`tunable_differences`.
+configuration-management run missed, told by :func:`tunable_differences`. And its online
+CPUs, SMT, NUMA nodes and memory: a node with a failed DIMM or socket, or SMT left on, still
+meets a conservative slurm.conf but not its peers (:func:`hardware_differences`).
 """
 
 from __future__ import annotations
@@ -24,16 +26,23 @@ import shlex
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ClusterShell.RangeSet import RangeSet, RangeSetParseError
+
 from ..hostlist import fold
 
 #: prints ``KERNEL``, ``CMDLINE``, ``CPU`` and ``MICROCODE`` (each distinct value of its CPUs,
-#: ``|``-separated), ``BIOS`` (vendor, version, date; empty without DMI), ``OS``, ``TOOL`` and
+#: ``|``-separated), ``CPUS``/``NUMA`` (online CPU and NUMA node lists), ``SMT`` (1/0),
+#: ``MEMKB`` (MemTotal), ``BIOS`` (vendor, version, date; empty without DMI), ``OS``, ``TOOL`` and
 #: one ``PKG<TAB>name<TAB>version`` per installed package
 COMMAND = r"""
 echo "KERNEL $(cat /proc/sys/kernel/osrelease)"
 echo "CMDLINE $(cat /proc/cmdline)"
 echo "CPU $(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | sort -u | paste -sd '|')"
 echo "MICROCODE $(sed -n 's/^microcode[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | sort -u | paste -sd '|')"
+echo "CPUS $(cat /sys/devices/system/cpu/online)"
+echo "SMT $(cat /sys/devices/system/cpu/smt/active 2>/dev/null)"
+echo "NUMA $(cat /sys/devices/system/node/online 2>/dev/null)"
+echo "MEMKB $(sed -n 's/^MemTotal:[[:space:]]*\([0-9]*\).*/\1/p' /proc/meminfo)"
 echo "BIOS $(cat /sys/class/dmi/id/bios_vendor /sys/class/dmi/id/bios_version /sys/class/dmi/id/bios_date 2>/dev/null | paste -sd ' ')"
 ( . /etc/os-release 2>/dev/null; echo "OS ${PRETTY_NAME:-unknown}" )
 if command -v dpkg-query >/dev/null 2>&1; then
@@ -62,6 +71,10 @@ class NodeImage:
     cpu: str = ""  # model name(s) of its CPUs, "|"-separated
     microcode: str = ""  # microcode revision(s) of its CPUs, "|"-separated
     bios: str = ""  # vendor version date, "" without DMI
+    cpus: str = ""  # online CPUs, a list such as 0-63
+    smt: str = ""  # 1 when SMT is active, 0 when not, "" when not exposed
+    numa: str = ""  # online NUMA nodes, a list such as 0-1
+    memkb: str = ""  # MemTotal in kB
     tunables: dict[str, str] = field(default_factory=dict)  # sysctl (or transparent_hugepage.*) -> value
 
 
@@ -94,7 +107,8 @@ def tunables_command(sysctls) -> str:
 
 def parse(node: str, text: str) -> NodeImage:
     """The output of :data:`COMMAND` on ``node``."""
-    values = {"kernel": "", "os": "", "tool": "", "cmdline": "", "cpu": "", "microcode": "", "bios": ""}
+    values = {k: "" for k in ("kernel", "os", "tool", "cmdline", "cpu", "microcode", "bios", "cpus", "smt", "numa",
+                              "memkb")}
     packages: dict[str, str] = {}
     tunables: dict[str, str] = {}
     for line in text.splitlines():
@@ -299,3 +313,45 @@ def tunable_differences(images: dict[str, NodeImage], groups: dict[str, str]) ->
     settings compared within its group (``groups``: node → group): a value other than its
     peers', a sysctl it lacks (a module not loaded, another kernel) or alone has."""
     return _settings_differences({n: i.tunables for n, i in images.items() if i.tunables}, groups, "has")
+
+
+def count_list(cpulist: str) -> int | None:
+    """How many entries a kernel list (``0-63,128-191``) names; None when empty or not one."""
+    try:
+        return len(RangeSet(cpulist.strip())) if cpulist.strip() else None
+    except RangeSetParseError:
+        return None
+
+
+def _gib(kb: float) -> str:
+    return f"{kb / 2**20:.1f} GiB"
+
+
+def hardware_differences(images: dict[str, NodeImage], groups: dict[str, str],
+                         memory_tolerance_pct: float = 2.0) -> dict[str, list[str]]:
+    """{node: [how its CPUs, SMT, NUMA nodes or memory differ]} within each group (``groups``:
+    node → group): the count of online CPUs and of NUMA nodes, whether SMT is active, exactly;
+    MemTotal within ``memory_tolerance_pct`` of the group's median (identical nodes differ by
+    what their firmware reserves). What a node does not expose is not compared."""
+    problems: dict[str, list[str]] = {n: [] for n in images}
+    for nodes in _members(images, groups):
+        facts = {}
+        for n in nodes:
+            i = images[n]
+            facts[n] = {k: str(v) for k, v in (("online CPUs", count_list(i.cpus)), ("NUMA nodes", count_list(i.numa)),
+                                               ("SMT active", i.smt or None)) if v is not None}
+        for node, lines in _value_differences(facts).items():
+            problems[node] += lines
+        memory = {n: int(images[n].memkb) for n in nodes if images[n].memkb.isdigit()}
+        if len(memory) < 2:
+            continue
+        ordered = sorted(memory.values())
+        median = ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1] +
+                                                                       ordered[len(ordered) // 2]) / 2
+        for node, kb in memory.items():
+            off = (kb - median) / median * 100 if median else 0.0
+            if abs(off) > memory_tolerance_pct:
+                others = fold(n for n in memory if n != node)
+                problems[node].append(f"memory {_gib(kb)}, {abs(off):.1f} % {'less' if off < 0 else 'more'} than "
+                                      f"its group's median {_gib(median)} ({others}; tolerance {memory_tolerance_pct:g} %)")
+    return {n: p for n, p in problems.items() if p}
