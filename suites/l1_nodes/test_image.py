@@ -1,6 +1,6 @@
 """Layer 1, nodes: the compute nodes are one image: the same kernel, OS release and packages,
 booted with the same kernel parameters, on the same CPU microcode and BIOS, with the same kernel
-tunables, CPUs and memory."""
+tunables, CPUs and memory; and no node's kernel is tainted by a hardware error or a crash."""
 
 from __future__ import annotations
 
@@ -169,3 +169,24 @@ def test_node_has_the_cpus_and_memory_of_its_group(compute_node, node_images, re
     _judge_within_group(compute_node.name, readable, hardware_differences, lambda i: i.memkb, "hardware",
                         "has other hardware", "Check its DIMMs, CPUs and BIOS settings (SMT, NUMA), or move it to a "
                         "group of its own")
+
+
+def test_node_kernel_is_not_tainted_by_a_hardware_error_or_a_crash(compute_node, node_images, hpc_config):
+    """A node whose kernel logged a machine check, referenced a bad page, oopsed or locked up
+    since it booted is not one to put into production, however well it answers: its taint
+    flags (``/proc/sys/kernel/tainted``) may not hold any of ``node_image.forbidden_taints``
+    (default B, D, L, M). Proprietary and out-of-tree modules (P, O, E) are normal."""
+    mine = _read(compute_node.name, node_images)
+    forbidden = hpc_config.node_image.forbidden_taints
+    if not forbidden:
+        not_applicable("node_image.forbidden_taints is empty: no taint flag is ruled out")
+    try:
+        flags = nodeimage.taints(mine.tainted)
+    except ValueError:
+        raise AssertionError(f"{compute_node.name}: /proc/sys/kernel/tainted read {mine.tainted!r}, not a number") \
+            from None
+    bad = [f"{letter} ({meaning})" for letter, meaning in flags if letter in forbidden]
+    assert not bad, (
+        f"{compute_node.name}: its kernel is tainted " + ", ".join(bad) + f" (mask {mine.tainted}, all flags: "
+        + "".join(letter for letter, _ in flags) + f"). Read the kernel log on {compute_node.name} (dmesg, "
+        "journalctl -k) and test its hardware before production; the flags clear only with a reboot")

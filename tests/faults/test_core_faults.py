@@ -224,6 +224,20 @@ def test_node_that_lost_a_dimm_and_cores(broken, pytester):
     assert re.search(r"memory [\d.]+ GiB, 5\.[23] % more than its group's median", failed[f"{check}[g1]"])
 
 
+def test_node_that_logged_a_machine_check(broken, pytester):
+    """g2's kernel says it logged a machine check (M) and loaded a proprietary driver (P);
+    c1's only the driver: only g2 fails, naming the flag and where to look."""
+    engine, path = broken
+    check = "test_node_kernel_is_not_tainted_by_a_hardware_error_or_a_crash"
+    with nodefaults.tainted(engine, "g2", "MP"), nodefaults.tainted(engine, "c1", "P"):
+        results = run_checks(pytester, path, f"l1_nodes/test_image.py::{check}")
+    assert {test: outcome for test, (outcome, _) in results.items()} == {
+        f"{check}[g1]": "passed", f"{check}[g2]": "failed", f"{check}[c1]": "passed"}
+    msg = failures(results)[f"{check}[g2]"]
+    assert ("g2: its kernel is tainted M (the processor reported a machine check exception) (mask 17, all flags: PM). "
+            "Read the kernel log on g2") in msg, msg
+
+
 def test_link_down_fails_reachability_naming_the_node(broken, pytester):
     engine, path = broken
     with netfaults.link_down(engine, "c1"):

@@ -255,3 +255,9 @@ def test_node_image_sysctls_default_and_a_bad_name():
     (line,) = errors_of(MINIMAL + "node_image: {sysctls: [vm/swappiness]}\n")
     assert line == ("cfg.yaml:6: node_image.sysctls[0]: 'vm/swappiness' is not a sysctl name with dots, as "
                     "`sysctl -a` prints it (e.g. vm.zone_reclaim_mode)")
+
+
+def test_node_image_forbidden_taints_default_and_a_bad_letter():
+    assert load_text(MINIMAL).node_image.forbidden_taints == "BDLM"
+    (line,) = errors_of(MINIMAL + "node_image: {forbidden_taints: BDLMZ}\n")
+    assert line.startswith("cfg.yaml:6: node_image.forbidden_taints: 'BDLMZ' is not kernel taint letters such as BDLM")

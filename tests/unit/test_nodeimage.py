@@ -278,3 +278,24 @@ def test_memory_is_judged_against_the_median_and_the_tolerance(nodes, odd, fract
         assert list(found) == [odd_name] and found[odd_name][0].startswith("memory ")
     else:
         assert found == {}
+
+
+# ---------------------------------------------------------------- kernel taint
+def test_recorded_kernel_is_untainted():
+    assert nodeimage.taints(nodeimage.parse("c1", RECORDED).tainted) == []
+
+
+def test_taint_flags_by_bit():
+    # 4609 = P (bit 0) + W (bit 9) + O (bit 12), a node with the NVIDIA driver that logged a warning
+    assert [letter for letter, _ in nodeimage.taints("4609")] == ["P", "W", "O"]
+    assert nodeimage.taints("16") == [("M", "the processor reported a machine check exception")]
+    assert nodeimage.taints(str(1 << 40))[-1] == ("?", "bit 40")
+    import pytest
+    with pytest.raises(ValueError):
+        nodeimage.taints("")
+
+
+@given(st.sets(st.integers(0, len(nodeimage.TAINT_FLAGS) - 1)))
+def test_every_set_bit_is_one_flag(bits):
+    flags = nodeimage.taints(str(sum(1 << b for b in bits)))
+    assert [letter for letter, _ in flags] == [nodeimage.TAINT_FLAGS[b][0] for b in sorted(bits)]

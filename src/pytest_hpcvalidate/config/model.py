@@ -19,6 +19,7 @@ from ..hostlist import expand as expand_hostlist
 from ..probes.nodeimage import DEFAULT_SYSCTLS
 from .types import (
     SysctlName,
+    TaintLetters,
     IPv4Addr,
     UserName,
     IPv4Net,
@@ -398,6 +399,12 @@ class NodeImage(Strict):
         2.0, ge=0, le=50,
         description="How far (%) a compute node's MemTotal may be from its group's median (identical nodes differ "
                     "by what their firmware reserves; a missing DIMM of 16 is 6.25 %).")
+    forbidden_taints: TaintLetters = Field(
+        "BDLM",
+        description="Kernel taint flags (letters of /proc/sys/kernel/tainted, as in the kernel's tainted-kernels "
+                    "document) no compute node may carry: B bad page, D oops, L soft lockup, M machine check; add W "
+                    "(a kernel warning) to be stricter. P, O, E (proprietary, out-of-tree, unsigned modules: NVIDIA, "
+                    "Lustre) are normal.")
     sysctls: list[SysctlName] = Field(
         default_factory=lambda: list(DEFAULT_SYSCTLS),
         description="Kernel tunables (sysctl names, e.g. vm.zone_reclaim_mode) that must be alike on the compute "

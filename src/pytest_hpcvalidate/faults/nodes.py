@@ -131,3 +131,12 @@ def memory_total(engine, name: str, fraction: float):
         return re.sub(r"^(MemTotal:\s*)(\d+)", lambda m: f"{m.group(1)}{int(int(m.group(2)) * fraction)}", text,
                       count=1, flags=re.M)
     return _proc_file_edited(engine, name, "/proc/meminfo", edit, "meminfo")
+
+
+def tainted(engine, name: str, letters: str):
+    """On ``name``, ``/proc/sys/kernel/tainted`` holds the flags ``letters`` (e.g. "MP": a
+    machine check on a node with a proprietary driver)."""
+    from ..probes.nodeimage import TAINT_FLAGS
+    known = [flag for flag, _ in TAINT_FLAGS]
+    mask = sum(1 << known.index(letter) for letter in letters)
+    return _proc_file_says(engine, name, "/proc/sys/kernel/tainted", str(mask), "tainted")

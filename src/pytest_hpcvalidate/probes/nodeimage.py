@@ -15,7 +15,9 @@ campaign, or one whose late microcode load reached only some CPUs, is told by
 ``vm.zone_reclaim_mode`` or ``kernel.yama.ptrace_scope``, transparent hugepages): a node a
 configuration-management run missed, told by :func:`tunable_differences`. And its online
 CPUs, SMT, NUMA nodes and memory: a node with a failed DIMM or socket, or SMT left on, still
-meets a conservative slurm.conf but not its peers (:func:`hardware_differences`).
+meets a conservative slurm.conf but not its peers (:func:`hardware_differences`). And the
+kernel's taint flags: a machine check, a bad page, an oops or a soft lockup since boot
+(:func:`taints`).
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ from ..hostlist import fold
 
 #: prints ``KERNEL``, ``CMDLINE``, ``CPU`` and ``MICROCODE`` (each distinct value of its CPUs,
 #: ``|``-separated), ``CPUS``/``NUMA`` (online CPU and NUMA node lists), ``SMT`` (1/0),
-#: ``MEMKB`` (MemTotal), ``BIOS`` (vendor, version, date; empty without DMI), ``OS``, ``TOOL`` and
+#: ``MEMKB`` (MemTotal), ``TAINTED`` (the kernel's taint mask), ``BIOS`` (vendor, version, date; empty without DMI), ``OS``, ``TOOL`` and
 #: one ``PKG<TAB>name<TAB>version`` per installed package
 COMMAND = r"""
 echo "KERNEL $(cat /proc/sys/kernel/osrelease)"
 echo "CMDLINE $(cat /proc/cmdline)"
 echo "CPU $(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | sort -u | paste -sd '|')"
 echo "MICROCODE $(sed -n 's/^microcode[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | sort -u | paste -sd '|')"
+echo "TAINTED $(cat /proc/sys/kernel/tainted)"
 echo "CPUS $(cat /sys/devices/system/cpu/online)"
 echo "SMT $(cat /sys/devices/system/cpu/smt/active 2>/dev/null)"
 echo "NUMA $(cat /sys/devices/system/node/online 2>/dev/null)"
@@ -75,6 +78,7 @@ class NodeImage:
     smt: str = ""  # 1 when SMT is active, 0 when not, "" when not exposed
     numa: str = ""  # online NUMA nodes, a list such as 0-1
     memkb: str = ""  # MemTotal in kB
+    tainted: str = ""  # /proc/sys/kernel/tainted, a bit mask
     tunables: dict[str, str] = field(default_factory=dict)  # sysctl (or transparent_hugepage.*) -> value
 
 
@@ -108,7 +112,7 @@ def tunables_command(sysctls) -> str:
 def parse(node: str, text: str) -> NodeImage:
     """The output of :data:`COMMAND` on ``node``."""
     values = {k: "" for k in ("kernel", "os", "tool", "cmdline", "cpu", "microcode", "bios", "cpus", "smt", "numa",
-                              "memkb")}
+                              "memkb", "tainted")}
     packages: dict[str, str] = {}
     tunables: dict[str, str] = {}
     for line in text.splitlines():
@@ -355,3 +359,28 @@ def hardware_differences(images: dict[str, NodeImage], groups: dict[str, str],
                 problems[node].append(f"memory {_gib(kb)}, {abs(off):.1f} % {'less' if off < 0 else 'more'} than "
                                       f"its group's median {_gib(median)} ({others}; tolerance {memory_tolerance_pct:g} %)")
     return {n: p for n, p in problems.items() if p}
+
+
+#: the kernel's taint flags by bit (Documentation/admin-guide/tainted-kernels.rst): letter, meaning
+TAINT_FLAGS = (
+    ("P", "a proprietary module was loaded"), ("F", "a module was force-loaded"),
+    ("S", "the kernel runs on an out-of-specification system"), ("R", "a module was force-unloaded"),
+    ("M", "the processor reported a machine check exception"), ("B", "a bad page was referenced"),
+    ("U", "a user-space program asked for a taint"), ("D", "the kernel died recently (an oops or BUG)"),
+    ("A", "an ACPI table was overridden"), ("W", "the kernel issued a warning"),
+    ("C", "a staging driver was loaded"), ("I", "a workaround for a platform firmware bug was applied"),
+    ("O", "an out-of-tree module was loaded"), ("E", "an unsigned module was loaded"),
+    ("L", "a soft lockup occurred"), ("K", "the kernel was live-patched"), ("X", "an auxiliary (distribution) taint"),
+    ("T", "the kernel was built with the struct randomization plugin"), ("N", "an in-kernel test was run"),
+)
+
+
+def taints(mask: str) -> list[tuple[str, str]]:
+    """The taint flags set in ``mask`` (``/proc/sys/kernel/tainted``) as (letter, meaning);
+    a bit this table does not know is ``("?", "bit N")``. ValueError when ``mask`` is not a number."""
+    value = int(mask.strip())
+    out = []
+    for bit in range(value.bit_length()):
+        if value >> bit & 1:
+            out.append(TAINT_FLAGS[bit] if bit < len(TAINT_FLAGS) else ("?", f"bit {bit}"))
+    return out
