@@ -16,6 +16,7 @@ import contextlib
 import re
 from pathlib import Path
 
+from ..probes.nodeimage import TAINT_FLAGS
 from . import mounted_on_node, require_local
 
 DPKG_STATUS = "/var/lib/dpkg/status"
@@ -44,25 +45,12 @@ def edit_dpkg_status(text: str, versions: dict[str, str], removed: tuple[str, ..
 
 
 @contextlib.contextmanager
-def packages_differ(engine, name: str, versions: dict[str, str], removed: tuple[str, ...] = ()):
-    """On ``name``, dpkg says the packages of ``versions`` are at those versions and those of
-    ``removed`` are not installed."""
-    require_local(engine)
-    copy = engine.node_paths(name).root / "fault-dpkg-status"
-    copy.write_text(edit_dpkg_status(Path(DPKG_STATUS).read_text(), versions, removed))
-    try:
-        with mounted_on_node(engine.cluster.node(name), DPKG_STATUS, "--bind", str(copy)):
-            yield
-    finally:
-        copy.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _proc_file_says(engine, name: str, path: str, text: str, tag: str):
-    """On ``name``, the file ``path`` (under /proc or /sys) reads ``text``."""
+def _file_reads(engine, name: str, path: str, text: str, tag: str):
+    """On ``name``, the file ``path`` reads ``text`` (a copy, ``fault-<tag>`` in the node's
+    directory, bound over it in the node's mount namespace)."""
     require_local(engine)
     copy = engine.node_paths(name).root / f"fault-{tag}"
-    copy.write_text(text + "\n")
+    copy.write_text(text)
     try:
         with mounted_on_node(engine.cluster.node(name), path, "--bind", str(copy)):
             yield
@@ -70,19 +58,32 @@ def _proc_file_says(engine, name: str, path: str, text: str, tag: str):
         copy.unlink(missing_ok=True)
 
 
+def _file_says(engine, name: str, path: str, line: str, tag: str):
+    """On ``name``, the one-line file ``path`` (under /proc or /sys) says ``line``."""
+    return _file_reads(engine, name, path, line + "\n", tag)
+
+
+def _file_edited(engine, name: str, path: str, edit, tag: str):
+    """On ``name``, ``path`` reads ``edit(this machine's text of it, without its last newline)``."""
+    return _file_says(engine, name, path, edit(Path(path).read_text().rstrip("\n")), tag)
+
+
+def packages_differ(engine, name: str, versions: dict[str, str], removed: tuple[str, ...] = ()):
+    """On ``name``, dpkg says the packages of ``versions`` are at those versions and those of
+    ``removed`` are not installed."""
+    return _file_reads(engine, name, DPKG_STATUS, edit_dpkg_status(Path(DPKG_STATUS).read_text(), versions, removed),
+                       "dpkg-status")
+
+
 def kernel_release(engine, name: str, release: str):
     """On ``name``, ``/proc/sys/kernel/osrelease`` (what ``uname -r`` prints) says ``release``."""
-    return _proc_file_says(engine, name, "/proc/sys/kernel/osrelease", release, "osrelease")
-
-
-def _proc_file_edited(engine, name: str, path: str, edit, tag: str):
-    return _proc_file_says(engine, name, path, edit(Path(path).read_text().rstrip("\n")), tag)
+    return _file_says(engine, name, "/proc/sys/kernel/osrelease", release, "osrelease")
 
 
 def booted_with(engine, name: str, edit):
     """On ``name``, ``/proc/cmdline`` says ``edit(the machine's command line)``: the node
     booted from another boot entry."""
-    return _proc_file_edited(engine, name, "/proc/cmdline", edit, "cmdline")
+    return _file_edited(engine, name, "/proc/cmdline", edit, "cmdline")
 
 
 def edit_cpuinfo(text: str, revision: str, cpus: tuple[int, ...] | None = None) -> str:
@@ -105,24 +106,24 @@ def edit_cpuinfo(text: str, revision: str, cpus: tuple[int, ...] | None = None) 
 def microcode(engine, name: str, revision: str, cpus: tuple[int, ...] | None = None):
     """On ``name``, ``/proc/cpuinfo`` says its CPUs ``cpus`` (all when None) run microcode
     ``revision``: missed by a firmware campaign, or (some CPUs only) a partial late load."""
-    return _proc_file_edited(engine, name, "/proc/cpuinfo", lambda t: edit_cpuinfo(t, revision, cpus), "cpuinfo")
+    return _file_edited(engine, name, "/proc/cpuinfo", lambda t: edit_cpuinfo(t, revision, cpus), "cpuinfo")
 
 
 def sysctl(engine, name: str, key: str, value: str):
     """On ``name``, the sysctl ``key`` (``vm.swappiness``) reads ``value``."""
-    return _proc_file_says(engine, name, "/proc/sys/" + key.replace(".", "/"), value, f"sysctl-{key}")
+    return _file_says(engine, name, "/proc/sys/" + key.replace(".", "/"), value, f"sysctl-{key}")
 
 
 def transparent_hugepages(engine, name: str, setting: str, chosen: str):
     """On ``name``, ``/sys/kernel/mm/transparent_hugepage/<setting>`` has ``chosen`` selected."""
     path = f"/sys/kernel/mm/transparent_hugepage/{setting}"
-    return _proc_file_edited(engine, name, path, lambda text: " ".join(
+    return _file_edited(engine, name, path, lambda text: " ".join(
         f"[{w}]" if w.strip("[]") == chosen else w.strip("[]") for w in text.split()), f"thp-{setting}")
 
 
 def cpus_online(engine, name: str, cpulist: str):
     """On ``name``, ``/sys/devices/system/cpu/online`` says ``cpulist`` (cores taken offline)."""
-    return _proc_file_says(engine, name, "/sys/devices/system/cpu/online", cpulist, "cpu-online")
+    return _file_says(engine, name, "/sys/devices/system/cpu/online", cpulist, "cpu-online")
 
 
 def memory_total(engine, name: str, fraction: float):
@@ -130,13 +131,12 @@ def memory_total(engine, name: str, fraction: float):
     def edit(text: str) -> str:
         return re.sub(r"^(MemTotal:\s*)(\d+)", lambda m: f"{m.group(1)}{int(int(m.group(2)) * fraction)}", text,
                       count=1, flags=re.M)
-    return _proc_file_edited(engine, name, "/proc/meminfo", edit, "meminfo")
+    return _file_edited(engine, name, "/proc/meminfo", edit, "meminfo")
 
 
 def tainted(engine, name: str, letters: str):
     """On ``name``, ``/proc/sys/kernel/tainted`` holds the flags ``letters`` (e.g. "MP": a
     machine check on a node with a proprietary driver)."""
-    from ..probes.nodeimage import TAINT_FLAGS
     known = [flag for flag, _ in TAINT_FLAGS]
     mask = sum(1 << known.index(letter) for letter in letters)
-    return _proc_file_says(engine, name, "/proc/sys/kernel/tainted", str(mask), "tainted")
+    return _file_says(engine, name, "/proc/sys/kernel/tainted", str(mask), "tainted")

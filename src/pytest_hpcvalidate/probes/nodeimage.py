@@ -1,23 +1,24 @@
-"""What software a node runs: its kernel, its OS release and its installed packages.
+"""What a node runs and runs on: the facts that make compute nodes one image, and where a node
+differs from the nodes meant to be like it.
 
 Compute nodes are meant to be one image. A node reinstalled from an older image, or left out
 of an update, runs another kernel, Open MPI, PMIx or munge than its peers: jobs fail only
-when they land on it, or only across it and another node. This module reads each node's
-kernel release (``/proc/sys/kernel/osrelease``, what ``uname -r`` prints), ``/etc/os-release``
-and its package list (``dpkg-query`` on Debian/Ubuntu, ``rpm`` on RHEL-likes), and
-:func:`differences` says where nodes differ from the others. It also reads the kernel command
-line the node booted with (``/proc/cmdline``): a node booted from a stale PXE or GRUB entry
-runs another cgroup hierarchy, IOMMU mode, hugepage pool or CPU isolation than its peers,
-which :func:`parameter_differences` tells. And its CPU model, the microcode its CPUs run
-(``/proc/cpuinfo``) and its BIOS (``/sys/class/dmi/id``): a node missed by a firmware
-campaign, or one whose late microcode load reached only some CPUs, is told by
-:func:`firmware_differences`. And the kernel tunables a site sets (sysctls such as
-``vm.zone_reclaim_mode`` or ``kernel.yama.ptrace_scope``, transparent hugepages): a node a
-configuration-management run missed, told by :func:`tunable_differences`. And its online
-CPUs, SMT, NUMA nodes and memory: a node with a failed DIMM or socket, or SMT left on, still
-meets a conservative slurm.conf but not its peers (:func:`hardware_differences`). And the
-kernel's taint flags: a machine check, a bad page, an oops or a soft lockup since boot
-(:func:`taints`).
+when they land on it, or only across it and another node. One command per node
+(:data:`COMMAND`, :func:`tunables_command`) reads, and a function per kind says which nodes differ:
+
+- kernel release (``/proc/sys/kernel/osrelease``), ``/etc/os-release`` and the package list
+  (``dpkg-query``, or ``rpm``): :func:`differences`;
+- the kernel command line (``/proc/cmdline``): a node booted from a stale PXE or GRUB entry runs
+  another cgroup hierarchy, IOMMU mode, hugepage pool or CPU isolation: :func:`parameter_differences`;
+- CPU model, the CPUs' microcode (``/proc/cpuinfo``) and the BIOS (``/sys/class/dmi/id``): a node
+  missed by a firmware campaign, or a late microcode load that reached only some CPUs:
+  :func:`firmware_differences`;
+- the kernel tunables a site sets (sysctls such as ``vm.zone_reclaim_mode``, transparent
+  hugepages): a node a configuration-management run missed: :func:`tunable_differences`;
+- online CPUs, SMT, NUMA nodes and memory: a failed DIMM or socket that a conservative
+  slurm.conf still accepts: :func:`hardware_differences`;
+- the kernel's taint flags: a machine check, a bad page, an oops or a soft lockup since boot:
+  :func:`taints` (a per-node rule, not a comparison).
 """
 
 from __future__ import annotations
