@@ -111,7 +111,7 @@ def firmware_differences(readable) -> dict[str, list[str]]:
     return nodeimage.firmware_differences(*readable)
 
 
-def test_node_runs_the_same_cpu_microcode_and_bios_as_its_group(compute_node, node_images, node_spec,
+def test_node_runs_the_same_cpu_microcode_and_bios_as_its_group(compute_node, node_images, readable,
                                                                 firmware_differences):
     """A node missed by a firmware campaign runs older microcode or BIOS than the nodes beside
     it (another set of CPU errata and mitigations, other performance), and one whose late
@@ -123,7 +123,7 @@ def test_node_runs_the_same_cpu_microcode_and_bios_as_its_group(compute_node, no
         not_applicable(f"{compute_node.name} exposes neither its CPUs' microcode (/proc/cpuinfo) nor its BIOS "
                        "(/sys/class/dmi/id): nothing to compare")
     found = firmware_differences.get(compute_node.name)
-    group = node_spec[compute_node.name].origin
+    group = readable[1][compute_node.name]
     assert not found, (
         f"{compute_node.name} runs other firmware than the other nodes of {group}: " + "; ".join(found)
         + ". Update its BIOS or microcode (the microcode package and a reboot) to its group's")

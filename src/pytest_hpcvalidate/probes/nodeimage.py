@@ -302,10 +302,7 @@ def firmware_differences(images: dict[str, NodeImage], groups: dict[str, str]) -
         facts = {n: {k: v for k, v in (("CPU", images[n].cpu), ("BIOS", images[n].bios)) if v} for n in nodes}
         for node, lines in _value_differences(facts).items():
             problems[node] += lines
-        by_model: dict[str, list[str]] = {}
-        for n in nodes:
-            by_model.setdefault(images[n].cpu, []).append(n)
-        for same in by_model.values():
+        for same in _members(nodes, {n: images[n].cpu for n in nodes}):
             codes = {n: {"microcode": images[n].microcode} for n in same  # a mixed node is told above
                      if images[n].microcode and "|" not in images[n].microcode}
             for node, lines in _value_differences(codes).items():
