@@ -1,6 +1,7 @@
 """Layer 1, nodes: the compute nodes are one image: the same kernel, OS release and packages,
 booted with the same kernel parameters, on the same CPU microcode and BIOS, with the same kernel
-tunables, CPUs and memory; and no node's kernel is tainted by a hardware error or a crash."""
+tunables, CPUs and memory; no node's kernel is tainted by a hardware error or a crash, and each
+has the kernel modules the config requires of it."""
 
 from __future__ import annotations
 
@@ -190,3 +191,30 @@ def test_node_kernel_is_not_tainted_by_a_hardware_error_or_a_crash(compute_node,
         f"{compute_node.name}: its kernel is tainted " + ", ".join(bad) + f" (mask {mine.tainted}, all flags: "
         + "".join(letter for letter, _ in flags) + f"). Read the kernel log on {compute_node.name} (dmesg, "
         "journalctl -k) and test its hardware before production; the flags clear only with a reboot")
+
+
+def test_node_has_the_kernel_modules_it_requires(compute_node, node_images, node_spec, hpc_config):
+    """A node whose module did not load at boot (a DKMS build that failed after a kernel
+    update, a modules-load.d entry the image lacks) still answers, registers and runs jobs:
+    NCCL without ``nvidia_peermem``, MPI without ``ib_umad``, fall back to slower paths without
+    an error, and a BeeGFS or Lustre client cannot mount. Each module of
+    ``node_image.kernel_modules`` and of its group's ``compute[i].kernel_modules`` must be
+    loaded (``/proc/modules``, ``/sys/module``) or built into its kernel (``modules.builtin``).
+    Modules are not compared between nodes: they autoload with a node's history."""
+    name = compute_node.name
+    mine = _read(name, node_images)
+    origin = node_spec[name].origin
+    required: dict[str, str] = {}
+    for where, modules in (("node_image.kernel_modules", hpc_config.node_image.kernel_modules),
+                           (f"{origin}.kernel_modules", node_spec[name].kernel_modules)):
+        for module in modules:
+            required.setdefault(nodeimage.module_name(module), where)
+    if not required:
+        not_applicable(f"no kernel module is required of {name} (node_image.kernel_modules, {origin}.kernel_modules)")
+    assert mine.modules, (f"{name}: its kernel modules could not be read (/proc/modules, /sys/module, modules.builtin): "
+                          f"{', '.join(required)} cannot be checked")
+    missing = nodeimage.missing_modules(mine, required)
+    assert not missing, (
+        f"{name}: kernel module(s) " + ", ".join(f"{m} (required by {required[m]})" for m in missing)
+        + f" neither loaded nor built into its kernel {mine.kernel}. Load them (modprobe {' '.join(missing)}) and "
+        "have them load at boot (/etc/modules-load.d/), or install the package that builds them for this kernel")

@@ -29,16 +29,22 @@ _, _MEMLOCK_HARD = resource.getrlimit(resource.RLIMIT_MEMLOCK)
 MEMLOCK = "unlimited" if _MEMLOCK_HARD == resource.RLIM_INFINITY else _MEMLOCK_HARD // 1024
 pytestmark = [pytest.mark.integration, clusterkit.needs_local]
 
+#: a kernel module this machine has (loaded or built in), required of compute[0]; every node
+#: requires ``bridge``: the local provider's cluster network is a Linux bridge
+GROUP_MODULE = next((m for m in ("fuse", "overlay", "loop", "ipv6") if Path("/sys/module", m).is_dir()), "bridge")
+
 BODY = {
     "controller": {"name": "ctl", "cpus": 1, "memory_mb": 512},
     "compute": [
-        {"names": "g[1-2]", "cpus": 2, "memory_mb": 1024, "gpus": {"count": 2, "type": "sim"}},
+        {"names": "g[1-2]", "cpus": 2, "memory_mb": 1024, "gpus": {"count": 2, "type": "sim"},
+         "kernel_modules": [GROUP_MODULE]},
         {"names": "c1", "cpus": 2, "memory_mb": 1024},
     ],
     "slurm": {"gres_types": ["gpu"], "job_shape_examples": 3, "job_memlock": MEMLOCK, "users": ["hpcv"],
               "partitions": [{"name": "all", "nodes": "ALL", "default": True}]},
     # timing thresholds with room for a loaded 2-core CI machine: these tests prove which
     # check a fault turns red, not how fast this machine is (bench/ measures that)
+    "node_image": {"kernel_modules": ["bridge"]},
     "thresholds": {"latency_p50_ms_max": 10, "latency_p99_ms_max": 50, "mpi_latency_us_max": 5000,
                    "mpi_bandwidth_mibps_min": 10},
 }
@@ -236,6 +242,24 @@ def test_node_that_logged_a_machine_check(broken, pytester):
     msg = failures(results)[f"{check}[g2]"]
     assert ("g2: its kernel is tainted M (the processor reported a machine check exception) (mask 17, all flags: PM). "
             "Read the kernel log on g2") in msg, msg
+
+
+def test_nodes_whose_kernel_modules_did_not_load(broken, pytester):
+    """g2 lacks the module its group requires, c1 the one every node requires (neither loaded
+    nor built in, as far as the node can read): each fails naming the module and the setting
+    that requires it; g1 passes."""
+    engine, path = broken
+    check = "test_node_has_the_kernel_modules_it_requires"
+    with nodefaults.module_unloaded(engine, "g2", GROUP_MODULE), nodefaults.module_unloaded(engine, "c1", "bridge"):
+        results = run_checks(pytester, path, f"l1_nodes/test_image.py::{check}")
+    assert {test: outcome for test, (outcome, _) in results.items()} == {
+        f"{check}[g1]": "passed", f"{check}[g2]": "failed", f"{check}[c1]": "failed"}
+    failed = failures(results)
+    assert (f"g2: kernel module(s) {GROUP_MODULE} (required by compute[0].kernel_modules) neither loaded nor built "
+            f"into its kernel") in failed[f"{check}[g2]"], failed[f"{check}[g2]"]
+    assert ("c1: kernel module(s) bridge (required by node_image.kernel_modules) neither loaded nor built into its "
+            "kernel") in failed[f"{check}[c1]"], failed[f"{check}[c1]"]
+    assert f"modprobe {GROUP_MODULE}" in failed[f"{check}[g2]"]
 
 
 def test_link_down_fails_reachability_naming_the_node(broken, pytester):

@@ -261,3 +261,14 @@ def test_node_image_forbidden_taints_default_and_a_bad_letter():
     assert load_text(MINIMAL).node_image.forbidden_taints == "BDLM"
     (line,) = errors_of(MINIMAL + "node_image: {forbidden_taints: BDLMZ}\n")
     assert line.startswith("cfg.yaml:6: node_image.forbidden_taints: 'BDLMZ' is not kernel taint letters such as BDLM")
+
+
+def test_kernel_modules_required_of_every_node_and_of_a_group_and_a_bad_name():
+    config = load_text(MINIMAL + "  - names: g1\n    kernel_modules: [nvidia-peermem]\n"
+                       "node_image: {kernel_modules: [fuse]}\n")
+    assert config.node_image.kernel_modules == ["fuse"]
+    nodes = {n.name: n for n in config.resolved_nodes()}
+    assert (nodes["c1"].kernel_modules, nodes["g1"].kernel_modules) == ((), ("nvidia-peermem",))
+    (line,) = errors_of(MINIMAL + "node_image: {kernel_modules: [nvidia.ko]}\n")
+    assert line == ("cfg.yaml:6: node_image.kernel_modules[0]: 'nvidia.ko' is not a kernel module name, as lsmod "
+                    "prints it (e.g. nvidia_peermem)")

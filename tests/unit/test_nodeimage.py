@@ -299,3 +299,33 @@ def test_taint_flags_by_bit():
 def test_every_set_bit_is_one_flag(bits):
     flags = nodeimage.taints(str(sum(1 << b for b in bits)))
     assert [letter for letter, _ in flags] == [nodeimage.TAINT_FLAGS[b][0] for b in sorted(bits)]
+
+
+# ---------------------------------------------------------------- kernel modules
+def test_recorded_modules_are_what_sys_module_lists():
+    modules = nodeimage.parse("c1", RECORDED).modules.split()
+    assert {"bridge", "fuse", "overlay", "ipv6"} <= set(modules)
+    assert modules == sorted(set(modules)) and not any("-" in m for m in modules)
+
+
+def test_missing_modules_in_the_order_required_once_each_either_spelling():
+    image = nodeimage.parse("c1", RECORDED)
+    assert nodeimage.missing_modules(image, ["bridge", "fuse"]) == []
+    assert nodeimage.missing_modules(image, ["nvidia-peermem", "bridge", "ib_umad", "nvidia_peermem"]) == [
+        "nvidia_peermem", "ib_umad"]
+    assert nodeimage.missing_modules(nodeimage.NodeImage("c1"), ["fuse"]) == ["fuse"]
+
+
+@given(st.sets(st.from_regex(r"[a-z][a-z0-9]{0,5}(_[a-z0-9]{1,4})?", fullmatch=True), max_size=8),
+       st.sets(st.from_regex(r"[a-z][a-z0-9]{0,5}(_[a-z0-9]{1,4})?", fullmatch=True), max_size=8))
+def test_a_module_is_missing_exactly_when_the_node_lacks_it(have, required):
+    image = nodeimage.NodeImage("c1", modules=" ".join(sorted(have)))
+    dashed = [r.replace("_", "-") for r in sorted(required)]
+    assert set(nodeimage.missing_modules(image, dashed)) == required - have
+
+
+def test_the_lines_of_proc_modules_and_modules_builtin_name_their_module():
+    from pytest_hpcvalidate.faults.nodes import _listed_module
+    assert _listed_module("nvidia_peermem 16384 0 - Live 0x0000000000000000 (POE)") == "nvidia_peermem"
+    assert _listed_module("kernel/drivers/infiniband/core/ib_umad.ko") == "ib_umad"
+    assert _listed_module("kernel/drivers/hid/hid-generic.ko") == "hid_generic"

@@ -18,6 +18,7 @@ from .areas import AREAS
 from ..hostlist import expand as expand_hostlist
 from ..probes.nodeimage import DEFAULT_SYSCTLS
 from .types import (
+    ModuleName,
     SysctlName,
     TaintLetters,
     IPv4Addr,
@@ -146,6 +147,10 @@ class ComputeGroup(NodeResources):
         None, description="Address of the first node; the others follow. Default: after the previous group."
     )
     addresses: list[IPv4Addr] | None = Field(None, description="Explicit address per node, in name order.")
+    kernel_modules: list[ModuleName] = Field(
+        default_factory=list,
+        description="Kernel modules these nodes must have loaded (or built in), beyond node_image.kernel_modules: "
+                    "what this group's hardware needs, e.g. nvidia_peermem for GPUDirect RDMA, ib_umad, beegfs.")
 
     @model_validator(mode="after")
     def _names_or_count(self) -> "ComputeGroup":
@@ -405,6 +410,11 @@ class NodeImage(Strict):
                     "document) no compute node may carry: B bad page, D oops, L soft lockup, M machine check; add W "
                     "(a kernel warning) to be stricter. P, O, E (proprietary, out-of-tree, unsigned modules: NVIDIA, "
                     "Lustre) are normal.")
+    kernel_modules: list[ModuleName] = Field(
+        default_factory=list,
+        description="Kernel modules every compute node must have loaded (or built in), e.g. ib_ipoib, lustre; a "
+                    "group's own go in compute[i].kernel_modules. A missing one fails on its node (NCCL without "
+                    "nvidia_peermem, MPI without ib_umad, fall back to slower paths without an error).")
     sysctls: list[SysctlName] = Field(
         default_factory=lambda: list(DEFAULT_SYSCTLS),
         description="Kernel tunables (sysctl names, e.g. vm.zone_reclaim_mode) that must be alike on the compute "
@@ -505,6 +515,8 @@ class ResolvedNode:
     origin: str
     #: the node's ``gpus`` section as written (health expectations of real GPUs), or None
     gpu_config: Gpus | None = None
+    #: kernel modules its group requires (``compute[i].kernel_modules``)
+    kernel_modules: tuple[str, ...] = ()
 
     @property
     def gpu_python(self) -> str:
@@ -638,6 +650,7 @@ class ClusterConfig(Strict):
             virtio_fs=tuple(res.virtio_fs_mounts),
             origin=origin,
             gpu_config=g,
+            kernel_modules=tuple(getattr(res, "kernel_modules", ())),
         )
 
     def gpu_host_devices(self) -> dict[str, tuple[int, ...]]:

@@ -25,6 +25,10 @@ SysctlName = Annotated[
                   "a sysctl name with dots, as `sysctl -a` prints it (e.g. vm.zone_reclaim_mode)")
 ]
 
+ModuleName = Annotated[
+    str, _pattern(r"^[A-Za-z0-9_-]+$", "a kernel module name, as lsmod prints it (e.g. nvidia_peermem)")
+]
+
 TaintLetters = Annotated[
     str, _pattern(r"^[PFSRMBUDAWCIOELKXTN]*$", "kernel taint letters such as BDLM (P F S R M B U D A W C I O E L K X T N)")
 ]

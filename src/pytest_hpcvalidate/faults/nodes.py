@@ -4,19 +4,22 @@ Nodes of a local cluster share the machine's kernel and root filesystem, so what
 reports is changed in its own mount namespace only: a copy of dpkg's database with other
 package versions (or packages gone) bound over ``/var/lib/dpkg/status``, a file bound over
 ``/proc/sys/kernel/osrelease``, ``/proc/cmdline``, ``/proc/cpuinfo``, a sysctl's file or a
-transparent-hugepage setting. What reads them (``dpkg-query``, ``uname -r``'s file, the boot's
-command line, the CPUs' microcode, the tunables) sees a node that was left out of an update,
-booted from a stale boot entry, missed by a firmware campaign or by a configuration run. The
-kernel itself is unchanged: only what the node reads.
+transparent-hugepage setting, a ``/sys/module`` without a module. What reads them (``dpkg-query``,
+``uname -r``'s file, the boot's command line, the CPUs' microcode, the tunables, the modules) sees
+a node that was left out of an update, booted from a stale boot entry, missed by a firmware
+campaign or by a configuration run, or whose module did not load. The kernel itself is unchanged:
+only what the node reads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import shlex
 from pathlib import Path
 
-from ..probes.nodeimage import TAINT_FLAGS
+from ..probes.nodeimage import TAINT_FLAGS, module_name
 from . import mounted_on_node, require_local
 
 DPKG_STATUS = "/var/lib/dpkg/status"
@@ -140,3 +143,38 @@ def tainted(engine, name: str, letters: str):
     known = [flag for flag, _ in TAINT_FLAGS]
     mask = sum(1 << known.index(letter) for letter in letters)
     return _file_says(engine, name, "/proc/sys/kernel/tainted", str(mask), "tainted")
+
+
+def _listed_module(line: str) -> str:
+    """The module a line of ``/proc/modules`` (``name size ...``) or ``modules.builtin``
+    (``kernel/.../name.ko``) is about."""
+    return module_name(line.split(" ", 1)[0].rsplit("/", 1)[-1].split(".ko", 1)[0])
+
+
+@contextlib.contextmanager
+def module_unloaded(engine, name: str, module: str):
+    """On ``name``, the kernel module ``module`` is neither loaded nor built in: ``/sys/module``
+    is a tmpfs holding a directory for each of this machine's other modules, and
+    ``/proc/modules`` and ``modules.builtin`` (where the machine has them) are copies without
+    it. ValueError where this machine does not have the module (the fault would change nothing)."""
+    require_local(engine)
+    module = module_name(module)
+    node = engine.cluster.node(name)
+    with contextlib.ExitStack() as stack:
+        changed = False
+        sysfs = Path("/sys/module")
+        if (sysfs / module).is_dir():
+            others = sorted(p.name for p in sysfs.iterdir() if p.name != module)
+            stack.enter_context(mounted_on_node(node, str(sysfs), "-t", "tmpfs", "hpcv-fault"))
+            node.run(f"cd {sysfs} && mkdir -- " + " ".join(shlex.quote(o) for o in others), timeout=30).check()
+            changed = True
+        for path in (Path("/proc/modules"), Path("/lib/modules", os.uname().release, "modules.builtin")):
+            lines = path.read_text().splitlines() if path.is_file() else []
+            kept = [line for line in lines if _listed_module(line) != module]
+            if len(kept) < len(lines):
+                stack.enter_context(_file_reads(engine, name, str(path), "".join(k + "\n" for k in kept),
+                                                f"modules-{path.name}"))
+                changed = True
+        if not changed:
+            raise ValueError(f"this machine has no kernel module {module}: the fault would change nothing")
+        yield

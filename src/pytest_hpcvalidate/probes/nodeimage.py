@@ -18,7 +18,10 @@ when they land on it, or only across it and another node. One command per node
 - online CPUs, SMT, NUMA nodes and memory: a failed DIMM or socket that a conservative
   slurm.conf still accepts: :func:`hardware_differences`;
 - the kernel's taint flags: a machine check, a bad page, an oops or a soft lockup since boot:
-  :func:`taints` (a per-node rule, not a comparison).
+  :func:`taints` (a per-node rule, not a comparison);
+- the kernel modules it has (loaded, ``/proc/modules`` and ``/sys/module``, or built in,
+  ``modules.builtin``), against the ones the config requires: :func:`missing_modules` (a per-node
+  rule: modules autoload with a node's history, so nodes meant to be alike differ in them).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from ..hostlist import fold
 
 #: prints ``KERNEL``, ``CMDLINE``, ``CPU`` and ``MICROCODE`` (each distinct value of its CPUs,
 #: ``|``-separated), ``CPUS``/``NUMA`` (online CPU and NUMA node lists), ``SMT`` (1/0),
-#: ``MEMKB`` (MemTotal), ``TAINTED`` (the kernel's taint mask), ``BIOS`` (vendor, version, date; empty without DMI), ``OS``, ``TOOL`` and
+#: ``MEMKB`` (MemTotal), ``TAINTED`` (the kernel's taint mask), ``MODULES`` (the kernel modules loaded or
+#: built in, ``-`` as ``_``, space-separated), ``BIOS`` (vendor, version, date; empty without DMI), ``OS``, ``TOOL`` and
 #: one ``PKG<TAB>name<TAB>version`` per installed package
 COMMAND = r"""
 echo "KERNEL $(cat /proc/sys/kernel/osrelease)"
@@ -43,6 +47,7 @@ echo "CMDLINE $(cat /proc/cmdline)"
 echo "CPU $(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | sort -u | paste -sd '|')"
 echo "MICROCODE $(sed -n 's/^microcode[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | sort -u | paste -sd '|')"
 echo "TAINTED $(cat /proc/sys/kernel/tainted)"
+echo "MODULES $( { cut -d' ' -f1 /proc/modules; ls /sys/module; sed 's#.*/##; s#\.ko.*##' "/lib/modules/$(uname -r)/modules.builtin"; } 2>/dev/null | tr - _ | sort -u | paste -sd ' ')"
 echo "CPUS $(cat /sys/devices/system/cpu/online)"
 echo "SMT $(cat /sys/devices/system/cpu/smt/active 2>/dev/null)"
 echo "NUMA $(cat /sys/devices/system/node/online 2>/dev/null)"
@@ -80,6 +85,7 @@ class NodeImage:
     numa: str = ""  # online NUMA nodes, a list such as 0-1
     memkb: str = ""  # MemTotal in kB
     tainted: str = ""  # /proc/sys/kernel/tainted, a bit mask
+    modules: str = ""  # kernel modules loaded or built in, space-separated, "-" as "_"
     tunables: dict[str, str] = field(default_factory=dict)  # sysctl (or transparent_hugepage.*) -> value
 
 
@@ -113,7 +119,7 @@ def tunables_command(sysctls) -> str:
 def parse(node: str, text: str) -> NodeImage:
     """The output of :data:`COMMAND` on ``node``."""
     values = {k: "" for k in ("kernel", "os", "tool", "cmdline", "cpu", "microcode", "bios", "cpus", "smt", "numa",
-                              "memkb", "tainted")}
+                              "memkb", "tainted", "modules")}
     packages: dict[str, str] = {}
     tunables: dict[str, str] = {}
     for line in text.splitlines():
@@ -382,3 +388,15 @@ def taints(mask: str) -> list[tuple[str, str]]:
         if value >> bit & 1:
             out.append(TAINT_FLAGS[bit] if bit < len(TAINT_FLAGS) else ("?", f"bit {bit}"))
     return out
+
+
+def module_name(name: str) -> str:
+    """A module's name as the kernel lists it: ``nvidia-peermem`` and ``nvidia_peermem`` are one."""
+    return name.replace("-", "_")
+
+
+def missing_modules(image: NodeImage, required) -> list[str]:
+    """The modules of ``required`` (in its order, once each) that ``image``'s node has neither
+    loaded nor built in."""
+    have = set(image.modules.split())
+    return [m for m in dict.fromkeys(module_name(r) for r in required) if m not in have]
