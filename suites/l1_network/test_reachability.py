@@ -1,5 +1,5 @@
 """Layer 1: every node reaches every other node, fast and without loss; names and addresses
-agree with the config on every node; the MTU is what the config says; SSH works."""
+agree with the config on every node, both ways; the MTU is what the config says; SSH works."""
 
 from __future__ import annotations
 
@@ -55,6 +55,20 @@ def test_every_node_name_resolves_to_its_address(node, cluster, each_node):
         if resolved[n.name] != [n.address]
     ]
     assert not wrong, f"name resolution on {node.name} is wrong: " + "; ".join(wrong)
+
+
+def test_every_node_address_resolves_back_to_its_name(node, cluster, each_node):
+    """Each node's address, looked up on every node (``getent hosts``: the hosts file, then
+    DNS PTR records), names that node first (its short name or name.domain). A stale
+    hosts-file line or PTR record for a reused address leaves the forward lookup right and
+    names another host on the way back: GlusterFS peers, host-based SSH, Kerberos and every
+    log line that names a peer by its address then point at the wrong machine."""
+    names = each_node(lambda n: network.reverse_all(n, [o.address for o in cluster.nodes]))
+    wrong = [f"{n.address} -> {(names[n.address] or ['nothing'])[0]} (expected {n.name})"
+             for n in cluster.nodes if not names[n.address] or names[n.address][0].split(".", 1)[0] != n.name]
+    assert not wrong, (
+        f"reverse name resolution on {node.name} is wrong: " + "; ".join(wrong)
+        + ". Fix the hosts file or the DNS PTR records: the node's own line must be the first for its address")
 
 
 def _mtu_probe(cluster, mtu):

@@ -571,6 +571,24 @@ def test_wrong_name_resolution(broken, pytester):
     assert "c1 -> ['10.99.0.9']" in failed["test_every_node_name_resolves_to_its_address[g1]"]
 
 
+def test_stale_hosts_line_for_a_reused_address(broken, pytester):
+    """A line naming ``old-c1`` for c1's address, before c1's own: the forward lookup stays
+    right (that check passes), the reverse one names old-c1 on every node (the hosts file is
+    the cluster's)."""
+    engine, path = broken
+    forward, reverse = "test_every_node_name_resolves_to_its_address", "test_every_node_address_resolves_back_to_its_name"
+    with netfaults.stale_hosts_entry(engine, "c1", "old-c1"):
+        results = run_checks(pytester, path, f"l1_network/test_reachability.py::{forward}",
+                             f"l1_network/test_reachability.py::{reverse}")
+    outcomes = {test: outcome for test, (outcome, _) in results.items()}
+    nodes = ("ctl", "g1", "g2", "c1")
+    assert outcomes == {**{f"{forward}[{n}]": "passed" for n in nodes}, **{f"{reverse}[{n}]": "failed" for n in nodes}}
+    address = engine.cluster.node("c1").address
+    msg = failures(results)[f"{reverse}[g1]"]
+    assert (f"reverse name resolution on g1 is wrong: {address} -> old-c1 (expected c1). Fix the hosts file or the "
+            "DNS PTR records") in msg, msg
+
+
 def test_sshd_stopped_on_one_node(broken, pytester):
     engine, path = broken
     with netfaults.sshd_stopped(engine, "g1"):

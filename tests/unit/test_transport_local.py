@@ -211,3 +211,14 @@ def test_ping_many_in_waves_reports_every_target_once():
     assert list(stats) == [*targets, "no-such-host.invalid"]
     assert all(stats[t].sent == stats[t].received == 2 for t in targets), {t: (s.sent, s.received) for t, s in stats.items()}
     assert stats["no-such-host.invalid"].loss_pct == 100.0 and stats["no-such-host.invalid"].error
+
+
+def test_forward_and_reverse_lookups_on_a_node(local: LocalTransport) -> None:
+    """The name-resolution probes through a real transport: every name and address in one
+    command; one that does not resolve is an empty list, not an error."""
+    from pytest_hpcvalidate.probes import network
+    node = Node("here", "compute", "127.0.0.1", local)
+    here = subprocess.run(["getent", "hosts", "127.0.0.1"], capture_output=True, text=True).stdout.split()
+    assert network.reverse_all(node, ["127.0.0.1", "192.0.2.1"]) == {"127.0.0.1": here[1:], "192.0.2.1": []}
+    assert here[1:] and network.resolve_all(node, [here[1], "nothing.invalid"]) == {here[1]: ["127.0.0.1"],
+                                                                                    "nothing.invalid": []}

@@ -94,6 +94,21 @@ def wrong_hosts_entry(engine, name: str, address: str):
     return edited(engine.work_dir / "etc" / "hosts", edit)
 
 
+def stale_hosts_entry(engine, name: str, stale: str):
+    """The cluster's hosts file (every node's /etc/hosts) has a line naming ``stale`` for
+    ``name``'s address before ``name``'s own: the address was reused, the old line left behind.
+    ``name`` still resolves to its address; the address resolves back to ``stale``."""
+    require_local(engine)
+    address = engine.cluster.node(name).address
+
+    def edit(text: str) -> str:
+        lines = text.splitlines()
+        at = next(i for i, line in enumerate(lines) if line.split()[1:2] == [name])
+        return "\n".join(lines[:at] + [f"{address}\t{stale}"] + lines[at:]) + "\n"
+
+    return edited(engine.work_dir / "etc" / "hosts", edit)
+
+
 @contextlib.contextmanager
 def sshd_stopped(engine, name: str):
     require_local(engine)

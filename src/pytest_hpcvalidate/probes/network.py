@@ -148,17 +148,29 @@ def parse_iperf3(text: str) -> Iperf3Result:
     return Iperf3Result(float(recv.get("bits_per_second", 0.0)), sent.get("retransmits"))
 
 
-def resolve_all(node, names: list[str]) -> dict[str, list[str]]:
-    """``getent ahostsv4`` for each name on ``node`` → {name: [addresses]} ([] when unresolved)."""
-    script = "; ".join(f"echo \"@@ {n}\"; getent ahostsv4 {shlex.quote(n)} | awk '{{print $1}}' | sort -u" for n in names)
-    out: dict[str, list[str]] = {n: [] for n in names}
+def _lookups(node, keys: list[str], lookup: str) -> dict[str, list[str]]:
+    """{key: the words ``lookup`` (a pipeline reading ``$k``) prints for it on ``node``}, all
+    keys in one command ([] where it prints nothing)."""
+    script = "; ".join(f"k={shlex.quote(k)}; echo \"@@ $k\"; {lookup}" for k in keys)
+    out: dict[str, list[str]] = {k: [] for k in keys}
     current = None
     for line in node.run(script, timeout=30).stdout.splitlines():
         if line.startswith("@@ "):
             current = line[3:]
-        elif current is not None and line.strip():
-            out[current].append(line.strip())
+        elif current is not None:
+            out[current] += line.split()
     return out
+
+
+def resolve_all(node, names: list[str]) -> dict[str, list[str]]:
+    """``getent ahostsv4`` for each name on ``node`` → {name: [addresses]} ([] when unresolved)."""
+    return _lookups(node, names, "getent ahostsv4 \"$k\" | awk '{print $1}' | sort -u")
+
+
+def reverse_all(node, addresses: list[str]) -> dict[str, list[str]]:
+    """``getent hosts`` for each address on ``node`` (the hosts file, then DNS PTR records, as
+    nsswitch says) → {address: [its canonical name, then its aliases]} ([] when unresolved)."""
+    return _lookups(node, addresses, "getent hosts \"$k\" | awk 'NR == 1 {$1 = \"\"; print}'")
 
 
 @dataclass(frozen=True)
