@@ -1,5 +1,6 @@
 """Layer 2: munge works across nodes, slurmctld answers, every configured node is registered,
-usable, and has the CPUs, memory and GRES the config promises; jobs run on every node."""
+usable, and has the CPUs, memory, GRES and features the config promises; jobs run on every node,
+and a job constrained to a feature only where it is."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 
 import pytest
 
+from pytest_hpcvalidate.capabilities import not_applicable
 from pytest_hpcvalidate.probes import munge, network, slurm, storage
 
 from ..conftest import partition_node_names
@@ -54,6 +56,8 @@ def test_node_resources_match_config(compute_node, slurm_nodes, node_spec):
         problems.append(f"RealMemory {sn.real_memory_mb} MiB, config says {want.memory_mb}")
     if sn.gpu_count() != want.gpus:
         problems.append(f"GRES {sn.gres or 'none'}, config says gpu:{want.gpu_type}:{want.gpus}" if want.gpus else f"GRES {sn.gres}, config says none")
+    if want.features is not None and set(sn.features) != set(want.features):
+        problems.append(f"Features {','.join(sn.features) or 'none'}, config says {','.join(want.features) or 'none'}")
     assert not problems, f"{compute_node.name} in Slurm: " + "; ".join(problems)
 
 
@@ -175,6 +179,49 @@ def test_a_job_step_runs_on_every_node_of_each_partition(controller, hpc_config,
         if ran != names:
             failures.append(f"partition {part}: srun -N{len(names)} ran on {ran}, expected {names}")
     assert not failures, "; ".join(failures)
+
+
+#: what slurmctld answers a job no node of the partition can ever satisfy
+NEVER_SATISFIABLE = "Requested node configuration is not available"
+
+
+def test_a_job_constrained_to_a_feature_runs_only_on_the_nodes_that_have_it(controller, hpc_config, node_spec,
+                                                                            thresholds):
+    """For each feature of ``compute[i].features``, in the partition holding most of its nodes:
+    ``srun --constraint=<feature> -N<its nodes there>`` runs on exactly those nodes, and one
+    node more is refused as never satisfiable (where the partition has more nodes): a feature
+    missing from a node's slurm.conf line leaves constrained jobs pending for ever, one on a
+    node without the hardware sends them where they fail."""
+    having: dict[str, set[str]] = {}
+    for n in node_spec.values():
+        for feature in (n.features or ()) if n.role == "compute" else ():
+            having.setdefault(feature, set()).add(n.name)
+    if not having:
+        not_applicable("no compute group declares Slurm features (compute[i].features)")
+    default = hpc_config.slurm.default_partition.name
+    failures = []
+    for feature, nodes in sorted(having.items()):
+        part, members = max(partition_node_names(hpc_config, node_spec),
+                            key=lambda pm: (len(nodes.intersection(pm[1])), pm[0] == default))
+        expected = sorted(nodes.intersection(members))
+        if not expected:
+            failures.append(f"--constraint={feature}: no partition holds its nodes {','.join(sorted(nodes))}")
+            continue
+        ask = f"-p {part} --ntasks-per-node=1 --constraint={feature}"
+        r = slurm.srun(controller, f"{ask} -N{len(expected)}", "hostname", timeout=thresholds.job_start_s_max)
+        ran = sorted(r.stdout.split())
+        if not r.ok or ran != expected:
+            failures.append(f"srun {ask} -N{len(expected)} " + (f"ran on {','.join(ran)}" if r.ok else
+                            f"failed ({r.describe()})") + f"; the config gives {feature} to {','.join(expected)} of {part}")
+            continue
+        if len(members) > len(expected):
+            more = slurm.srun(controller, f"{ask} -N{len(expected) + 1}", "hostname", timeout=thresholds.job_start_s_max)
+            if more.ok or NEVER_SATISFIABLE not in more.stderr:
+                failures.append(f"srun {ask} -N{len(expected) + 1} " + (
+                    f"ran on {','.join(sorted(more.stdout.split()))}" if more.ok else f"failed otherwise ({more.describe()})")
+                    + f": only {','.join(expected)} of {part} should have {feature}")
+    assert not failures, ("jobs constrained to a feature do not run where the config gives it: " + "; ".join(failures)
+                          + ". Fix the Features= of the NodeName lines in slurm.conf (scontrol show node lists them)")
 
 
 def test_batch_job_completes(controller, cluster, thresholds):

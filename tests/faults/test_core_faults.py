@@ -37,8 +37,8 @@ BODY = {
     "controller": {"name": "ctl", "cpus": 1, "memory_mb": 512},
     "compute": [
         {"names": "g[1-2]", "cpus": 2, "memory_mb": 1024, "gpus": {"count": 2, "type": "sim"},
-         "kernel_modules": [GROUP_MODULE]},
-        {"names": "c1", "cpus": 2, "memory_mb": 1024},
+         "kernel_modules": [GROUP_MODULE], "features": ["gpu"]},
+        {"names": "c1", "cpus": 2, "memory_mb": 1024, "features": ["cpu"]},
     ],
     "slurm": {"gres_types": ["gpu"], "job_shape_examples": 3, "job_memlock": MEMLOCK, "users": ["hpcv"],
               "partitions": [{"name": "all", "nodes": "ALL", "default": True}]},
@@ -606,6 +606,27 @@ def test_node_registered_with_fewer_cpus_and_less_memory(broken, pytester):
     failed = failures(results)
     assert list(failed) == ["test_node_resources_match_config[c1]"]
     assert "c1 in Slurm: RealMemory 512 MiB, config says 1024" in failed["test_node_resources_match_config[c1]"]
+
+
+def test_node_declared_with_another_nodes_features(broken, pytester):
+    """g2's slurm.conf line says Features=cpu (copied from c1's): the registration check names
+    g2 alone, and the constraint check sees --constraint=gpu never satisfiable on two nodes and
+    --constraint=cpu run on two nodes where one should have it."""
+    engine, path = broken
+    registration = "test_node_resources_match_config"
+    constraint = "test_a_job_constrained_to_a_feature_runs_only_on_the_nodes_that_have_it"
+    with slurmfaults.node_definition(engine, "g2", "Features", "cpu"):
+        results = run_checks(pytester, path, f"l2_slurm/test_registration.py::{registration}",
+                             f"l2_slurm/test_registration.py::{constraint}")
+    failed = failures(results)
+    assert sorted(failed) == [constraint, f"{registration}[g2]"], sorted(failed)
+    assert "g2 in Slurm: Features cpu, config says gpu" in failed[f"{registration}[g2]"]
+    msg = failed[constraint]
+    assert "jobs constrained to a feature do not run where the config gives it: " in msg, msg
+    assert re.search(r"srun -p all --ntasks-per-node=1 --constraint=cpu -N2 ran on (c1,g2|g2,c1): only c1 of all "
+                     r"should have cpu", msg), msg
+    assert ("srun -p all --ntasks-per-node=1 --constraint=gpu -N2 failed (on ctl: `srun -p all --ntasks-per-node=1 "
+            "--constraint=gpu -N2") in msg and "Requested node configuration is not available" in msg, msg
 
 
 def test_default_partition_differs_from_config(broken, pytester):

@@ -588,6 +588,8 @@ def test_slurm_conf_names_every_node_partition_and_plugin():
         assert line + "\n" in text
     assert f"SlurmdSpoolDir={spec.work_dir}/nodes/%n/spool\n" in text
     assert "DefMemPerCPU=512\n" in text
+    featured = replace(spec, nodes=[replace(n, features=("gpu", "ib-hdr")) if n.name == "c1" else n for n in spec.nodes])
+    assert "CPUs=4 RealMemory=2048 Gres=gpu:sim:2 Features=gpu,ib-hdr State=UNKNOWN\n" in slurmconf.render_slurm_conf(featured)
 
 
 def test_gres_and_cgroup_conf():

@@ -263,6 +263,14 @@ def test_node_image_forbidden_taints_default_and_a_bad_letter():
     assert line.startswith("cfg.yaml:6: node_image.forbidden_taints: 'BDLMZ' is not kernel taint letters such as BDLM")
 
 
+def test_slurm_features_of_a_group_unchecked_by_default_and_a_bad_name():
+    config = load_text(MINIMAL + "  - names: g1\n    features: [gpu, ib-hdr]\n  - names: e1\n    features: []\n")
+    nodes = {n.name: n for n in config.resolved_nodes()}
+    assert (nodes["c1"].features, nodes["g1"].features, nodes["e1"].features) == (None, ("gpu", "ib-hdr"), ())
+    (line,) = errors_of(MINIMAL + "    features: [gpu&fast]\n")
+    assert line.startswith("cfg.yaml:6: compute[0].features[0]: 'gpu&fast' is not a Slurm node feature"), line
+
+
 def test_kernel_modules_required_of_every_node_and_of_a_group_and_a_bad_name():
     config = load_text(MINIMAL + "  - names: g1\n    kernel_modules: [nvidia-peermem]\n"
                        "node_image: {kernel_modules: [fuse]}\n")

@@ -38,6 +38,13 @@ def test_states(state, usable, text):
     assert n.reason == "Not responding [slurm@2026-11-22T10:00:00]" and n.gres == {}
 
 
+def test_node_features_as_slurm_lists_them():
+    assert slurm.parse_nodes((FIXTURES / "slurm/scontrol-show-node-h100.txt").read_text())["vm"].features == ()
+    n = slurm.parse_nodes("NodeName=c1 CPUTot=2 RealMemory=10 State=IDLE AvailableFeatures=gpu,ib-hdr "
+                          "ActiveFeatures=gpu,ib-hdr")["c1"]
+    assert n.features == ("gpu", "ib-hdr")
+
+
 @pytest.mark.parametrize(
     "text, parsed",
     [

@@ -19,6 +19,7 @@ from ..hostlist import expand as expand_hostlist
 from ..probes.nodeimage import DEFAULT_SYSCTLS
 from .types import (
     ModuleName,
+    SlurmFeature,
     SysctlName,
     TaintLetters,
     IPv4Addr,
@@ -147,6 +148,10 @@ class ComputeGroup(NodeResources):
         None, description="Address of the first node; the others follow. Default: after the previous group."
     )
     addresses: list[IPv4Addr] | None = Field(None, description="Explicit address per node, in name order.")
+    features: list[SlurmFeature] | None = Field(
+        None, description="Slurm node features (Features= in slurm.conf) these nodes must have, exactly: Slurm must "
+        "list them for each node, and a job with --constraint=<feature> must run on them and no other. null (default): "
+        "not checked.")
     kernel_modules: list[ModuleName] = Field(
         default_factory=list,
         description="Kernel modules these nodes must have loaded (or built in), beyond node_image.kernel_modules: "
@@ -517,6 +522,8 @@ class ResolvedNode:
     gpu_config: Gpus | None = None
     #: kernel modules its group requires (``compute[i].kernel_modules``)
     kernel_modules: tuple[str, ...] = ()
+    #: the Slurm features it must have (``compute[i].features``), or None: not checked
+    features: tuple[str, ...] | None = None
 
     @property
     def gpu_python(self) -> str:
@@ -651,6 +658,7 @@ class ClusterConfig(Strict):
             origin=origin,
             gpu_config=g,
             kernel_modules=tuple(getattr(res, "kernel_modules", ())),
+            features=None if getattr(res, "features", None) is None else tuple(res.features),
         )
 
     def gpu_host_devices(self) -> dict[str, tuple[int, ...]]:

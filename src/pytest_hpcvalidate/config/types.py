@@ -76,6 +76,10 @@ Sha256 = Annotated[str, _pattern(r"^[0-9a-f]{64}$", "a sha256 hex digest (64 low
 GresType = Annotated[
     str, _pattern(r"^[a-z0-9_]{1,32}$", "a GRES type of lower-case letters, digits and '_' (e.g. h100)")
 ]
+SlurmFeature = Annotated[
+    str, _pattern(r"^[A-Za-z][A-Za-z0-9_.+-]{0,63}$",
+                  "a Slurm node feature: a letter, then letters, digits, '_', '.', '+' or '-' (e.g. h100, ib-hdr)")
+]
 Version = Annotated[str, _pattern(r"^\d+(\.\d+){0,3}$", "a version like 1.4.2")]
 
 PositiveInt = Annotated[int, Field(ge=1)]

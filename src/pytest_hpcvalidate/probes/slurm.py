@@ -67,6 +67,12 @@ class SlurmNode:
     def state_text(self) -> str:
         return "+".join([self.state, *sorted(self.flags)])
 
+    @property
+    def features(self) -> tuple[str, ...]:
+        """Its features (``AvailableFeatures``), in Slurm's order; () for none."""
+        text = self.raw.get("AvailableFeatures", "")
+        return () if text in ("", "(null)") else tuple(f for f in text.split(",") if f)
+
     def gpu_count(self) -> int:
         return sum(n for k, n in self.gres.items() if k == "gpu" or k.startswith("gpu:"))
 

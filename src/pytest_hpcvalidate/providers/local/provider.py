@@ -45,7 +45,8 @@ def spec_from_config(model, state_root: Path = STATE_ROOT) -> LocalSpec:
         mtu=net.mtu,
         nodes=[
             NodeSpec(name=n.name, role=n.role, address=n.address, cpus=n.cpus, memory_mb=n.memory_mb,
-                     gpus=n.gpus, gpu_type=n.gpu_type or "sim", gpu_host_devices=real_gpus.get(n.name, ()))
+                     gpus=n.gpus, gpu_type=n.gpu_type or "sim", gpu_host_devices=real_gpus.get(n.name, ()),
+                     features=n.features or ())
             for n in nodes
         ],
         partitions=partitions,

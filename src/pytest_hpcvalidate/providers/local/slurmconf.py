@@ -45,6 +45,8 @@ def node_line(node: NodeSpec) -> str:
     ]
     if node.gpus:
         parts.append(f"Gres=gpu:{node.gpu_type}:{node.gpus}")
+    if node.features:
+        parts.append(f"Features={','.join(node.features)}")
     parts.append("State=UNKNOWN")
     return " ".join(parts)
 

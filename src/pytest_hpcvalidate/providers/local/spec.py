@@ -22,6 +22,7 @@ class NodeSpec:
     gpus: int = 0                  # GPUs (simulated: char devices major 195, minors 0..gpus-1)
     gpu_type: str = "sim"          # GRES type (gres.conf Type=, slurm.conf Gres=gpu:<type>:<n>)
     gpu_host_devices: tuple[int, ...] = ()  # real GPUs: the host's /dev/nvidia<N> this node gets
+    features: tuple[str, ...] = ()  # Slurm Features=
 
 
 @dataclass(frozen=True)
