@@ -280,3 +280,12 @@ def test_kernel_modules_required_of_every_node_and_of_a_group_and_a_bad_name():
     (line,) = errors_of(MINIMAL + "node_image: {kernel_modules: [nvidia.ko]}\n")
     assert line == ("cfg.yaml:6: node_image.kernel_modules[0]: 'nvidia.ko' is not a kernel module name, as lsmod "
                     "prints it (e.g. nvidia_peermem)")
+
+
+def test_the_readme_config_example_is_valid():
+    """The example the README shows a user (after "A config in our format") loads as it is."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("A config in our format:", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = load_text(block, "README.md")
+    nodes = {n.name: n for n in config.resolved_nodes()}
+    assert nodes["c1"].features == ("gpu",) and nodes["c1"].kernel_modules == ("fuse",)
