@@ -55,7 +55,8 @@ def test_node_resources_match_config(compute_node, slurm_nodes, node_spec):
     if sn.real_memory_mb != want.memory_mb:
         problems.append(f"RealMemory {sn.real_memory_mb} MiB, config says {want.memory_mb}")
     if sn.gpu_count() != want.gpus:
-        problems.append(f"GRES {sn.gres or 'none'}, config says gpu:{want.gpu_type}:{want.gpus}" if want.gpus else f"GRES {sn.gres}, config says none")
+        gres = ",".join(f"{kind}:{count}" for kind, count in sn.gres.items()) or "none"
+        problems.append(f"GRES {gres}, config says " + (f"gpu:{want.gpu_type}:{want.gpus}" if want.gpus else "none"))
     if want.features is not None and set(sn.features) != set(want.features):
         problems.append(f"Features {','.join(sn.features) or 'none'}, config says {','.join(want.features) or 'none'}")
     assert not problems, f"{compute_node.name} in Slurm: " + "; ".join(problems)

@@ -139,3 +139,57 @@ def test_device_constraint_off_shows_gpus_in_container_without_gres(running, pyt
         failed = failures(run_checks(pytester, path, "test_container_steps.py::test_container_gets_exactly_the_gpus_granted"))
     assert list(failed) == ["test_container_gets_exactly_the_gpus_granted[g1]"]
     assert "no GRES: the container can open 2 GPU devices" in failed["test_container_gets_exactly_the_gpus_granted[g1]"]
+
+
+def _online_cpus() -> int:
+    from pytest_hpcvalidate.probes.nodeimage import count_list
+    return count_list(Path("/sys/devices/system/cpu/online").read_text()) or 1
+
+
+def test_cores_not_constrained_lets_a_containerised_task_see_every_cpu(running, pytester):
+    """Nothing pins tasks (TaskPlugin=task/cgroup alone, ConstrainCores=no): a -c 1 task inside
+    the container runs on every CPU of its node."""
+    if _online_cpus() < 2:
+        pytest.skip("this machine has one CPU: a task sees one CPU pinned or not")
+    engine, path = running
+    check = "test_cpus_per_task_inside_container"
+    with slurmfaults.cores_unconstrained(engine):
+        failed = failures(run_checks(pytester, path, f"test_container_steps.py::{check}"))
+    assert set(failed) == {f"{check}[g1]", f"{check}[c1]"}, sorted(failed)
+    assert (f"c1: CPU confinement broken inside the container: -c 1 sees {_online_cpus()} CPUs"
+            in failed[f"{check}[c1]"]), failed[f"{check}[c1]"]
+
+
+def test_runtime_that_unsets_slurms_variables_leaves_every_task_task_0(running, pytester):
+    """ch-run on g1 starts containers with --unset-env=SLURM_*: the tasks of a two-task step
+    there cannot tell which they are; c1 is unaffected."""
+    engine, path = running
+    check = "test_per_task_variables_inside_container"
+    with ctrfaults.runtime_unsets(engine, "g1", "SLURM_*"):
+        results = run_checks(pytester, path, f"test_container_steps.py::{check}")
+    failed = failures(results)
+    assert list(failed) == [f"{check}[g1]"] and results[f"{check}[c1]"][0] == "passed", results
+    assert "g1: tasks inside the container see SLURM_PROCID ['None', 'None'], expected 0..1" in failed[f"{check}[g1]"]
+
+
+def test_runtime_that_unsets_pmix_variables_breaks_mpi_in_the_container(running, pytester):
+    """ch-run on c1 starts containers with --unset-env=PMIX_*: the MPI rank there cannot reach
+    Slurm's PMIx server, and the MPI-in-container check names what the ranks reported."""
+    engine, path = running
+    check = "test_mpi_in_container_spans_every_compute_node"
+    with ctrfaults.runtime_unsets(engine, "c1", "PMIX_*"):
+        failed = failures(run_checks(pytester, path, f"test_container_apps.py::{check}"))
+    assert list(failed) == [check], failed
+    assert f"MPI in {BODY['containers']['image']} on c1, g1: " in failed[check], failed[check]
+    assert "An error occurred in MPI_Init" in failed[check] and "[c1:" in failed[check], failed[check]
+
+
+def test_bundle_missing_on_one_node_fails_slurms_container_step_there(running, pytester):
+    """The OCI bundle is gone from c1: ``srun --container`` fails there, naming node and bundle."""
+    engine, path = running
+    check = "test_slurm_container_step_runs_in_the_bundle"
+    with ctrfaults.image_hidden(engine, "c1", BODY["containers"]["oci_bundle"]):
+        results = run_checks(pytester, path, f"test_container_apps.py::{check}")
+    failed = failures(results)
+    assert list(failed) == [f"{check}[c1]"] and results[f"{check}[g1]"][0] == "passed", results
+    assert f"c1: a step with --container={BODY['containers']['oci_bundle']} failed: " in failed[f"{check}[c1]"]

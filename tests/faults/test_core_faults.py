@@ -16,6 +16,7 @@ from pathlib import Path
 
 import clusterkit
 import pytest
+import yaml
 
 from pytest_hpcvalidate import faults
 from pytest_hpcvalidate.faults import network as netfaults
@@ -374,6 +375,90 @@ def test_memory_constraint_off_lets_a_job_exceed_its_memory(broken, pytester):
     assert set(failed) == {f"test_job_over_its_memory_is_oom_killed[{n}]" for n in ("g1", "g2", "c1")}
     assert "the memory limit is not enforced" in failed["test_job_over_its_memory_is_oom_killed[c1]"]
     assert "ended COMPLETED" in failed["test_job_over_its_memory_is_oom_killed[c1]"]
+
+
+def test_cores_not_constrained_lets_a_one_cpu_task_run_on_every_cpu(broken, pytester):
+    """Nothing pins tasks (TaskPlugin=task/cgroup alone, ConstrainCores=no): a -c 1 task runs
+    on every CPU of its node, on every node."""
+    from pytest_hpcvalidate.probes.nodeimage import count_list
+    online = count_list(Path("/sys/devices/system/cpu/online").read_text()) or 1
+    if online < 2:
+        pytest.skip("this machine has one CPU: a task sees one CPU pinned or not")
+    engine, path = broken
+    check = "test_cpus_per_task_gives_exactly_that_many_cpus"
+    with slurmfaults.cores_unconstrained(engine):
+        results = run_checks(pytester, path, f"l3_cgroup/test_isolation.py::{check}")
+    failed = failures(results)
+    assert set(failed) == {f"{check}[{n}]" for n in ("g1", "g2", "c1")}, sorted(failed)
+    assert f"c1: CPU confinement broken: -c 1 sees {online} CPUs" in failed[f"{check}[c1]"], failed[f"{check}[c1]"]
+
+
+def test_jobs_held_to_a_fifth_of_the_memory_they_ask_for(broken, pytester):
+    """cgroup.conf AllowedRAMSpace=20: a job's cgroup holds a fifth of its --mem, and a job
+    using a quarter of what it asked for is killed on every node."""
+    engine, path = broken
+    check = "test_job_within_its_memory_completes"
+    with slurmfaults.cgroup_setting(engine, "AllowedRAMSpace", "20"):
+        results = run_checks(pytester, path, f"l3_cgroup/test_isolation.py::{check}")
+    failed = failures(results)
+    assert set(failed) == {f"{check}[{n}]" for n in ("g1", "g2", "c1")}, sorted(failed)
+    assert re.search(r"c1: job \d+ using 32 MiB of --mem=128 ended OUT_OF_MEMORY \(exit [\d:]+\), expected COMPLETED: "
+                     r"jobs are held to less memory than they ask for \(cgroup.conf AllowedRAMSpace below 100\?\)",
+                     failed[f"{check}[c1]"]), failed[f"{check}[c1]"]
+
+
+def test_site_task_prolog_that_hands_every_task_gpus(broken, pytester):
+    """A TaskProlog exports CUDA_VISIBLE_DEVICES=0,1 into every task: a step without GRES on
+    a GPU node sees GPUs it was not given (c1, without GPUs, is not a GPU node's check)."""
+    engine, path = broken
+    check = "test_no_gres_request_gets_no_gpu_variables"
+    with slurmfaults.task_prolog_exports(engine, {"CUDA_VISIBLE_DEVICES": "0,1"}):
+        results = run_checks(pytester, path, f"l3_gres/test_gres.py::{check}")
+    failed = failures(results)
+    assert set(failed) == {f"{check}[g1]", f"{check}[g2]"}, sorted(failed)
+    assert "g1: a step without --gres sees CUDA_VISIBLE_DEVICES=0,1, Slurm GPUs=" in failed[f"{check}[g1]"]
+    assert "(a TaskProlog or a profile script that sets it for every job?)" in failed[f"{check}[g1]"]
+
+
+def test_slurm_that_schedules_a_gpu_the_node_lacks(broken, pytester):
+    """slurm.conf and gres.conf give g1 three GPUs (it has two): a step asking for three runs
+    there, and the registration check names the GRES."""
+    engine, path = broken
+    refused, registered = "test_more_gpus_than_the_node_has_is_refused", "test_node_resources_match_config"
+    with slurmfaults.gpus_declared(engine, "g1", 3):
+        # apart: a failed layer 2 check would block the layer 3 one
+        registration = failures(run_checks(pytester, path, f"l2_slurm/test_registration.py::{registered}"))
+        failed = failures(run_checks(pytester, path, f"l3_gres/test_gres.py::{refused}"))
+    assert list(registration) == [f"{registered}[g1]"] and list(failed) == [f"{refused}[g1]"], (registration, failed)
+    assert "g1 has 2 GPUs but a step asking for 3 ran" in failed[f"{refused}[g1]"]
+    assert "g1 in Slurm: GRES gpu:sim:3, config says gpu:sim:2" in registration[f"{registered}[g1]"]
+
+
+def test_slow_link_fails_the_mpi_bandwidth_the_full_stack_config_asks(broken, pytester, tmp_path):
+    """g1's outgoing traffic shaped to 200 Mbit/s (25 MB/s): MPI ping-pong between g1 and g2
+    falls below the 100 MiB/s configs/full-stack.yaml asks, and the check names pair, number and
+    threshold."""
+    engine, path = broken
+    doc = yaml.safe_load(path.read_text())
+    doc["thresholds"]["mpi_bandwidth_mibps_min"] = 100
+    strict = tmp_path / "mpi-100.yaml"
+    strict.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with netfaults.rate_limited(engine, "g1", 200):
+        results = run_checks(pytester, strict, "l4_mpi/test_mpi.py::test_point_to_point_latency_and_bandwidth")
+    msg = failures(results)["test_point_to_point_latency_and_bandwidth"]
+    assert re.search(r"MPI g1<->g2: mpi_bandwidth_mibps on g1<->g2 = [\d.]+ MiB/s, below the minimum 100 MiB/s", msg), msg
+    assert "mpi_latency_us" not in msg.split("MPI g1<->g2: ", 1)[1].split("\n", 1)[0]
+
+
+def test_slurm_without_its_pmix_plugin(broken, pytester):
+    """The controller's Slurm plugin directory lacks mpi_pmix*.so (a build or package without
+    PMIx): srun there offers no pmix, and the check says what it offers."""
+    engine, path = broken
+    with slurmfaults.plugins_missing(engine, "ctl", "mpi_pmix"):
+        results = run_checks(pytester, path, "l4_mpi/test_mpi.py::test_srun_offers_pmix")
+    msg = failures(results)["test_srun_offers_pmix"]
+    assert re.search(r"srun --mpi=list offers \[.*'pmi2'.*\] \(on ctl: `srun --mpi=list` exit 0", msg), msg
+    assert "'pmix'" not in msg.split("(on ctl", 1)[0] and "): no pmix plugin" in msg, msg
 
 
 def test_partition_that_oversubscribes_cpus_lets_two_jobs_share_them(broken, pytester):

@@ -147,6 +147,24 @@ def test_threshold_above_what_the_filesystem_delivers_fails_with_number_and_thre
     assert "storage_seq_read_mibps" not in msg  # the other numbers held their thresholds
 
 
+def test_aggregate_threshold_above_what_the_filesystem_delivers_fails_with_number_and_threshold(gluster_cluster,
+                                                                                               pytester):
+    """The one-job aggregate check against thresholds no volume of three local nodes reaches:
+    both numbers fail, each named with its nodes, value and threshold."""
+    _, path = gluster_cluster
+    doc = yaml.safe_load(path.read_text())
+    doc["storage"][0]["thresholds"].update(aggregate_write_mibps_min=100000, aggregate_read_mibps_min=100000)
+    strict = pytester.path / "aggregate-too-high.yaml"
+    strict.write_text(yaml.safe_dump(doc, sort_keys=False))
+    results = run_suite(pytester, strict, "test_throughput.py::test_aggregate_throughput_from_one_job")
+    bad = failed(results)
+    assert len(bad) == 1, results
+    (msg,) = bad.values()
+    for side in ("write", "read"):
+        assert re.search(rf"storage_aggregate_{side}_mibps on \d+ nodes:\S+ = [\d.]+ MiB/s, below the minimum 100000 MiB/s",
+                         msg), msg
+
+
 def test_throttled_link_drops_the_node_below_its_write_threshold(gluster_cluster, pytester):
     engine, path = gluster_cluster
     # ctl holds no brick: everything it writes leaves through its (shaped) link

@@ -52,3 +52,29 @@ def mounted_on_node(node, target: str, *mount_args: str):
         yield
     finally:
         node.run(f"umount {q}", timeout=30)
+
+
+@contextlib.contextmanager
+def wrapped_on_node(engine, name: str, program: str, wrapper: str):
+    """On ``name``, ``program`` (found in /usr/bin or /bin) is replaced, in the node's mount
+    namespace only, by the ``wrapper`` script, in which ``REAL`` names a copy of the real
+    program."""
+    import shutil
+
+    require_local(engine)
+    real = shutil.which(program, path="/usr/bin:/bin")
+    if real is None:
+        raise RuntimeError(f"no {program} in /usr/bin to wrap")
+    folder = engine.work_dir / "faults"
+    folder.mkdir(parents=True, exist_ok=True)
+    copy, script = folder / f"{name}-{program}.real", folder / f"{name}-{program}.wrapper"
+    shutil.copy2(real, copy)
+    script.write_text(wrapper.replace("REAL", shlex.quote(str(copy))))
+    script.chmod(0o755)
+    try:
+        with mounted_on_node(engine.cluster.node(name), real, "--bind", str(script)):
+            yield
+    finally:
+        copy.unlink(missing_ok=True)
+        script.unlink(missing_ok=True)
+

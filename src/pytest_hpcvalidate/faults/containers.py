@@ -1,8 +1,9 @@
-"""Container faults on one node of a local cluster: the runtime gone, the image gone.
+"""Container faults on one node of a local cluster: the runtime gone, the image gone, the
+runtime wrapped so that containers lose part of the job's environment.
 
-Both act only inside the node's mount namespace (the other nodes and the host keep theirs),
-exactly what a node with a broken software stack or a missing image mount looks like, and
-both are undone by unmounting what they mounted.
+Each acts only inside the node's mount namespace (the other nodes and the host keep theirs),
+exactly what a node with a broken software stack, a missing image mount or a site wrapper
+looks like, and each is undone by unmounting what it mounted.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import shlex
 import shutil
 
 from ..providers.local.addons.container_image import run_in_node
-from . import require_local
+from . import require_local, wrapped_on_node
 
 
 def _in_node(engine, node: str, script: str) -> None:
@@ -49,3 +50,11 @@ def image_hidden(engine, node: str, image: str):
         yield
     finally:
         _in_node(engine, node, f"umount {q}")
+
+
+def runtime_unsets(engine, node: str, glob: str, program: str = "ch-run"):
+    """On ``node``, charliecloud's ``ch-run`` starts every container with ``--unset-env=<glob>``
+    (a site wrapper that keeps host variables out: ``SLURM_*`` leaves every task thinking it is
+    task 0, ``PMIX_*`` leaves MPI ranks without their PMIx server)."""
+    return wrapped_on_node(engine, node, program, f'#!/bin/sh\nexec REAL --unset-env={shlex.quote(glob)} "$@"\n')
+

@@ -1,6 +1,6 @@
 """Slurm-stack faults on a local cluster: a daemon stopped, a node drained, a different munge
 key on one node, gres.conf promising a GPU that is not there, cgroup memory enforcement off,
-the wrong default MPI plugin."""
+the wrong default MPI plugin, a plugin missing, a site TaskProlog that sets variables."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import re
 import shlex
 from pathlib import Path
 
-from . import edited, mounted_on_node, require_local
+from . import edited, mounted_on_node, require_local, wrapped_on_node
 from ._wait import until
 from ..probes import slurm as slurm_probe
 from ..transport.base import CommandFailed
@@ -164,8 +164,12 @@ def _conf_edited(engine, path: Path, edit, restart_slurmd: bool):
 
 
 def _conf_setting(engine, path: Path, key: str, value: str, restart_slurmd: bool):
-    return _conf_edited(engine, path, lambda text: re.sub(rf"^{re.escape(key)}=.*$", f"{key}={value}", text, flags=re.M),
-                        restart_slurmd)
+    """``key=value`` in ``path``: the key's line replaced, or added at the end where it has none."""
+    def edit(text: str) -> str:
+        line = re.compile(rf"^{re.escape(key)}=.*$", re.M)
+        return line.sub(f"{key}={value}", text) if line.search(text) else text.rstrip("\n") + f"\n{key}={value}\n"
+
+    return _conf_edited(engine, path, edit, restart_slurmd)
 
 
 def slurm_conf_added(engine, line: str, restart_slurmd: bool = True):
@@ -197,9 +201,33 @@ def controller_script_lost_its_mode(engine, key: str = "PrologSlurmctld"):
         script.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def task_prolog_exports(engine, variables: dict[str, str]):
+    """slurm.conf names a TaskProlog that exports ``variables`` into every task (a site script
+    that sets CUDA_VISIBLE_DEVICES for every job, GPUs or not)."""
+    require_local(engine)
+    script = engine.conf_dir / "hpcv-taskprolog.sh"
+    script.write_text("#!/bin/sh\n" + "".join(f"echo 'export {k}={v}'\n" for k, v in variables.items()))
+    script.chmod(0o755)
+    try:
+        with slurm_conf_setting(engine, "TaskProlog", f"/etc/slurm/{script.name}"):
+            yield
+    finally:
+        script.unlink(missing_ok=True)
+
+
 def cgroup_setting(engine, key: str, value: str):
     """cgroup.conf ``key=value`` on every node (slurmd restarted so steps pick it up)."""
     return _conf_setting(engine, engine.conf_dir / "cgroup.conf", key, value, restart_slurmd=True)
+
+
+@contextlib.contextmanager
+def cores_unconstrained(engine):
+    """Nothing pins a task to the CPUs it was granted: TaskPlugin=task/cgroup alone (no
+    task/affinity) and cgroup.conf ConstrainCores=no; a one-CPU task runs on every CPU."""
+    with slurm_conf_setting(engine, "TaskPlugin", "task/cgroup", restart_slurmd=True), \
+            cgroup_setting(engine, "ConstrainCores", "no"):
+        yield
 
 
 def slurm_conf_setting(engine, key: str, value: str, restart_slurmd: bool = False):
@@ -240,13 +268,9 @@ def backup_controller_down(engine, name: str):
         _restart_slurm(engine, compute)
 
 
-@contextlib.contextmanager
-def _slurm_conf_line(engine, head: str, key: str, value: str, apply):
-    """slurm.conf's line starting ``head`` (``NodeName=c1``) says ``key=value`` (replaced, or
-    added at the line's end); ``apply()`` makes Slurm read it, after the edit and after the
-    repair."""
-    require_local(engine)
-
+def _line_says(head: str, key: str, value: str):
+    """An edit of slurm.conf: its line starting ``head`` (``NodeName=c1``) says ``key=value``
+    (replaced, or added at the line's end)."""
     def edit(text: str) -> str:
         pattern = re.compile(rf"^({re.escape(head)} .*\b{re.escape(key)}=)\S+", re.M)
         if pattern.search(text):
@@ -256,12 +280,40 @@ def _slurm_conf_line(engine, head: str, key: str, value: str, apply):
             raise ValueError(f"slurm.conf has no {head} line")
         return line.sub(rf"\g<1> {key}={value}", text, count=1)
 
+    return edit
+
+
+@contextlib.contextmanager
+def _slurm_conf_line(engine, head: str, key: str, value: str, apply):
+    """slurm.conf's line starting ``head`` says ``key=value`` (:func:`_line_says`); ``apply()``
+    makes Slurm read it, after the edit and after the repair."""
+    require_local(engine)
     try:
-        with edited(engine.slurm_conf, edit):
+        with edited(engine.slurm_conf, _line_says(head, key, value)):
             apply()
             yield
     finally:
         apply()
+
+
+@contextlib.contextmanager
+def gpus_declared(engine, name: str, count: int):
+    """The node has ``count`` simulated GPUs (device files made up to ``/dev/nvidia<count-1>``)
+    and slurm.conf and gres.conf give it that many: Slurm schedules more GPUs there than the
+    validation config says it has (a node that gained a GPU, a config copied from a bigger one)."""
+    spec = next(n for n in engine.spec.compute if n.name == name)
+    node = engine.cluster.node(name)
+    extra = [f"/dev/nvidia{i}" for i in range(spec.gpus, count)]
+    try:
+        node.run(" && ".join(f"mknod -m 666 {path} c 195 {path[len('/dev/nvidia'):]}" for path in extra),
+                 timeout=30).check()
+        with _gres_files_edited(engine, name, lambda _: f"File=/dev/nvidia[0-{count - 1}]"), \
+                edited(engine.slurm_conf, _line_says(f"NodeName={name}", "Gres", f"gpu:{spec.gpu_type}:{count}")):
+            _restart_slurm(engine, [name])
+            yield
+    finally:
+        node.run("rm -f " + " ".join(extra), timeout=30)
+        _restart_slurm(engine, [name])
 
 
 def node_definition(engine, name: str, key: str, value: str):
@@ -338,28 +390,10 @@ SBATCH_WRAPPER_APPENDS = """#!/bin/sh
 """
 
 
-@contextlib.contextmanager
 def wrapped_on_controller(engine, program: str, wrapper: str):
-    """The controller's ``program`` (srun, sbatch: what users run there) is replaced, in its mount
-    namespace only, by the ``wrapper`` script, which calls a copy of the real program."""
-    import shutil
-
-    require_local(engine)
-    real = shutil.which(program, path="/usr/bin:/bin")
-    if real is None:
-        raise RuntimeError(f"no {program} in /usr/bin to wrap")
-    folder = engine.work_dir / "faults"
-    folder.mkdir(parents=True, exist_ok=True)
-    copy, script = folder / f"{program}.real", folder / f"{program}.wrapper"
-    shutil.copy2(real, copy)
-    script.write_text(wrapper.replace("REAL", shlex.quote(str(copy))))
-    script.chmod(0o755)
-    try:
-        with mounted_on_node(engine.cluster.controller, real, "--bind", str(script)):
-            yield
-    finally:
-        copy.unlink(missing_ok=True)
-        script.unlink(missing_ok=True)
+    """The controller's ``program`` (srun, sbatch: what users run there) is replaced by the
+    ``wrapper`` script (:func:`~pytest_hpcvalidate.faults.wrapped_on_node`)."""
+    return wrapped_on_node(engine, engine.cluster.controller.name, program, wrapper)
 
 
 @contextlib.contextmanager
@@ -379,3 +413,27 @@ def user_with_other_uid(engine, name: str, user: str, uid: int):
             yield
     finally:
         copy.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def plugins_missing(engine, name: str, prefix: str):
+    """On ``name``, Slurm's plugin directory lacks the plugins whose file names start with
+    ``prefix`` (``mpi_pmix``: a build or package without PMIx support): in the node's mount
+    namespace the directory is a tmpfs of links to the others, the real one bound beside it."""
+    require_local(engine)
+    node = engine.cluster.node(name)
+    plugin_dir = slurm_probe.config_value(node, "PluginDir")
+    if not plugin_dir or not any(p.name.startswith(prefix) for p in Path(plugin_dir).glob("*.so")):
+        raise ValueError(f"no {prefix}* plugin in {plugin_dir or 'Slurm PluginDir'}: the fault would change nothing")
+    real = engine.node_paths(name).root / "fault-plugins"
+    real.mkdir(exist_ok=True)
+    d, r = shlex.quote(plugin_dir), shlex.quote(str(real))
+    try:
+        with mounted_on_node(node, str(real), "--bind", plugin_dir), mounted_on_node(node, plugin_dir, "-t", "tmpfs",
+                                                                                      "hpcv-fault"):
+            node.run(f"for f in {r}/*; do case ${{f##*/}} in {shlex.quote(prefix)}*) ;; *) ln -s \"$f\" {d}/ ;; esac; "
+                     "done", timeout=30).check()
+            yield
+    finally:
+        real.rmdir()
+
