@@ -117,6 +117,28 @@ def test_prolog_and_epilog_scripts_are_in_place(node, slurm_config, each_node):
     assert not problems, f"{node.name}: " + "; ".join(problems)
 
 
+def test_slurm_configs_and_scripts_can_be_changed_only_by_root_or_slurm(node, slurm_config, each_node):
+    """Slurm's configuration files (``*.conf`` beside the slurm.conf the node reads) and the
+    scripts it runs as root there (Prolog, Epilog, the health check on compute nodes;
+    PrologSlurmctld, EpilogSlurmctld on the controller), and the directories holding them, are
+    owned by root or SlurmUser and writable by no one else: a user who can change an epilog or
+    gres.conf runs commands as root, or takes GPUs, on every node that reads it."""
+    trusted = {0} | ({uid} if (uid := slurm.slurm_user_uid(slurm_config)) is not None else set())
+
+    def probe(n):
+        keys = slurm.CONTROLLER_SCRIPTS if n.role == "controller" else slurm.NODE_SCRIPTS
+        conf = slurm.config_dir(n)
+        paths = [f"{conf}/*.conf"] + [path for _, path in slurm.configured_scripts(slurm_config, keys)]
+        return slurm.file_modes(n, paths)
+
+    files = each_node(probe)
+    assert files, f"{node.name}: none of Slurm's configuration files could be read (stat)"
+    unsafe = slurm.unsafe_modes(files, trusted)
+    assert not unsafe, (
+        f"{node.name}: users other than root and SlurmUser {slurm_config.get('SlurmUser', '?')} can change what Slurm "
+        "reads or runs as root: " + "; ".join(unsafe) + ". chown them to root and chmod go-w")
+
+
 @pytest.fixture(scope="module")
 def controller_conf(controller):
     digest = slurm.config_digest(controller)

@@ -461,6 +461,24 @@ def test_slurm_without_its_pmix_plugin(broken, pytester):
     assert "'pmix'" not in msg.split("(on ctl", 1)[0] and "): no pmix plugin" in msg, msg
 
 
+def test_slurm_files_users_can_change(broken, pytester):
+    """cgroup.conf writable by every user (every node reads it), and an Epilog owned by uid 4242:
+    every node names cgroup.conf, the compute nodes (where the epilog runs) the epilog too."""
+    engine, path = broken
+    check = "test_slurm_configs_and_scripts_can_be_changed_only_by_root_or_slurm"
+    with slurmfaults.conf_file_mode(engine, "cgroup.conf", 0o666), \
+            slurmfaults.node_script_owned_by(engine, "Epilog", 4242) as epilog:
+        results = run_checks(pytester, path, f"l2_slurm/test_registration.py::{check}")
+    failed = failures(results)
+    assert set(failed) == {f"{check}[{n}]" for n in ("ctl", "g1", "g2", "c1")}, sorted(failed)
+    for node in ("ctl", "g1"):
+        assert (f"{node}: users other than root and SlurmUser " in failed[f"{check}[{node}]"]
+                and f"file {engine.conf_dir}/cgroup.conf (0666 root:root) writable by every user" in failed[f"{check}[{node}]"]
+                and "chown them to root and chmod go-w" in failed[f"{check}[{node}]"]), failed[f"{check}[{node}]"]
+    assert f"file {epilog} (0755 UNKNOWN:UNKNOWN) owned by UNKNOWN (uid 4242)" in failed[f"{check}[g1]"]
+    assert epilog not in failed[f"{check}[ctl]"].split("AssertionError")[0]
+
+
 def test_partition_that_oversubscribes_cpus_lets_two_jobs_share_them(broken, pytester):
     """OverSubscribe=FORCE:2 on the partition: two jobs each granted all of a node's CPUs run
     at once on the same CPUs, and Slurm's partition differs from the config (which does not

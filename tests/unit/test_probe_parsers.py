@@ -299,3 +299,22 @@ def test_jobs_fit_by_cpus_and_by_memory(cpus, memory, job_cpus, per_cpu):
     assert by_cpus == cpus // job_cpus and by_memory * job_cpus * per_cpu <= memory
     if per_cpu <= memory // cpus:
         assert by_memory >= by_cpus
+
+
+def test_who_can_change_slurms_files():
+    f = slurm.FileMode
+    trusted = {0, slurm.slurm_user_uid({"SlurmUser": "slurm(64030)"})}
+    assert trusted == {0, 64030} and slurm.slurm_user_uid({"SlurmUser": "(null)"}) is None
+    files = [f("/etc/slurm/slurm.conf", "file", 0, 0, 0o644, "root", "root"),
+             f("/etc/slurm/gres.conf", "file", 64030, 64030, 0o640, "slurm", "slurm"),
+             f("/etc/slurm/cgroup.conf", "file", 0, 0, 0o666, "root", "root"),
+             f("/etc/slurm/epilog", "file", 1000, 1000, 0o755, "alice", "alice"),
+             f("/etc/slurm/prolog", "file", 0, 100, 0o775, "root", "users"),
+             f("/etc/slurm/health", "file", 0, 0, 0o775, "root", "root"),
+             f("/tmp", "directory", 0, 0, 0o1777, "root", "root"),
+             f("/scratch", "directory", 0, 0, 0o777, "root", "root")]
+    assert slurm.unsafe_modes(files, trusted) == [
+        "file /etc/slurm/cgroup.conf (0666 root:root) writable by every user",
+        "file /etc/slurm/epilog (0755 alice:alice) owned by alice (uid 1000)",
+        "file /etc/slurm/prolog (0775 root:users) writable by group users",
+        "directory /scratch (0777 root:root) writable by every user"]

@@ -5,6 +5,7 @@ the wrong default MPI plugin, a plugin missing, a site TaskProlog that sets vari
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shlex
 from pathlib import Path
@@ -197,6 +198,35 @@ def controller_script_lost_its_mode(engine, key: str = "PrologSlurmctld"):
                 yield f"/etc/slurm/{script.name}"
             finally:
                 script.chmod(0o755)
+    finally:
+        script.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def conf_file_mode(engine, name: str, mode: int):
+    """The cluster's ``/etc/slurm/<name>`` (every node reads the one copy) has ``mode``."""
+    require_local(engine)
+    path = engine.conf_dir / name
+    before = path.stat().st_mode & 0o7777
+    path.chmod(mode)
+    try:
+        yield
+    finally:
+        path.chmod(before)
+
+
+@contextlib.contextmanager
+def node_script_owned_by(engine, key: str, uid: int):
+    """slurm.conf names a ``key`` script (``Epilog``) owned by ``uid``, not root: a user's copy
+    put in place (``scontrol reconfigure``)."""
+    require_local(engine)
+    script = engine.conf_dir / f"hpcv-{key.lower()}.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    os.chown(script, uid, uid)
+    try:
+        with slurm_conf_added(engine, f"{key}=/etc/slurm/{script.name}", restart_slurmd=False):
+            yield f"/etc/slurm/{script.name}"
     finally:
         script.unlink(missing_ok=True)
 

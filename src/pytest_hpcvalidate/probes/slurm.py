@@ -564,6 +564,59 @@ def script_problems(node, scripts: list[tuple[str, str]]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class FileMode:
+    path: str
+    kind: str  # "file" or "directory"
+    uid: int
+    gid: int
+    mode: int  # permission bits, with setuid/setgid/sticky
+    owner: str
+    group: str
+
+
+def file_modes(node, paths: list[str]) -> list[FileMode]:
+    """Owner, group and mode of each existing path (globs expanded, symlinks followed) and of
+    the directory holding it, on ``node``, once each."""
+    if not paths:
+        return []
+    words = " ".join(paths)  # globs: left for the shell to expand
+    r = node.run(f'for f in {words}; do [ -e "$f" ] && printf "%s\\n%s\\n" "$f" "$(dirname "$f")"; done '
+                 "| sort -u | while read -r f; do stat -L -c '%F|%u|%g|%a|%U|%G|%n' \"$f\"; done", timeout=20)
+    out = []
+    for line in r.stdout.splitlines():
+        parts = line.split("|", 6)
+        if len(parts) == 7 and parts[1].isdigit() and parts[2].isdigit():
+            kind, uid, gid, mode, owner, group, path = parts
+            out.append(FileMode(path, "directory" if kind == "directory" else "file", int(uid), int(gid),
+                                int(mode, 8), owner, group))
+    return out
+
+
+def slurm_user_uid(config: dict[str, str]) -> int | None:
+    """SlurmUser's uid from a running configuration (``SlurmUser = slurm(64030)``)."""
+    m = re.search(r"\((\d+)\)", config.get("SlurmUser", ""))
+    return int(m.group(1)) if m else None
+
+
+def unsafe_modes(files: list[FileMode], trusted_uids: set[int]) -> list[str]:
+    """Each of ``files`` that a user other than root or SlurmUser (``trusted_uids``) can change:
+    owned by another user, writable by every user (a directory with the sticky bit excepted:
+    others cannot replace what is in it), or writable by a group other than root's."""
+    out = []
+    for f in files:
+        why = []
+        if f.uid not in trusted_uids:
+            why.append(f"owned by {f.owner} (uid {f.uid})")
+        if f.mode & 0o002 and not (f.kind == "directory" and f.mode & 0o1000):
+            why.append("writable by every user")
+        elif f.mode & 0o020 and f.gid != 0:
+            why.append(f"writable by group {f.group}")
+        if why:
+            out.append(f"{f.kind} {f.path} ({f.mode & 0o7777:04o} {f.owner}:{f.group}) " + " and ".join(why))
+    return out
+
+
+@dataclass(frozen=True)
 class ConfigDigest:
     node: str
     path: str
