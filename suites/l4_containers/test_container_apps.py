@@ -28,7 +28,8 @@ def test_mpi_in_container_spans_every_compute_node(controller, cluster, runtime,
     binary, built = mpi.build(cluster.compute[0], f"{_shared(cluster)}/hpcv-mpi-ctr")
     assert built.ok, f"compiling {mpi.SOURCE.name} with mpicc failed: {built.describe()}"
     hosts = sorted(n.name for n in cluster.compute)
-    r = ctr.srun(controller, runtime, f"{all_compute_partition} -N{len(hosts)} --ntasks-per-node=1 --mpi=pmix",
+    r = ctr.srun(controller, runtime,
+                 f"{all_compute_partition} -N{len(hosts)} --ntasks-per-node=1 --mpi=pmix {mpi.KILL_ON_BAD_EXIT}",
                  f"{binary} ranks", timeout=thresholds.job_start_s_max + 30)
     problems = mpi.parse_ranks(r.stdout).problems(len(hosts), hosts)
     if not r.ok:
@@ -51,7 +52,7 @@ def test_torch_distributed_in_container_across_two_nodes(controller, cluster, ru
     real_gpus = all(node_spec[h].gpus and not node_spec[h].gpu_simulated for h in pair)
     gres = "--gres=gpu:1" if real_gpus else ""
     store = f"{shared}/hpcv-torch/store-{uuid.uuid4().hex}"
-    r = ctr.srun(controller, runtime, f"-w {','.join(pair)} -N2 --ntasks-per-node=1 {gres}",
+    r = ctr.srun(controller, runtime, f"-w {','.join(pair)} -N2 --ntasks-per-node=1 {gres} {mpi.KILL_ON_BAD_EXIT}",
                  f"{containers.python_command} {script} {store}", timeout=thresholds.job_start_s_max + 120,
                  gpu=real_gpus)
     cluster.compute[0].run(f"rm -f {store}", timeout=10)

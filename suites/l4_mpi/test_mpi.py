@@ -44,7 +44,7 @@ def test_mpi_ranks_span_every_compute_node(controller, cluster, node_spec, mpi_b
     """With Slurm's default MPI plugin (no --mpi flag): one rank per CPU of the smallest node on
     every compute node, each reports, world size right, allreduce sum right."""
     hosts, per_node, ntasks, partition = _every_compute_node(controller, cluster, node_spec)
-    r = slurm.srun(controller, f"{partition} -N{len(hosts)} --ntasks-per-node={per_node}",
+    r = slurm.srun(controller, f"{partition} -N{len(hosts)} --ntasks-per-node={per_node} {mpi.KILL_ON_BAD_EXIT}",
                    f"{mpi_binary} ranks", timeout=thresholds.job_start_s_max + 30)
     report = mpi.parse_ranks(r.stdout)
     problems = report.problems(ntasks, hosts)
@@ -78,7 +78,8 @@ def test_point_to_point_latency_and_bandwidth(controller, cluster, node_spec, mp
     a, b = cluster.compute[0], cluster.compute[1]
     partition = _partition_with_all(controller, [a.name, b.name])
     cpus = min(node_spec[a.name].cpus, node_spec[b.name].cpus)
-    r = slurm.srun(controller, f"{partition} -w {a.name},{b.name} -N2 --ntasks-per-node=1 -c {cpus}",
+    r = slurm.srun(controller,
+                   f"{partition} -w {a.name},{b.name} -N2 --ntasks-per-node=1 -c {cpus} {mpi.KILL_ON_BAD_EXIT}",
                    f"{mpi_binary} pingpong 2000", timeout=thresholds.job_start_s_max + 60)
     result = mpi.parse_pingpong(r.stdout)
     assert r.ok and result.latency_us is not None and result.bandwidth_mibps is not None, (

@@ -209,15 +209,17 @@ def test_node_a_configuration_run_missed(broken, pytester):
 
 
 def test_node_that_lost_a_dimm_and_cores(broken, pytester):
-    """g2 sees 90 % of this machine's memory and (where it has more than one) only CPU 0
-    online; g1, the other node of its group, sees all: both are named (neither is the
-    majority), each with how far it is from the group's median; c1 is alone in its group."""
+    """g2 sees 90 % of this machine's memory, swap the other way from this machine's (on where
+    it has none) and (where it has more than one) only CPU 0 online; g1, the other node of its
+    group, sees all: both are named (neither is the majority), each with how far it is from the
+    group's median; c1 is alone in its group."""
     from pytest_hpcvalidate.probes.nodeimage import count_list
     engine, path = broken
     check = "test_node_has_the_cpus_and_memory_of_its_group"
     online = count_list(Path("/sys/devices/system/cpu/online").read_text())
+    swap_here = not re.search(r"^SwapTotal:\s+0 kB", Path("/proc/meminfo").read_text(), re.M)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(nodefaults.memory_total(engine, "g2", 0.9))
+        stack.enter_context(nodefaults.memory_total(engine, "g2", 0.9, swap_kb=0 if swap_here else 8388604))
         if online > 1:
             stack.enter_context(nodefaults.cpus_online(engine, "g2", "0"))
         results = run_checks(pytester, path, f"l1_nodes/test_image.py::{check}")
@@ -228,6 +230,7 @@ def test_node_that_lost_a_dimm_and_cores(broken, pytester):
     assert "g2 has other hardware than the other nodes of compute[0] (g1): " in g2, g2
     assert re.search(r"memory [\d.]+ GiB, 5\.[23] % less than its group's median [\d.]+ GiB \(g1; tolerance 2 %\)", g2), g2
     assert (f"online CPUs 1 ({online} on g1)" in g2) == (online > 1), g2
+    assert f"swap {'off' if swap_here else 'on'} ({'on' if swap_here else 'off'} on g1)" in g2, g2
     assert re.search(r"memory [\d.]+ GiB, 5\.[23] % more than its group's median", failed[f"{check}[g1]"])
 
 

@@ -1,5 +1,6 @@
 """Node image facts: parsing the probe's output, and telling which nodes differ from the others."""
 
+import dataclasses
 from pathlib import Path
 
 from hypothesis import given
@@ -329,3 +330,14 @@ def test_the_lines_of_proc_modules_and_modules_builtin_name_their_module():
     assert _listed_module("nvidia_peermem 16384 0 - Live 0x0000000000000000 (POE)") == "nvidia_peermem"
     assert _listed_module("kernel/drivers/infiniband/core/ib_umad.ko") == "ib_umad"
     assert _listed_module("kernel/drivers/hid/hid-generic.ko") == "hid_generic"
+
+
+def test_a_node_left_with_swap_on_is_named_within_its_group():
+    base = nodeimage.parse("c1", RECORDED)
+    assert base.swapkb == "0"
+    images = {n: dataclasses.replace(base, node=n) for n in ("c1", "c2", "c3")}
+    images["c2"] = dataclasses.replace(images["c2"], swapkb="8388604")
+    groups = {"c1": "compute[0]", "c2": "compute[0]", "c3": "compute[0]"}
+    assert nodeimage.hardware_differences(images, groups) == {"c2": ["swap on (off on c[1,3])"]}
+    images["c3"] = dataclasses.replace(images["c3"], swapkb="")  # not exposed: not compared
+    assert nodeimage.hardware_differences(images, groups) == {"c1": ["swap off (on on c2)"], "c2": ["swap on (off on c1)"]}

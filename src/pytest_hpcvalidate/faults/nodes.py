@@ -129,11 +129,13 @@ def cpus_online(engine, name: str, cpulist: str):
     return _file_says(engine, name, "/sys/devices/system/cpu/online", cpulist, "cpu-online")
 
 
-def memory_total(engine, name: str, fraction: float):
-    """On ``name``, ``/proc/meminfo`` says MemTotal is ``fraction`` of this machine's (a DIMM lost)."""
+def memory_total(engine, name: str, fraction: float, swap_kb: int | None = None):
+    """On ``name``, ``/proc/meminfo`` says MemTotal is ``fraction`` of this machine's (a DIMM
+    lost), and SwapTotal ``swap_kb`` where given (swap left on)."""
     def edit(text: str) -> str:
-        return re.sub(r"^(MemTotal:\s*)(\d+)", lambda m: f"{m.group(1)}{int(int(m.group(2)) * fraction)}", text,
+        text = re.sub(r"^(MemTotal:\s*)(\d+)", lambda m: f"{m.group(1)}{int(int(m.group(2)) * fraction)}", text,
                       count=1, flags=re.M)
+        return text if swap_kb is None else re.sub(r"^(SwapTotal:\s*)\d+", rf"\g<1>{swap_kb}", text, count=1, flags=re.M)
     return _file_edited(engine, name, "/proc/meminfo", edit, "meminfo")
 
 

@@ -14,6 +14,10 @@ from ..transport import CommandResult
 
 SOURCE = Path(__file__).resolve().parents[3] / "suites" / "l4_mpi" / "src" / "mpi_check.c"
 
+#: srun's option for an MPI step: a rank that dies (or fails MPI_Init) ends the step at once,
+#: instead of its peers waiting for it in MPI_Init or a collective until a timeout
+KILL_ON_BAD_EXIT = "--kill-on-bad-exit=1"
+
 _RANK = re.compile(r"^RANK (\d+) OF (\d+) ON (\S+)$", re.M)
 _ALLREDUCE = re.compile(r"^ALLREDUCE (-?\d+) EXPECTED (-?\d+)$", re.M)
 _LATENCY = re.compile(r"^LATENCY_US ([\d.]+)$", re.M)

@@ -38,7 +38,7 @@ from ..hostlist import fold
 
 #: prints ``KERNEL``, ``CMDLINE``, ``CPU`` and ``MICROCODE`` (each distinct value of its CPUs,
 #: ``|``-separated), ``CPUS``/``NUMA`` (online CPU and NUMA node lists), ``SMT`` (1/0),
-#: ``MEMKB`` (MemTotal), ``TAINTED`` (the kernel's taint mask), ``MODULES`` (the kernel modules loaded or
+#: ``MEMKB``/``SWAPKB`` (MemTotal, SwapTotal), ``TAINTED`` (the kernel's taint mask), ``MODULES`` (the kernel modules loaded or
 #: built in, ``-`` as ``_``, space-separated), ``BIOS`` (vendor, version, date; empty without DMI), ``OS``, ``TOOL`` and
 #: one ``PKG<TAB>name<TAB>version`` per installed package
 COMMAND = r"""
@@ -52,6 +52,7 @@ echo "CPUS $(cat /sys/devices/system/cpu/online)"
 echo "SMT $(cat /sys/devices/system/cpu/smt/active 2>/dev/null)"
 echo "NUMA $(cat /sys/devices/system/node/online 2>/dev/null)"
 echo "MEMKB $(sed -n 's/^MemTotal:[[:space:]]*\([0-9]*\).*/\1/p' /proc/meminfo)"
+echo "SWAPKB $(sed -n 's/^SwapTotal:[[:space:]]*\([0-9]*\).*/\1/p' /proc/meminfo)"
 echo "BIOS $(cat /sys/class/dmi/id/bios_vendor /sys/class/dmi/id/bios_version /sys/class/dmi/id/bios_date 2>/dev/null | paste -sd ' ')"
 ( . /etc/os-release 2>/dev/null; echo "OS ${PRETTY_NAME:-unknown}" )
 if command -v dpkg-query >/dev/null 2>&1; then
@@ -84,6 +85,7 @@ class NodeImage:
     smt: str = ""  # 1 when SMT is active, 0 when not, "" when not exposed
     numa: str = ""  # online NUMA nodes, a list such as 0-1
     memkb: str = ""  # MemTotal in kB
+    swapkb: str = ""  # SwapTotal in kB
     tainted: str = ""  # /proc/sys/kernel/tainted, a bit mask
     modules: str = ""  # kernel modules loaded or built in, space-separated, "-" as "_"
     tunables: dict[str, str] = field(default_factory=dict)  # sysctl (or transparent_hugepage.*) -> value
@@ -119,7 +121,7 @@ def tunables_command(sysctls) -> str:
 def parse(node: str, text: str) -> NodeImage:
     """The output of :data:`COMMAND` on ``node``."""
     values = {k: "" for k in ("kernel", "os", "tool", "cmdline", "cpu", "microcode", "bios", "cpus", "smt", "numa",
-                              "memkb", "tainted", "modules")}
+                              "memkb", "swapkb", "tainted", "modules")}
     packages: dict[str, str] = {}
     tunables: dict[str, str] = {}
     for line in text.splitlines():
@@ -337,8 +339,9 @@ def _gib(kb: float) -> str:
 
 def hardware_differences(images: dict[str, NodeImage], groups: dict[str, str],
                          memory_tolerance_pct: float = 2.0) -> dict[str, list[str]]:
-    """{node: [how its CPUs, SMT, NUMA nodes or memory differ]} within each group (``groups``:
-    node → group): the count of online CPUs and of NUMA nodes, whether SMT is active, exactly;
+    """{node: [how its CPUs, SMT, NUMA nodes, swap or memory differ]} within each group (``groups``:
+    node → group): the count of online CPUs and of NUMA nodes, whether SMT is active and whether
+    swap is on (a node left with swap thrashes where its peers are killed at their limit), exactly;
     MemTotal within ``memory_tolerance_pct`` of the group's median (identical nodes differ by
     what their firmware reserves). What a node does not expose is not compared."""
     problems: dict[str, list[str]] = {n: [] for n in images}
@@ -347,7 +350,9 @@ def hardware_differences(images: dict[str, NodeImage], groups: dict[str, str],
         for n in nodes:
             i = images[n]
             facts[n] = {k: str(v) for k, v in (("online CPUs", count_list(i.cpus)), ("NUMA nodes", count_list(i.numa)),
-                                               ("SMT active", i.smt or None)) if v is not None}
+                                               ("SMT active", i.smt or None),
+                                               ("swap", ("on" if int(i.swapkb) else "off") if i.swapkb.isdigit() else None))
+                       if v is not None}
         for node, lines in _value_differences(facts).items():
             problems[node] += lines
         memory = {n: int(images[n].memkb) for n in nodes if images[n].memkb.isdigit()}
