@@ -30,11 +30,19 @@ def _validate(args) -> int:
             status = 4
             continue
         print(f"{path}: cluster {cfg.name!r} ({cfg.provider}) is valid")  # a line, not a title rich wraps to the table
+        nodes = cfg.resolved_nodes()
+        # the columns a config uses beyond the resources: Slurm features, required kernel modules
+        extra = [(title, cell) for title, cell in (
+            ("features", lambda n: ",".join(n.features) if n.features is not None else "-"),
+            ("kernel modules", lambda n: ",".join(dict.fromkeys([*cfg.node_image.kernel_modules, *n.kernel_modules]))
+             if n.role == "compute" else "-"),
+        ) if any(cell(n) not in ("", "-") for n in nodes)]
         table = Table()
-        for col in ("node", "role", "address", "cpus", "memory MiB", "gpus"):
+        for col in ("node", "role", "address", "cpus", "memory MiB", "gpus", *(title for title, _ in extra)):
             table.add_column(col)
-        for n in cfg.resolved_nodes():
-            table.add_row(n.name, n.role, n.address, str(n.cpus), str(n.memory_mb), f"{n.gpus} {n.gpu_type}".strip())
+        for n in nodes:
+            table.add_row(n.name, n.role, n.address, str(n.cpus), str(n.memory_mb), f"{n.gpus} {n.gpu_type}".strip(),
+                          *(cell(n) for _, cell in extra))
         Console().print(table)
         m = cfg.monitoring
         if m is not None:

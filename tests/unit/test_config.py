@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -218,6 +219,11 @@ def test_validate_prints_the_nodes_monitoring_and_sign_off_areas():
     out = subprocess.run([sys.executable, "-m", "pytest_hpcvalidate", "validate", str(ROOT / "configs" / "full-stack.yaml")],
                          capture_output=True, text=True, check=True, env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"}).stdout
     assert "cluster 'full-stack'" in out and "is valid" in out and "10.231.3.13" in out
+    # the columns full-stack uses beyond resources: c3's Slurm feature and the modules every node needs
+    assert "features" in out and re.search(r"c3 .* 10\.231\.3\.13 .* cpu +│ fuse ", out), out
+    minimal = subprocess.run([sys.executable, "-m", "pytest_hpcvalidate", "validate", str(ROOT / "configs" / "minimal.yaml")],
+                             capture_output=True, text=True, check=True, env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"}).stdout
+    assert "features" not in minimal and "kernel modules" not in minimal, minimal
     assert "monitoring: Prometheus at ctl:9090 scrapes 4 node exporters on :9100; Alertmanager at ctl:9093, " \
            "watchdog Watchdog" in out
     assert "required for sign-off: nodes, network, slurm, gres, cgroup, mpi, containers, storage, monitoring" in out
