@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import shlex
 
-import pytest
-
 from pytest_hpcvalidate.probes import isolation, slurm
 from pytest_hpcvalidate.capabilities import not_applicable
 
@@ -60,9 +58,10 @@ def test_no_gres_request_gets_no_gpu_variables(gpu_node, controller, place_on, g
     assert r.ok, f"a step without GRES failed on {gpu_node.name}: {r.describe()}"
     facts = isolation.parse_step_facts(r.stdout)[0]
     assert not facts.step_gpus and not facts.cuda_visible, (
-        f"{gpu_node.name}: a step without --gres sees CUDA_VISIBLE_DEVICES={','.join(facts.cuda_visible or ()) or 'unset'}, "
-        f"Slurm GPUs={','.join(facts.step_gpus or ()) or 'unset'}: CUDA programs in jobs without GPUs will try GPUs they were not given (a TaskProlog "
-        "or a profile script that sets it for every job?)"
+        f"{gpu_node.name}: a step without --gres sees "
+        f"CUDA_VISIBLE_DEVICES={','.join(facts.cuda_visible or ()) or 'unset'}, "
+        f"Slurm GPUs={','.join(facts.step_gpus or ()) or 'unset'}: CUDA programs in jobs without GPUs will try GPUs "
+        "they were not given (a TaskProlog or a profile script that sets it for every job?)"
     )
 
 
