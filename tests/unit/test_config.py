@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import yaml
 
 from pytest_hpcvalidate.config import ConfigError, load_config, load_text
@@ -295,3 +297,24 @@ def test_the_readme_config_example_is_valid():
     config = load_text(block, "README.md")
     nodes = {n.name: n for n in config.resolved_nodes()}
     assert nodes["c1"].features == ("gpu",) and nodes["c1"].kernel_modules == ("fuse",)
+
+
+@given(features=st.lists(st.lists(st.from_regex(r"[A-Za-z][A-Za-z0-9_.+-]{0,12}", fullmatch=True), max_size=4,
+                                  unique=True) | st.none(), min_size=1, max_size=3))
+@settings(max_examples=40, deadline=None)
+def test_features_reach_each_nodes_slurm_conf_line_as_written(features, tmp_path_factory):
+    """Whatever valid features each group declares, the local provider's slurm.conf gives each
+    of its nodes exactly those (none: no Features=), and the model keeps None apart from []."""
+    from pytest_hpcvalidate.providers.local import slurmconf
+    from pytest_hpcvalidate.providers.local.provider import spec_from_config
+
+    groups = "".join(f"  - names: g{i}n[1-2]\n" + (f"    features: {json.dumps(f)}\n" if f is not None else "")
+                     for i, f in enumerate(features))
+    config = load_text("name: t\nnetwork: {subnet: 10.9.0.0/24, bridge: br-t}\ncompute:\n" + groups)
+    text = slurmconf.render_slurm_conf(spec_from_config(config, tmp_path_factory.mktemp("s")))
+    for i, f in enumerate(features):
+        for n in (1, 2):
+            line = next(x for x in text.splitlines() if x.startswith(f"NodeName=g{i}n{n} "))
+            assert ("Features=" + ",".join(f) in line.split()) if f else ("Features=" not in line), line
+            assert {n.name: n for n in config.resolved_nodes()}[f"g{i}n{n}"].features == (tuple(f) if f is not None
+                                                                                         else None)
