@@ -318,3 +318,12 @@ def test_features_reach_each_nodes_slurm_conf_line_as_written(features, tmp_path
             assert ("Features=" + ",".join(f) in line.split()) if f else ("Features=" not in line), line
             assert {n.name: n for n in config.resolved_nodes()}[f"g{i}n{n}"].features == (tuple(f) if f is not None
                                                                                          else None)
+
+
+def test_a_word_yaml_reads_as_a_boolean_or_nothing_is_told_to_be_quoted():
+    (line,) = errors_of(MINIMAL + "    features: [on, gpu]\n")
+    assert line == ("cfg.yaml:6: compute[0].features[0]: a string is needed, and YAML read this one as True: YAML "
+                    "takes on/off, yes/no, true/false for a boolean; quote it, e.g. 'on'")
+    (line,) = errors_of(MINIMAL + "node_image: {kernel_modules: [null]}\n")
+    assert line == ("cfg.yaml:6: node_image.kernel_modules[0]: a string is needed, and this one is empty (YAML reads "
+                    "an empty value, ~ and null as nothing; quote 'null')")

@@ -117,6 +117,11 @@ def describe(error: dict, root_model: type[BaseModel]) -> str:
         return f"{_short(value)} is not {what}"
     if kind == "value_error":
         return str(ctx.get("error", error["msg"])).removeprefix("Value error, ")
+    if kind == "string_type" and isinstance(value, bool):
+        return (f"a string is needed, and YAML read this one as {value}: YAML takes on/off, yes/no, true/false for a "
+                "boolean; quote it, e.g. 'on'")
+    if kind == "string_type" and value is None:
+        return "a string is needed, and this one is empty (YAML reads an empty value, ~ and null as nothing; quote 'null')"
     msg = error["msg"].rstrip(".")
     return f"{msg}, got {_short(value)}" if value is not None and kind.endswith(("_type", "_parsing")) else msg
 
