@@ -9,6 +9,7 @@ import re
 import pytest
 
 from pytest_hpcvalidate.capabilities import not_applicable
+from pytest_hpcvalidate.hostlist import expand, fold
 from pytest_hpcvalidate.probes import munge, network, slurm, storage
 
 from ..conftest import partition_node_names
@@ -62,7 +63,10 @@ def test_node_resources_match_config(compute_node, slurm_nodes, node_spec):
     assert not problems, f"{compute_node.name} in Slurm: " + "; ".join(problems)
 
 
-def test_partitions_match_config(controller, hpc_config):
+def test_partitions_match_config(controller, hpc_config, node_spec, slurm_nodes):
+    """Slurm has the config's partitions, its default, OverSubscribe=FORCE exactly where the config
+    says jobs share CPUs, each partition's compute nodes (of those the config knows: a partition may
+    hold nodes outside it), and its MaxTime where the config gives one."""
     parts = slurm.show_partitions(controller)
     want = {p.name: p for p in hpc_config.slurm.partitions}
     assert set(parts) == set(want), f"partitions in Slurm {sorted(parts)}, config says {sorted(want)}"
@@ -74,6 +78,19 @@ def test_partitions_match_config(controller, hpc_config):
     assert not sharing, (
         "partitions where Slurm forces jobs to share CPUs other than the config says: " + "; ".join(sharing)
         + " (set OverSubscribe=FORCE only where slurm.partitions[].oversubscribe says jobs share on purpose)")
+    known = {name for name, n in node_spec.items() if n.role == "compute"}
+    wrong = []
+    for name, nodes in partition_node_names(hpc_config, node_spec):
+        have = known & (set(slurm_nodes) if parts[name].nodes == "ALL" else set(expand(parts[name].nodes)))
+        if missing := sorted(set(nodes) - have):
+            wrong.append(f"{name} lacks {fold(missing)}")
+        if extra := sorted(have - set(nodes)):
+            wrong.append(f"{name} also holds {fold(extra)}")
+        limit = want[name].max_time
+        if limit is not None and slurm.time_limit_seconds(parts[name].max_time) != slurm.time_limit_seconds(limit):
+            wrong.append(f"{name} MaxTime={parts[name].max_time} (config: max_time {limit})")
+    assert not wrong, ("partitions in Slurm differ from the config: " + "; ".join(wrong)
+                       + " (fix the PartitionName lines of slurm.conf, or slurm.partitions in the config)")
 
 
 @pytest.mark.requires("root")

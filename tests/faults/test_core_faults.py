@@ -42,7 +42,7 @@ BODY = {
         {"names": "c1", "cpus": 2, "memory_mb": 1024, "features": ["cpu"]},
     ],
     "slurm": {"gres_types": ["gpu"], "job_shape_examples": 3, "job_memlock": MEMLOCK, "users": ["hpcv"],
-              "partitions": [{"name": "all", "nodes": "ALL", "default": True}]},
+              "partitions": [{"name": "all", "nodes": "ALL", "default": True, "max_time": "720"}]},  # minutes: Slurm prints 12:00:00
     # timing thresholds with room for a loaded 2-core CI machine: these tests prove which
     # check a fault turns red, not how fast this machine is (bench/ measures that)
     "node_image": {"kernel_modules": ["bridge"]},
@@ -733,6 +733,18 @@ def test_node_declared_with_another_nodes_features(broken, pytester):
                      r"should have cpu", msg), msg
     assert ("srun -p all --ntasks-per-node=1 --constraint=gpu -N2 failed (on ctl: `srun -p all --ntasks-per-node=1 "
             "--constraint=gpu -N2") in msg and "Requested node configuration is not available" in msg, msg
+
+
+def test_partition_with_another_time_limit_and_a_node_left_out(broken, pytester):
+    """Partition `all` with MaxTime=30 (the config: 720 minutes, which Slurm prints 12:00:00 and
+    the healthy run accepts as the same) and without c1."""
+    engine, path = broken
+    with slurmfaults.partition_setting(engine, "all", "MaxTime", "30"), \
+            slurmfaults.partition_setting(engine, "all", "Nodes", "g1,g2"):
+        results = run_checks(pytester, path, "l2_slurm/test_registration.py::test_partitions_match_config")
+    msg = failures(results)["test_partitions_match_config"]
+    assert ("partitions in Slurm differ from the config: all lacks c1; all MaxTime=00:30:00 (config: max_time 720) "
+            "(fix the PartitionName lines of slurm.conf, or slurm.partitions in the config)") in msg, msg
 
 
 def test_default_partition_differs_from_config(broken, pytester):

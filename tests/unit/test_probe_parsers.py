@@ -318,3 +318,26 @@ def test_who_can_change_slurms_files():
         "file /etc/slurm/epilog (0755 alice:alice) owned by alice (uid 1000)",
         "file /etc/slurm/prolog (0775 root:users) writable by group users",
         "directory /scratch (0777 root:root) writable by every user"]
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("UNLIMITED", None), ("INFINITE", None), ("30", 1800), ("30:15", 1815), ("1:00:00", 3600),
+    ("04:00:00", 14400), ("2-00:00:00", 172800), ("2-3", 183600), ("2-3:30", 185400), ("1-00:00:01", 86401),
+])
+def test_slurm_time_limits_in_every_format(text, seconds):
+    assert slurm.time_limit_seconds(text) == seconds
+
+
+def test_a_time_limit_that_is_none_of_them_is_refused():
+    for text in ("", "1:2:3:4", "1-", "abc", "-5"):
+        with pytest.raises(ValueError):
+            slurm.time_limit_seconds(text)
+
+
+@given(st.integers(0, 400 * 86400))
+def test_a_limit_as_scontrol_prints_it_reads_back_as_the_same_duration(total):
+    days, rest = divmod(total, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    printed = (f"{days}-" if days else "") + f"{h:02d}:{m:02d}:{s:02d}"
+    assert slurm.time_limit_seconds(printed) == total

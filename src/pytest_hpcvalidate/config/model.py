@@ -177,7 +177,9 @@ class Partition(Strict):
     name: NodeName
     nodes: str = Field("ALL", description="Hostlist of compute nodes, or ALL.")
     default: bool = False
-    max_time: SlurmTime = "UNLIMITED"
+    max_time: SlurmTime | None = Field(
+        None, description="The partition's MaxTime, which Slurm's must equal (as a duration: 4:00:00 is 04:00:00). "
+        "null (default): not checked; a cluster this tool provisions then gets UNLIMITED.")
     oversubscribe: bool = Field(
         False, description="Jobs in this partition share their CPUs on purpose (Slurm OverSubscribe=FORCE): the "
                            "check that jobs never share the CPUs they were granted does not apply to it, and Slurm "

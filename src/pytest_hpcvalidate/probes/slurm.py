@@ -156,6 +156,26 @@ class SlurmPartition:
         return self.oversubscribe.upper().startswith("FORCE")
 
 
+def time_limit_seconds(text: str) -> int | None:
+    """A Slurm time limit in seconds; None for UNLIMITED/INFINITE. The formats of sbatch
+    ``--time`` and of scontrol: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``.
+    ValueError for anything else."""
+    text = text.strip()
+    if text.upper() in ("UNLIMITED", "INFINITE"):
+        return None
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+    if not m:
+        raise ValueError(f"not a Slurm time limit: {text!r}")
+    days, a, b, c = m.groups()
+    parts = [int(a)] + [int(x) for x in (b, c) if x is not None]
+    if days is not None:  # D-H, D-H:M, D-H:M:S
+        h, mi, s = (parts + [0, 0])[:3]
+        return ((int(days) * 24 + h) * 60 + mi) * 60 + s
+    if len(parts) == 3:
+        return (parts[0] * 60 + parts[1]) * 60 + parts[2]
+    return parts[0] * 60 + (parts[1] if len(parts) == 2 else 0)  # M or M:S
+
+
 def parse_partitions(text: str) -> dict[str, SlurmPartition]:
     """Output of ``scontrol show partition -o`` → {name: SlurmPartition}."""
     out = {}

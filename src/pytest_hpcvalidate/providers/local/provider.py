@@ -27,7 +27,7 @@ def spec_from_config(model, state_root: Path = STATE_ROOT) -> LocalSpec:
             name=p.name,
             nodes=compute if p.nodes == "ALL" else expand(p.nodes),
             default=p.default,
-            max_time=p.max_time,
+            max_time=p.max_time or "UNLIMITED",
             oversubscribe=p.oversubscribe,
         )
         for p in model.slurm.partitions
