@@ -65,8 +65,8 @@ def test_node_resources_match_config(compute_node, slurm_nodes, node_spec):
 
 def test_partitions_match_config(controller, hpc_config, node_spec, slurm_nodes):
     """Slurm has the config's partitions, its default, OverSubscribe=FORCE exactly where the config
-    says jobs share CPUs, each partition's compute nodes (of those the config knows: a partition may
-    hold nodes outside it), and its MaxTime where the config gives one."""
+    says jobs share CPUs, each partition UP with its compute nodes (of those the config knows: a
+    partition may hold nodes outside it), and its MaxTime where the config gives one."""
     parts = slurm.show_partitions(controller)
     want = {p.name: p for p in hpc_config.slurm.partitions}
     assert set(parts) == set(want), f"partitions in Slurm {sorted(parts)}, config says {sorted(want)}"
@@ -86,6 +86,9 @@ def test_partitions_match_config(controller, hpc_config, node_spec, slurm_nodes)
             wrong.append(f"{name} lacks {fold(missing)}")
         if extra := sorted(have - set(nodes)):
             wrong.append(f"{name} also holds {fold(extra)}")
+        if parts[name].state != "UP":
+            wrong.append(f"{name} State={parts[name].state or '?'} (jobs queue there and never start: "
+                         f"scontrol update PartitionName={name} State=UP)")
         limit = want[name].max_time
         if limit is not None and slurm.time_limit_seconds(parts[name].max_time) != slurm.time_limit_seconds(limit):
             wrong.append(f"{name} MaxTime={parts[name].max_time} (config: max_time {limit})")

@@ -747,6 +747,17 @@ def test_partition_with_another_time_limit_and_a_node_left_out(broken, pytester)
             "(fix the PartitionName lines of slurm.conf, or slurm.partitions in the config)") in msg, msg
 
 
+def test_partition_left_down(broken, pytester):
+    """Partition `all` State=DOWN (after maintenance): the partition check says so and how to
+    bring it up, before any job queues there."""
+    engine, path = broken
+    with slurmfaults.partition_setting(engine, "all", "State", "DOWN"):
+        results = run_checks(pytester, path, "l2_slurm/test_registration.py::test_partitions_match_config")
+    msg = failures(results)["test_partitions_match_config"]
+    assert ("partitions in Slurm differ from the config: all State=DOWN (jobs queue there and never start: scontrol "
+            "update PartitionName=all State=UP)") in msg, msg
+
+
 def test_default_partition_differs_from_config(broken, pytester):
     engine, path = broken
     with slurmfaults.partition_setting(engine, "all", "Default", "NO"):
