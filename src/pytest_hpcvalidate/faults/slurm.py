@@ -101,16 +101,20 @@ def _restart(engine, name: str, what: str) -> None:
 
 
 @contextlib.contextmanager
-def munge_key_mode(engine, name: str, mode: int):
-    """The node's munge key file has ``mode`` (munged keeps running with the key it read)."""
-    require_local(engine)
-    key = engine.node_paths(name).munge_key
-    before = key.stat().st_mode & 0o777
-    key.chmod(mode)
+def _mode(path: Path, mode: int):
+    """``path`` has ``mode`` while inside; its own mode back on the way out."""
+    before = path.stat().st_mode & 0o7777
+    path.chmod(mode)
     try:
         yield
     finally:
-        key.chmod(before)
+        path.chmod(before)
+
+
+def munge_key_mode(engine, name: str, mode: int):
+    """The node's munge key file has ``mode`` (munged keeps running with the key it read)."""
+    require_local(engine)
+    return _mode(engine.node_paths(name).munge_key, mode)
 
 
 def _gres_files_edited(engine, name: str, replacement):
@@ -202,17 +206,10 @@ def controller_script_lost_its_mode(engine, key: str = "PrologSlurmctld"):
         script.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
 def conf_file_mode(engine, name: str, mode: int):
     """The cluster's ``/etc/slurm/<name>`` (every node reads the one copy) has ``mode``."""
     require_local(engine)
-    path = engine.conf_dir / name
-    before = path.stat().st_mode & 0o7777
-    path.chmod(mode)
-    try:
-        yield
-    finally:
-        path.chmod(before)
+    return _mode(engine.conf_dir / name, mode)
 
 
 @contextlib.contextmanager
