@@ -187,23 +187,30 @@ def slurm_conf_added(engine, line: str, restart_slurmd: bool = True):
 
 
 @contextlib.contextmanager
+def _site_script(engine, key: str, body: str = "exit 0\n", uid: int = 0):
+    """slurm.conf names ``/etc/slurm/hpcv-<key>.sh`` as its ``key`` script (``Epilog``,
+    ``TaskProlog``...): a shell script of ``body``, mode 0755, owned by ``uid``, in place when
+    Slurm is reconfigured. Yields (the script on this machine, the path Slurm names); removed
+    on the way out."""
+    require_local(engine)
+    script = engine.conf_dir / f"hpcv-{key.lower()}.sh"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    os.chown(script, uid, uid)
+    try:
+        with slurm_conf_added(engine, f"{key}=/etc/slurm/{script.name}", restart_slurmd=False):
+            yield script, f"/etc/slurm/{script.name}"
+    finally:
+        script.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
 def controller_script_lost_its_mode(engine, key: str = "PrologSlurmctld"):
     """slurm.conf names a controller script (``key``) that was executable when slurmctld read
     it and is no longer (mode 0644, as a configuration push without the x bit leaves it).
     Slurm 24.11 refuses to start (or reconfigure) with such a script; 22.05 fails each job."""
-    require_local(engine)
-    script = engine.conf_dir / f"hpcv-{key.lower()}.sh"
-    script.write_text("#!/bin/sh\nexit 0\n")
-    script.chmod(0o755)
-    try:
-        with slurm_conf_added(engine, f"{key}=/etc/slurm/{script.name}", restart_slurmd=False):
-            script.chmod(0o644)
-            try:
-                yield f"/etc/slurm/{script.name}"
-            finally:
-                script.chmod(0o755)
-    finally:
-        script.unlink(missing_ok=True)
+    with _site_script(engine, key) as (script, named), _mode(script, 0o644):
+        yield named
 
 
 def conf_file_mode(engine, name: str, mode: int):
@@ -216,31 +223,16 @@ def conf_file_mode(engine, name: str, mode: int):
 def node_script_owned_by(engine, key: str, uid: int):
     """slurm.conf names a ``key`` script (``Epilog``) owned by ``uid``, not root: a user's copy
     put in place (``scontrol reconfigure``)."""
-    require_local(engine)
-    script = engine.conf_dir / f"hpcv-{key.lower()}.sh"
-    script.write_text("#!/bin/sh\nexit 0\n")
-    script.chmod(0o755)
-    os.chown(script, uid, uid)
-    try:
-        with slurm_conf_added(engine, f"{key}=/etc/slurm/{script.name}", restart_slurmd=False):
-            yield f"/etc/slurm/{script.name}"
-    finally:
-        script.unlink(missing_ok=True)
+    with _site_script(engine, key, uid=uid) as (_, named):
+        yield named
 
 
 @contextlib.contextmanager
 def task_prolog_exports(engine, variables: dict[str, str]):
     """slurm.conf names a TaskProlog that exports ``variables`` into every task (a site script
     that sets CUDA_VISIBLE_DEVICES for every job, GPUs or not)."""
-    require_local(engine)
-    script = engine.conf_dir / "hpcv-taskprolog.sh"
-    script.write_text("#!/bin/sh\n" + "".join(f"echo 'export {k}={v}'\n" for k, v in variables.items()))
-    script.chmod(0o755)
-    try:
-        with slurm_conf_setting(engine, "TaskProlog", f"/etc/slurm/{script.name}"):
-            yield
-    finally:
-        script.unlink(missing_ok=True)
+    with _site_script(engine, "TaskProlog", "".join(f"echo 'export {k}={v}'\n" for k, v in variables.items())):
+        yield
 
 
 def cgroup_setting(engine, key: str, value: str):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
+import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -358,9 +359,7 @@ def hardware_differences(images: dict[str, NodeImage], groups: dict[str, str],
         memory = {n: int(images[n].memkb) for n in nodes if images[n].memkb.isdigit()}
         if len(memory) < 2:
             continue
-        ordered = sorted(memory.values())
-        median = ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1] +
-                                                                       ordered[len(ordered) // 2]) / 2
+        median = statistics.median(memory.values())
         for node, kb in memory.items():
             off = (kb - median) / median * 100 if median else 0.0
             if abs(off) > memory_tolerance_pct:
