@@ -44,6 +44,41 @@ def test_cpus_per_task_gives_exactly_that_many_cpus(compute_node, controller, no
     assert not problems, f"{compute_node.name}: CPU confinement broken: " + "; ".join(problems)
 
 
+def test_tasks_of_a_step_are_bound_to_cpus_of_their_own(compute_node, controller, node_spec, place_on, thresholds,
+                                                       each_node):
+    """One task per CPU of the node in one step (``srun -n <CPUs>``, as an MPI job starts its
+    ranks): every task is bound to CPUs no other task of the step has. Slurm's task/affinity
+    binds them by default when a step's tasks fill what it holds; unbound, the ranks share the
+    step's CPUs and the kernel moves them between cores as it likes: cache and NUMA locality
+    are lost, and two ranks can land on one core while another idles."""
+    cpus = node_spec[compute_node.name].cpus
+    if cpus < 2:
+        not_applicable(f"{compute_node.name} has one CPU: one task per CPU is one task")
+
+    def probe(n):
+        k = node_spec[n.name].cpus
+        if k < 2:
+            return None
+        return slurm.srun(controller, f"{place_on(n)} -n {k} -l", isolation.step_facts_command([]),
+                          timeout=thresholds.job_start_s_max + OTHER_JOB_S)
+
+    r = each_node(probe)
+    tasks = isolation.parse_step_facts(r.stdout) if r.ok else []
+    assert len(tasks) == cpus, (
+        f"{compute_node.name}: a step of {cpus} tasks (one per CPU) did not report from every task: {r.describe()}")
+    shared = isolation.shared_cpus(tasks)
+    if shared:
+        config = slurm.show_config(controller)
+        said = ", ".join(slurm.shown(config, k) for k in ("TaskPlugin", "TaskPluginParam"))
+        raise AssertionError(
+            f"{compute_node.name}: the {cpus} tasks of a step holding its {cpus} CPUs are not bound to CPUs of "
+            f"their own: " + "; ".join(f"tasks {a} and {b} share CPU{'s' if len(c) > 1 else ''} {isolation.cpulist(c)}"
+                                for a, b, c in shared)
+            + f" (task CPUs: {', '.join(f'{i}: {isolation.cpulist(t.cpus)}' for i, t in enumerate(tasks))}). The "
+            f"ranks of an MPI job started with srun there share cores and move between them. Slurm binds tasks "
+            f"with task/affinity in TaskPlugin (and no TaskPluginParam/CpuBind=none): {said}")
+
+
 def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, node_spec, partition_of, thresholds,
                                                      each_node):
     """Two jobs, each granted all of the node's CPUs, submitted together: the second must wait

@@ -380,13 +380,18 @@ def test_memory_constraint_off_lets_a_job_exceed_its_memory(broken, pytester):
     assert "ended COMPLETED" in failed["test_job_over_its_memory_is_oom_killed[c1]"]
 
 
-def test_cores_not_constrained_lets_a_one_cpu_task_run_on_every_cpu(broken, pytester):
-    """Nothing pins tasks (TaskPlugin=task/cgroup alone, ConstrainCores=no): a -c 1 task runs
-    on every CPU of its node, on every node."""
+def _online_cpus_or_skip() -> int:
     from pytest_hpcvalidate.probes.nodeimage import count_list
     online = count_list(Path("/sys/devices/system/cpu/online").read_text()) or 1
     if online < 2:
         pytest.skip("this machine has one CPU: a task sees one CPU pinned or not")
+    return online
+
+
+def test_cores_not_constrained_lets_a_one_cpu_task_run_on_every_cpu(broken, pytester):
+    """Nothing pins tasks (TaskPlugin=task/cgroup alone, ConstrainCores=no): a -c 1 task runs
+    on every CPU of its node, on every node."""
+    online = _online_cpus_or_skip()
     engine, path = broken
     check = "test_cpus_per_task_gives_exactly_that_many_cpus"
     with slurmfaults.cores_unconstrained(engine):
@@ -394,6 +399,24 @@ def test_cores_not_constrained_lets_a_one_cpu_task_run_on_every_cpu(broken, pyte
     failed = failures(results)
     assert set(failed) == {f"{check}[{n}]" for n in ("g1", "g2", "c1")}, sorted(failed)
     assert f"c1: CPU confinement broken: -c 1 sees {online} CPUs" in failed[f"{check}[c1]"], failed[f"{check}[c1]"]
+
+
+def test_tasks_left_unbound_share_their_steps_cpus(broken, pytester):
+    """TaskPlugin=task/cgroup without task/affinity: each step is still held to the CPUs it
+    was granted (the ``-c K`` check stays green), but its tasks are not bound within them:
+    the tasks of a step filling a node share all its CPUs, on every node."""
+    _online_cpus_or_skip()
+    engine, path = broken
+    check = "test_tasks_of_a_step_are_bound_to_cpus_of_their_own"
+    with slurmfaults.slurm_conf_setting(engine, "TaskPlugin", "task/cgroup", restart_slurmd=True):
+        results = run_checks(pytester, path, f"l3_cgroup/test_isolation.py::{check}",
+                             "l3_cgroup/test_isolation.py::test_cpus_per_task_gives_exactly_that_many_cpus")
+    failed = failures(results)
+    assert set(failed) == {f"{check}[{n}]" for n in ("g1", "g2", "c1")}, sorted(failed)
+    message = failed[f"{check}[c1]"]
+    assert re.search(r"c1: the 2 tasks of a step holding its 2 CPUs are not bound to CPUs of their own: tasks 0 and "
+                     r"1 share CPUs? [\d,-]+ \(task CPUs: 0: [\d,-]+, 1: [\d,-]+\)\. The ranks of an MPI job", message), message
+    assert "TaskPlugin=task/cgroup, TaskPluginParam=unset" in message, message
 
 
 def test_jobs_held_to_a_fifth_of_the_memory_they_ask_for(broken, pytester):

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_hpcvalidate.probes import mpi, network, slurm
+from pytest_hpcvalidate.probes import isolation, mpi, network, slurm
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
@@ -341,3 +341,24 @@ def test_a_limit_as_scontrol_prints_it_reads_back_as_the_same_duration(total):
     m, s = divmod(rest, 60)
     printed = (f"{days}-" if days else "") + f"{h:02d}:{m:02d}:{s:02d}"
     assert slurm.time_limit_seconds(printed) == total
+
+
+@given(st.frozensets(st.integers(0, 300), max_size=40))
+def test_cpu_lists_round_trip(cpus):
+    text = isolation.cpulist(cpus)
+    assert isolation.parse_cpulist(text) == cpus
+    assert ",," not in text and not text.startswith(",")
+
+
+def test_cpu_list_in_the_kernels_format():
+    assert isolation.cpulist({0, 1, 2, 3, 8, 10, 11}) == "0-3,8,10-11"
+    assert isolation.cpulist(set()) == ""
+
+
+def test_tasks_of_a_step_sharing_cpus_are_named_in_pairs():
+    labelled = "".join(f"{t}: NODE c1\n{t}: CPUS {cpus}\n{t}: START 1\n{t}: END 2\n" for t, cpus in enumerate(("0", "1", "2-3")))
+    bound = isolation.parse_step_facts(labelled)
+    assert [isolation.cpulist(t.cpus) for t in bound] == ["0", "1", "2-3"]
+    assert isolation.shared_cpus(bound) == []
+    unbound = isolation.parse_step_facts(labelled.replace("CPUS 0\n", "CPUS 0-3\n"))
+    assert [(a, b, isolation.cpulist(c)) for a, b, c in isolation.shared_cpus(unbound)] == [(0, 1, "1"), (0, 2, "2-3")]

@@ -75,6 +75,24 @@ def parse_cpulist(text: str) -> frozenset[int]:
     return frozenset(out)
 
 
+def cpulist(cpus) -> str:
+    """{0,1,2,3,8} → ``0-3,8`` (the kernel's list format, :func:`parse_cpulist`'s inverse)."""
+    runs: list[list[int]] = []
+    for c in sorted(cpus):
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ",".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in runs)
+
+
+def shared_cpus(tasks) -> list[tuple[int, int, frozenset[int]]]:
+    """``(i, j, CPUs)`` for every pair of tasks (anything with ``cpus``, in task order) that may
+    run on the same CPUs; empty when each task's CPUs are its own."""
+    return [(i, j, tasks[i].cpus & tasks[j].cpus) for i in range(len(tasks)) for j in range(i + 1, len(tasks))
+            if tasks[i].cpus & tasks[j].cpus]
+
+
 @dataclass(frozen=True)
 class StepFacts:
     node: str = ""

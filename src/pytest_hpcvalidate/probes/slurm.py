@@ -559,6 +559,13 @@ def configured_scripts(config: dict[str, str], keys: tuple[str, ...]) -> list[tu
     return [(key, path) for key in keys for path in config_list(config, key)]
 
 
+def shown(config: dict[str, str], key: str) -> str:
+    """``key=value`` of a running configuration for a message: Slurm's spellings of nothing
+    (``(null)``, ``(null type)``, empty) as ``unset``."""
+    value = config.get(key, "")
+    return f"{key}={'unset' if value in ('', '(null)', '(null type)') else value}"
+
+
 def mpi_default(config: dict[str, str]) -> str | None:
     """MpiDefault of a running configuration (``show_config``): ``none`` when MPI is off
     (Slurm 24.11 prints that as ``(null)``), None when it gives no value."""
