@@ -66,6 +66,9 @@ def test_tasks_of_a_step_are_bound_to_cpus_of_their_own(compute_node, controller
     tasks = isolation.parse_step_facts(r.stdout) if r.ok else []
     assert len(tasks) == cpus, (
         f"{compute_node.name}: a step of {cpus} tasks (one per CPU) did not report from every task: {r.describe()}")
+    blind = [i for i, t in enumerate(tasks) if not t.cpus]
+    assert not blind, (f"{compute_node.name}: task(s) {', '.join(map(str, blind))} of a step could not read which "
+                       f"CPUs they may run on (Cpus_allowed_list in /proc/self/status): {r.describe()}")
     shared = isolation.shared_cpus(tasks)
     if shared:
         config = slurm.show_config(controller)
