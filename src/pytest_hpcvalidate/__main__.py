@@ -41,7 +41,9 @@ def _validate(args) -> int:
         for col in ("node", "role", "address", "cpus", "memory MiB", "gpus", *(title for title, _ in extra)):
             table.add_column(col)
         for n in nodes:
-            table.add_row(n.name, n.role, n.address, str(n.cpus), str(n.memory_mb), f"{n.gpus} {n.gpu_type}".strip(),
+            sized = n.role != "login"  # a login node's resources are not asserted
+            table.add_row(n.name, n.role, n.address, str(n.cpus) if sized else "-", str(n.memory_mb) if sized else "-",
+                          f"{n.gpus} {n.gpu_type}".strip() if sized else "-",
                           *(cell(n) for _, cell in extra))
         Console().print(table)
         m = cfg.monitoring

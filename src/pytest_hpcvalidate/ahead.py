@@ -24,7 +24,7 @@ import pytest
 from .cluster import Cluster, Node, NodeOutcome, replay
 
 #: the parameters that make a test per-node (see plugin.NODE_PARAMS)
-NODE_PARAM_NAMES = ("node_name", "compute_name", "gpu_node_name", "monitored_name")
+NODE_PARAM_NAMES = ("node_name", "compute_name", "peer_name", "login_name", "gpu_node_name", "monitored_name")
 
 _GATHERED = pytest.StashKey[dict]()
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 from .transport import CommandResult, Transport
 
-Role = Literal["controller", "compute"]
+Role = Literal["controller", "compute", "login"]
 
 #: at most this many nodes are talked to at once by :meth:`Cluster.run_all`
 DEFAULT_FANOUT = 64
@@ -147,6 +147,11 @@ class Cluster:
     @property
     def compute(self) -> list[Node]:
         return [n for n in self.nodes if n.role == "compute"]
+
+    @property
+    def login(self) -> list[Node]:
+        """The login (submit) nodes: munge and slurm.conf, no slurmd."""
+        return [n for n in self.nodes if n.role == "login"]
 
     def node(self, name: str) -> Node:
         for n in self.nodes:

@@ -269,6 +269,10 @@ NODE_PARAMS = {
     "node_name": (lambda m: [n.name for n in m.resolved_nodes()], "the config declares no nodes"),
     "compute_name": (lambda m: [n.name for n in m.resolved_nodes() if n.role == "compute"],
                      "requires compute nodes: the config declares none"),
+    "peer_name": (lambda m: [n.name for n in m.resolved_nodes() if n.role != "controller"],
+                  "requires compute or login nodes: the config declares none"),
+    "login_name": (lambda m: [n.name for n in m.resolved_nodes() if n.role == "login"],
+                   "requires login nodes: the config declares none (login)"),
     "gpu_node_name": (lambda m: [n.name for n in m.resolved_nodes() if n.gpus], "requires gpu: the config gives no node GPUs"),
     "monitored_name": (lambda m: m.monitored_nodes(), "requires monitoring: the config has no monitoring section"),
 }
@@ -306,6 +310,19 @@ def node(cluster, node_name):
 def compute_node(cluster, compute_name):
     """One compute node (the test runs once per compute node)."""
     return cluster.node(compute_name)
+
+
+@pytest.fixture(scope="session")
+def peer_node(cluster, peer_name):
+    """One node other than the controller: a compute or login node, each of which must agree
+    with the controller (clock, munge, slurm.conf). The test runs once per such node."""
+    return cluster.node(peer_name)
+
+
+@pytest.fixture(scope="session")
+def login_node(cluster, login_name):
+    """One login (submit) node (the test runs once per login node)."""
+    return cluster.node(login_name)
 
 
 @pytest.fixture(scope="session")

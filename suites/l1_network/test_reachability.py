@@ -107,17 +107,17 @@ def controller_clock(cluster):
     return reading
 
 
-def test_clock_agrees_with_the_controller(compute_node, controller_clock, thresholds, metric, each_node):
-    """The node's wall clock is the controller's, within ``thresholds.clock_skew_s_max`` beyond
+def test_clock_agrees_with_the_controller(peer_node, controller_clock, thresholds, metric, each_node):
+    """The node's (compute or login) wall clock is the controller's, within ``thresholds.clock_skew_s_max`` beyond
     what the reading itself can tell (both read against the same local clock)."""
     reading = each_node(clock.read)
-    assert reading.offset_s is not None, f"cannot read the clock of {compute_node.name}: {reading.error}"
+    assert reading.offset_s is not None, f"cannot read the clock of {peer_node.name}: {reading.error}"
     skew, bound = reading.skew_to(controller_clock)
     beyond = max(0.0, abs(skew) - bound)
     m = metric("clock_skew_ms", round(beyond * 1000, 3), "ms", thresholds.clock_skew_s_max * 1000, "<=",
-               node=compute_node.name)
+               node=peer_node.name)
     assert m.passed, (
-        f"{compute_node.name}: its clock is {skew:+.3f} s from {controller_clock.node}'s (±{bound:.3f} s): "
+        f"{peer_node.name}: its clock is {skew:+.3f} s from {controller_clock.node}'s (±{bound:.3f} s): "
         f"{m.message}; is NTP (chrony) running and in sync on both?")
 
 

@@ -18,12 +18,12 @@ SLURMCTLD_PORT = 6817
 SLURMD_PORT = 6818
 
 
-def test_munge_credential_from_node_decodes_on_controller(compute_node, controller, each_node):
+def test_munge_credential_from_node_decodes_on_controller(peer_node, controller, each_node):
     result = each_node(lambda n: munge.cross_decode(n, controller))
     assert result.ok, result.describe()
 
 
-def test_munge_credential_from_controller_decodes_on_node(compute_node, controller, each_node):
+def test_munge_credential_from_controller_decodes_on_node(peer_node, controller, each_node):
     result = each_node(lambda n: munge.cross_decode(controller, n))
     assert result.ok, result.describe()
 
@@ -129,9 +129,12 @@ def test_prolog_and_epilog_scripts_are_in_place(node, slurm_config, each_node):
     where it runs (compute nodes: Prolog, Epilog, TaskProlog, TaskEpilog, HealthCheckProgram;
     the controller: PrologSlurmctld, EpilogSlurmctld): a missing prolog or epilog drains the node
     after its next job, a missing health check program leaves the node's health unchecked."""
+    if node.role == "login":
+        not_applicable(f"{node.name} is a login node: Slurm runs no Prolog, Epilog or health check there")
+
     def probe(n):
         keys = slurm.CONTROLLER_SCRIPTS if n.role == "controller" else slurm.NODE_SCRIPTS
-        return slurm.script_problems(n, slurm.configured_scripts(slurm_config, keys))
+        return slurm.script_problems(n, slurm.configured_scripts(slurm_config, keys)) if n.role != "login" else []
 
     problems = each_node(probe)
     assert not problems, f"{node.name}: " + "; ".join(problems)
@@ -146,7 +149,7 @@ def test_slurm_configs_and_scripts_can_be_changed_only_by_root_or_slurm(node, sl
     trusted = {0} | ({uid} if (uid := slurm.slurm_user_uid(slurm_config)) is not None else set())
 
     def probe(n):
-        keys = slurm.CONTROLLER_SCRIPTS if n.role == "controller" else slurm.NODE_SCRIPTS
+        keys = {"controller": slurm.CONTROLLER_SCRIPTS, "compute": slurm.NODE_SCRIPTS}.get(n.role, ())
         conf = slurm.config_dir(n)
         paths = [f"{conf}/*.conf"] + [path for _, path in slurm.configured_scripts(slurm_config, keys)]
         return slurm.file_modes(n, paths)
@@ -166,21 +169,26 @@ def controller_conf(controller):
     return digest
 
 
-def test_slurm_conf_is_the_controllers(compute_node, controller_conf, each_node):
-    """The slurm.conf a node reads is the controller's, byte for byte: a node with a stale copy
-    runs with other limits, partitions or plugins after its next restart."""
+def test_slurm_conf_is_the_controllers(peer_node, controller_conf, each_node):
+    """The slurm.conf a compute or login node reads is the controller's, byte for byte: a node
+    with a stale copy runs with other limits, partitions or plugins after its next restart; a
+    login node's sends jobs with another idea of the partitions and their limits."""
     mine = each_node(slurm.config_digest)
-    assert mine.sha256, f"cannot read {mine.path} on {compute_node.name}: {mine.error}"
+    name = peer_node.name
+    assert mine.sha256, f"cannot read {mine.path} on {name}: {mine.error}"
     assert mine.sha256 == controller_conf.sha256, (
-        f"{compute_node.name}: {mine.path} (sha256 {mine.sha256[:12]}…) differs from {controller_conf.node}'s "
+        f"{name}: {mine.path} (sha256 {mine.sha256[:12]}…) differs from {controller_conf.node}'s "
         f"{controller_conf.path} (sha256 {controller_conf.sha256[:12]}…): copy the controller's to the node "
-        "(or run configless) and restart its slurmd")
+        + ("(or run configless) and restart its slurmd" if peer_node.role == "compute" else "(or run configless)"))
 
 
 def test_slurm_state_directory_has_room(node, slurm_config, thresholds, metric, each_node):
     """Where Slurm keeps its state (the controller's StateSaveLocation, each compute node's
     SlurmdSpoolDir) has ``thresholds.slurm_dir_free_gib_min`` free: full, slurmctld cannot save
     job state and slurmd cannot start jobs."""
+    if node.role == "login":
+        not_applicable(f"{node.name} is a login node: no Slurm daemon keeps state there")
+
     def probe(n):
         setting, path = slurm.state_dir(slurm_config, n)
         return (setting, path, *storage.disk_space(n, path))

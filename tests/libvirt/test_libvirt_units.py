@@ -185,3 +185,14 @@ def test_monitoring_is_refused_before_anything_is_made(tmp_path):
     with pytest.raises(ProvisioningError, match=r"^monitoring: the libvirt provider does not run Prometheus"):
         LibvirtProvider(tmp_path).provision(model)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_login_nodes_are_refused_before_anything_is_made(tmp_path):
+    from pytest_hpcvalidate.providers.base import ProvisioningError
+    from pytest_hpcvalidate.providers.libvirt.provider import LibvirtProvider
+
+    model = ClusterConfig.model_validate({"name": "t", "provider": "libvirt", "network": {"subnet": "10.9.0.0/24",
+                                          "bridge": "br-t"}, "compute": [{"names": "c1"}], "login": [{"name": "login1"}]})
+    with pytest.raises(ProvisioningError, match=r"^login: the libvirt provider builds no login nodes \(login1\); "):
+        LibvirtProvider(tmp_path).provision(model)
+    assert list(tmp_path.iterdir()) == []

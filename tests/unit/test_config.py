@@ -327,3 +327,26 @@ def test_a_word_yaml_reads_as_a_boolean_or_nothing_is_told_to_be_quoted():
     (line,) = errors_of(MINIMAL + "node_image: {kernel_modules: [null]}\n")
     assert line == ("cfg.yaml:6: node_image.kernel_modules[0]: a string is needed, and this one is empty (YAML reads "
                     "an empty value, ~ and null as nothing; quote 'null')")
+
+
+def test_login_nodes_follow_the_compute_nodes_and_are_checked_like_them():
+    cfg = load_text(MINIMAL + "login: [{name: login1}, {name: login2, address: 10.9.0.50}]\n")
+    assert [(n.name, n.role, n.address, n.origin) for n in cfg.resolved_nodes()][3:] == [
+        ("login1", "login", "10.9.0.13", "login[0]"), ("login2", "login", "10.9.0.50", "login[1]")]
+    assert cfg.model_copy(update={"monitoring": None}).unknown_node_names() == []
+    duplicate = errors_of(MINIMAL + "login: [{name: c2}]\n")
+    assert any("login[0]: duplicate node name 'c2' (also in compute[0])" in line for line in duplicate), duplicate
+    clash = errors_of(MINIMAL + "login: [{name: login1, address: 10.9.0.11}]\n")
+    assert any("duplicate address 10.9.0.11 for compute[0] (c1) and login[0] (login1)" in line for line in clash), clash
+    outside = errors_of(MINIMAL + "login: [{name: login1, address: 10.8.0.1}]\n")
+    assert any("login[0]: address 10.8.0.1 of node login1 is outside network.subnet" in line for line in outside), outside
+    typo = errors_of(MINIMAL + "login: [{name: login1, adress: 10.9.0.50}]\n")
+    assert any("login[0].adress: unknown key 'adress' (did you mean 'address'?)" in line for line in typo), typo
+
+
+def test_an_existing_clusters_login_node_needs_its_address():
+    text = MINIMAL.replace("compute:", "provider: existing\ncontroller: {address: 10.9.0.2}\ncompute:").replace(
+        "  - names: c[1-2]", "  - names: c[1-2]\n    first_address: 10.9.0.3")
+    assert [n.role for n in load_text(text + "login: [{name: l1, address: 10.9.0.9}]\n").resolved_nodes()][-1] == "login"
+    lines = errors_of(text + "login: [{name: l1}]\n")
+    assert any("login[0].address: required with provider existing" in line for line in lines), lines

@@ -362,3 +362,8 @@ def test_tasks_of_a_step_sharing_cpus_are_named_in_pairs():
     assert isolation.shared_cpus(bound) == []
     unbound = isolation.parse_step_facts(labelled.replace("CPUS 0\n", "CPUS 0-3\n"))
     assert [(a, b, isolation.cpulist(c)) for a, b, c in isolation.shared_cpus(unbound)] == [(0, 1, "1"), (0, 2, "2-3")]
+
+
+@pytest.mark.parametrize("text, ports", [("60001-63000", (60001, 63000)), ("0-0", None), ("", None), ("(null)", None)])
+def test_srun_port_range(text, ports):
+    assert slurm.srun_port_range({"SrunPortRange": text} if text else {}) == ports

@@ -65,7 +65,7 @@ def _network_problems(cfg: ClusterConfig, other_networks: Iterable[tuple[str, An
         addr = ipaddress.IPv4Address(n.address) if n.address else None
         if addr is None:
             continue
-        where = f"{n.origin}" if n.role == "compute" else "controller.address"
+        where = "controller.address" if n.role == "controller" else n.origin
         if addr not in net:
             if where not in seen_origin:
                 out.append(

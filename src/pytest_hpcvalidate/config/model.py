@@ -138,6 +138,15 @@ class Controller(NodeResources):
     address: IPv4Addr | None = Field(None, description="Default: the subnet's 10th host address.")
 
 
+class LoginNode(Strict):
+    """A node users log in to and submit from: munge and the cluster's slurm.conf, no slurmd.
+    Jobs started there with ``srun`` need every compute node to connect back to it."""
+
+    name: NodeName
+    address: IPv4Addr | None = Field(
+        None, description="Default: the address after the compute nodes' (required with provider existing).")
+
+
 class ComputeGroup(NodeResources):
     """A group of identical compute nodes: ``names`` (a hostlist) or ``count`` + ``prefix``."""
 
@@ -506,7 +515,7 @@ class ResolvedNode:
     """A node with every default applied: what providers build and suites assert."""
 
     name: str
-    role: Literal["controller", "compute"]
+    role: Literal["controller", "compute", "login"]
     address: str
     cpus: int
     memory_mb: int
@@ -540,6 +549,8 @@ class ClusterConfig(Strict):
     network: Network
     controller: Controller = Field(default_factory=Controller)
     compute: list[ComputeGroup] = Field(min_length=1)
+    login: list[LoginNode] = Field(
+        default_factory=list, description="Login (submit) nodes: the checks submit jobs from each as users do.")
     slurm: Slurm = Field(default_factory=Slurm)
     containers: Containers | None = None
     storage: list[Storage] = Field(default_factory=list)
@@ -582,7 +593,7 @@ class ClusterConfig(Strict):
 
     def unknown_node_names(self) -> list[str]:
         """Every setting that names a node this config does not have, one line each."""
-        known = {self.controller.name, *(n for g in self.compute for n in g.node_names())}
+        known = {self.controller.name, *(n for g in self.compute for n in g.node_names()), *(n.name for n in self.login)}
         known_text = ", ".join(sorted(known))
         out = []
         m = self.monitoring
@@ -619,11 +630,16 @@ class ClusterConfig(Strict):
             if not discover and group.addresses is None and group.first_address is None:
                 raise ValueError(f"compute[{gi}]: give 'addresses' (or 'first_address') with provider existing, "
                                  "or set existing.discover: slurm to read them from Slurm")
+        for li, login in enumerate(self.login):
+            if login.address is None:
+                raise ValueError(f"login[{li}].address: required with provider existing (the login node's "
+                                 "cluster-network address)")
         return self
 
     # ----------------------------------------------------------------- derived facts
     def resolved_nodes(self) -> list[ResolvedNode]:
-        """Controller first, then compute nodes in config order, with addresses assigned."""
+        """Controller first, then compute nodes in config order, then login nodes, with
+        addresses assigned."""
         base = int(self.network.subnet.network_address)
         ctl_addr = str(self.controller.address or ipaddress.IPv4Address(base + 10))
         out = [self._resolve(self.controller.name, "controller", ctl_addr, self.controller, "controller")]
@@ -640,6 +656,12 @@ class ClusterConfig(Strict):
                 out.append(self._resolve(name, "compute", addr, group, f"compute[{gi}]"))
             if addrs:
                 next_addr = max(next_addr, int(ipaddress.IPv4Address(addrs[-1])) + 1)
+        for li, login in enumerate(self.login):
+            addr = str(login.address) if login.address is not None else str(ipaddress.IPv4Address(next_addr))
+            next_addr = max(next_addr, int(ipaddress.IPv4Address(addr)) + 1)
+            out.append(ResolvedNode(name=login.name, role="login", address=addr, cpus=0, memory_mb=0, gpus=0,
+                                    gpu_type="", gpu_model=None, gpu_simulated=False, pcie=(), virtio_fs=(),
+                                    origin=f"login[{li}]"))
         return out
 
     @staticmethod

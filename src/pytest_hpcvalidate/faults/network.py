@@ -68,6 +68,12 @@ def port_blocked(engine, name: str, port: int):
     return _iptables(engine, name, f"INPUT -p tcp --dport {int(port)} -j DROP")
 
 
+def only_ssh_in(engine, name: str):
+    """New TCP connections into the node are refused but to SSH (port 22): a login node's
+    firewall that lets users in and nothing else (its own connections out still work)."""
+    return _iptables(engine, name, "INPUT -p tcp --syn ! --dport 22 -j REJECT --reject-with tcp-reset")
+
+
 @contextlib.contextmanager
 def rate_limited(engine, name: str, mbit: int):
     """Traffic leaving the node is shaped to ``mbit`` Mbit/s (tbf; this kernel has no netem)."""

@@ -216,3 +216,109 @@ def tcp_connect(node, host: str, port: int, timeout_s: float = 3.0) -> str:
     if r.ok:
         return ""
     return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ("timed out" if r.exit_code == 124 else f"exit {r.exit_code}")
+
+
+#: (python3 -c, on the listening node) ``LO HI``: a port in LO..HI nothing listens on, chosen
+#: at random (``PORT <n>``), or ``NOPORT``
+_FREE_PORT = """
+import random, socket, sys
+lo, hi = int(sys.argv[1]), int(sys.argv[2])
+ports = random.sample(range(lo, hi + 1), min(64, hi - lo + 1))
+for port in ports:
+    s = socket.socket()
+    try:
+        s.bind(("", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print("PORT", port)
+    break
+else:
+    print("NOPORT")
+"""
+
+#: (python3 -c) ``PORT COUNT WAIT``: listens on PORT, prints ``FROM <address>`` for each
+#: connection, until COUNT came or WAIT seconds passed
+_LISTEN = """
+import socket, sys, time
+port, count, wait = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", port))
+s.listen(1024)
+print("LISTENING", port, flush=True)
+end = time.time() + wait
+seen = 0
+while seen < count and time.time() < end:
+    s.settimeout(max(0.01, end - time.time()))
+    try:
+        c, (addr, _) = s.accept()
+    except socket.timeout:
+        break
+    print("FROM", addr, flush=True)
+    c.close()
+    seen += 1
+"""
+
+
+def ephemeral_ports(node) -> tuple[int, int]:
+    """The port range the node's kernel gives sockets that bind no port of their own
+    (``net.ipv4.ip_local_port_range``; Linux's default 32768-60999 where it cannot be read)."""
+    r = node.run("cat /proc/sys/net/ipv4/ip_local_port_range", timeout=10)
+    parts = r.stdout.split() if r.ok else []
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        return int(parts[0]), int(parts[1])
+    return 32768, 60999
+
+
+def free_port(node, lo: int, hi: int) -> tuple[int | None, str]:
+    """A TCP port in ``lo..hi`` nothing listens on at ``node`` (its Python), or (None, why)."""
+    r = node.run(f"python3 -c {shlex.quote(_FREE_PORT)} {lo} {hi}", timeout=20)
+    m = re.search(r"^PORT (\d+)$", r.stdout, re.M)
+    if r.ok and m:
+        return int(m.group(1)), ""
+    return None, ("no free port in that range" if "NOPORT" in r.stdout else r.describe())
+
+
+@dataclass(frozen=True)
+class ConnectBack:
+    """Who reached a listener on ``server:port``: each client's error ('' when it connected),
+    and the addresses the listener saw connecting (``listener_error`` when it did not run)."""
+
+    port: int
+    errors: dict[str, str]
+    seen: frozenset[str]
+    listener_error: str = ""
+
+
+def connect_back(cluster, server, clients, port: int, wait_s: float = 10.0) -> ConnectBack:
+    """``server`` listens on ``port`` while every node of ``clients`` connects to it at once
+    (retrying for ``wait_s`` - 2 s, so that the listener may start after them): the path a
+    job's tasks take back to an ``srun`` (its I/O and PMI ports) or an ``mpirun``."""
+    retry_s = max(1.0, wait_s - 2)
+    connect = (f"end=$(( $(date +%s) + {math.ceil(retry_s)} )); while :; do "
+               f"err=$(timeout 2 bash -c 'exec 3<>/dev/tcp/{server.address}/{port}' 2>&1) && exit 0; "
+               f"[ $(date +%s) -ge $end ] && {{ echo \"${{err:-timed out}}\"; exit 1; }}; sleep 0.2; done")
+
+    def one(n):
+        if n is server:
+            return n.run(f"python3 -c {shlex.quote(_LISTEN)} {port} {len(clients)} {wait_s:g}", timeout=wait_s + 20)
+        return n.run(connect, timeout=retry_s + 20)
+
+    outcomes = cluster.map(one, [server, *clients])
+    listened = outcomes[server.name]
+    listener = listened.value
+    if listened.error is not None or listener is None or "LISTENING" not in listener.stdout:
+        why = str(listened.error) if listened.error is not None else listener.describe()
+        return ConnectBack(port, {}, frozenset(), listener_error=why)
+    errors = {}
+    for c in clients:
+        o = outcomes[c.name]
+        if o.error is not None:
+            errors[c.name] = str(o.error)
+        else:
+            said = (o.value.stdout.strip().splitlines() or ["failed"])[-1]
+            errors[c.name] = "" if o.value.ok else re.sub(r"^.*/dev/tcp/\S+: ", "", said)  # bash's prefix
+    seen = frozenset(re.findall(r"^FROM (\S+)$", listener.stdout, re.M))
+    return ConnectBack(port, errors, seen)

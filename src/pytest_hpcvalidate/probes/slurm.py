@@ -566,6 +566,15 @@ def shown(config: dict[str, str], key: str) -> str:
     return f"{key}={'unset' if value in ('', '(null)', '(null type)') else value}"
 
 
+def srun_port_range(config: dict[str, str]) -> tuple[int, int] | None:
+    """SrunPortRange (``60001-63000``) of a running configuration: the ports srun listens on for
+    its tasks' I/O and PMI; None when unset (``0-0``: any port the kernel gives)."""
+    m = re.fullmatch(r"\s*(\d+)-(\d+)\s*", config.get("SrunPortRange", ""))
+    if not m or int(m.group(2)) == 0:
+        return None
+    return int(m.group(1)), int(m.group(2))
+
+
 def mpi_default(config: dict[str, str]) -> str | None:
     """MpiDefault of a running configuration (``show_config``): ``none`` when MPI is off
     (Slurm 24.11 prints that as ``(null)``), None when it gives no value."""

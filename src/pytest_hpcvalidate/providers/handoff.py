@@ -37,6 +37,8 @@ def kept_cluster_doc(model, cluster) -> dict:
     for group, spec in zip(doc["compute"], model.compute):
         group.pop("first_address", None)
         group["addresses"] = [addresses[name] for name in spec.node_names()]
+    for login in doc.get("login", []):
+        login["address"] = addresses[login["name"]]
     ssh = _ssh_of(cluster)
     if ssh is not None:
         doc["ssh"] = {**doc.get("ssh", {}), "user": ssh.user, "port": ssh.port, "known_hosts": str(ssh.known_hosts),

@@ -494,6 +494,10 @@ class LibvirtProvider(EngineProvider):
             raise ProvisioningError(
                 "monitoring: the libvirt provider does not run Prometheus or node exporters in its guests; "
                 "use provider local, or attach to a cluster that runs them (provider existing)")
+        if model.login:
+            raise ProvisioningError(
+                f"login: the libvirt provider builds no login nodes ({', '.join(n.name for n in model.login)}); "
+                "remove login, or use provider local")
         return LibvirtCluster(model, self.state_root)
 
 

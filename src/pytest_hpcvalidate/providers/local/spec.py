@@ -15,7 +15,7 @@ from typing import Literal
 @dataclass(frozen=True)
 class NodeSpec:
     name: str                      # hostname, Slurm NodeName, namespace suffix
-    role: Literal["controller", "compute"]
+    role: Literal["controller", "compute", "login"]  # login: munged and sshd, no slurmd
     address: str                   # IPv4 on the cluster bridge, e.g. "10.77.0.11"
     cpus: int = 1                  # Slurm CPUs= (may exceed real cores; slurm.conf allows it)
     memory_mb: int = 1024          # Slurm RealMemory=
