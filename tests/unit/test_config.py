@@ -226,7 +226,9 @@ def test_validate_prints_the_nodes_monitoring_and_sign_off_areas():
     minimal = subprocess.run([sys.executable, "-m", "pytest_hpcvalidate", "validate", str(ROOT / "configs" / "minimal.yaml")],
                              capture_output=True, text=True, check=True, env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"}).stdout
     assert "features" not in minimal and "kernel modules" not in minimal, minimal
-    assert "monitoring: Prometheus at ctl:9090 scrapes 4 node exporters on :9100; Alertmanager at ctl:9093, " \
+    # a login node: its resources are not asserted
+    assert re.search(r"login1 +│ login +│ 10\.231\.3\.14 +│ - +│ - +│ - +│ - +│ - ", out), out
+    assert "monitoring: Prometheus at ctl:9090 scrapes 5 node exporters on :9100; Alertmanager at ctl:9093, " \
            "watchdog Watchdog" in out
     assert "required for sign-off: nodes, network, slurm, gres, cgroup, mpi, containers, storage, monitoring" in out
 
