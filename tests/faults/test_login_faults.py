@@ -28,7 +28,7 @@ BODY = {
     "login": [{"name": "login1"}],
     "slurm": {"partitions": [{"name": "all", "nodes": "ALL", "default": True}]},
     # a job from a login node the compute nodes cannot reach back hangs until this: keep it short
-    "thresholds": {"job_start_s_max": 15, "latency_p50_ms_max": 10, "latency_p99_ms_max": 50},
+    "thresholds": {"job_start_s_max": 10, "latency_p50_ms_max": 10, "latency_p99_ms_max": 50},
 }
 
 #: the checks a login node takes part in, beyond the network's

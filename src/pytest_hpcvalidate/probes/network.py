@@ -301,12 +301,16 @@ def connect_back(cluster, server, clients, port: int, wait_s: float = 10.0) -> C
                f"err=$(timeout 2 bash -c 'exec 3<>/dev/tcp/{server.address}/{port}' 2>&1) && exit 0; "
                f"[ $(date +%s) -ge $end ] && {{ echo \"${{err:-timed out}}\"; exit 1; }}; sleep 0.2; done")
 
+    fanout = 64
+    # the clients go in batches of ``fanout``: the listener waits for the last batch too
+    listen_s = wait_s + 2.0 * (len(clients) // fanout)
+
     def one(n):
         if n is server:
-            return n.run(f"python3 -c {shlex.quote(_LISTEN)} {port} {len(clients)} {wait_s:g}", timeout=wait_s + 20)
+            return n.run(f"python3 -c {shlex.quote(_LISTEN)} {port} {len(clients)} {listen_s:g}", timeout=listen_s + 20)
         return n.run(connect, timeout=retry_s + 20)
 
-    outcomes = cluster.map(one, [server, *clients])
+    outcomes = cluster.map(one, [server, *clients], fanout=fanout + 1)
     listened = outcomes[server.name]
     listener = listened.value
     if listened.error is not None or listener is None or "LISTENING" not in listener.stdout:
