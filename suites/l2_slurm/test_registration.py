@@ -201,14 +201,15 @@ def test_slurm_state_directory_has_room(node, slurm_config, thresholds, metric, 
                       f"{m.message}")
 
 
-def test_slurm_ports_reachable(compute_node, controller, each_node):
-    """slurmd reaches slurmctld (6817) and slurmctld reaches slurmd (6818) over the cluster network."""
+def test_slurm_ports_reachable(peer_node, controller, each_node):
+    """slurmd reaches slurmctld (6817) and slurmctld reaches slurmd (6818) over the cluster
+    network; a login node (no slurmd) reaches slurmctld, where its users' srun and sbatch go."""
     def probe(n):
         problems = []
         err = network.tcp_connect(n, controller.address, SLURMCTLD_PORT)
         if err:
             problems.append(f"{n.name} -> {controller.name}:{SLURMCTLD_PORT} (slurmctld): {err}")
-        err = network.tcp_connect(controller, n.address, SLURMD_PORT)
+        err = network.tcp_connect(controller, n.address, SLURMD_PORT) if n.role == "compute" else ""
         if err:
             problems.append(f"{controller.name} -> {n.name}:{SLURMD_PORT} (slurmd): {err}")
         return problems

@@ -37,6 +37,7 @@ LOGIN_CHECKS = ("l2_slurm/test_login_nodes.py",
                 "l2_slurm/test_registration.py::test_munge_credential_from_controller_decodes_on_node",
                 "l2_slurm/test_registration.py::test_slurm_conf_is_the_controllers",
                 "l2_slurm/test_registration.py::test_a_job_step_runs_on_every_node_of_each_partition",
+                "l2_slurm/test_registration.py::test_slurm_ports_reachable",
                 "l1_network/test_reachability.py::test_clock_agrees_with_the_controller")
 
 
@@ -63,7 +64,8 @@ def test_healthy_login_node_passes_every_check(broken, pytester):
     for check in ("test_compute_nodes_can_connect_back_to_srun_on_the_login_node[login1]",
                   "test_jobs_submitted_from_the_login_node_run[login1]", "test_slurm_conf_is_the_controllers[login1]",
                   "test_munge_credential_from_node_decodes_on_controller[login1]",
-                  "test_clock_agrees_with_the_controller[login1]", "test_node_reaches_every_other_node[login1]"):
+                  "test_clock_agrees_with_the_controller[login1]", "test_node_reaches_every_other_node[login1]",
+                  "test_slurm_ports_reachable[login1]"):
         assert results[check][0] == "passed", (check, results[check])
     # a login node runs no slurmd: the checks of what slurmd keeps or runs do not apply there
     for check in ("test_prolog_and_epilog_scripts_are_in_place[login1]", "test_slurm_state_directory_has_room[login1]"):
@@ -86,6 +88,18 @@ def test_login_node_firewall_that_lets_only_ssh_in(broken, pytester):
     assert "open " in message and "/tcp on login1 to the compute nodes, or set SrunPortRange" in message, message
     assert "srun -p all -N2 from login node login1 failed" in \
         failed["test_jobs_submitted_from_the_login_node_run[login1]"]
+
+
+def test_login_node_that_cannot_reach_slurmctld(broken, pytester):
+    """login1's own firewall refuses its connections to port 6817: nothing submitted there
+    reaches slurmctld, and the ports check names that path."""
+    engine, path = broken
+    with netfaults.port_unreachable_from(engine, "login1", 6817):
+        results = run_checks(pytester, path, *LOGIN_CHECKS)
+    failed = failures(results)
+    assert set(failed) == {"test_slurm_ports_reachable[login1]", "test_jobs_submitted_from_the_login_node_run[login1]"}, \
+        sorted(failed)
+    assert "Slurm ports blocked: login1 -> ctl:6817 (slurmctld): " in failed["test_slurm_ports_reachable[login1]"]
 
 
 def test_login_node_with_a_slurm_conf_of_its_own(broken, pytester):

@@ -68,6 +68,12 @@ def port_blocked(engine, name: str, port: int):
     return _iptables(engine, name, f"INPUT -p tcp --dport {int(port)} -j DROP")
 
 
+def port_unreachable_from(engine, name: str, port: int):
+    """The node's own TCP connections to ``port`` (on any host) are refused (iptables OUTPUT in
+    its namespace): a host firewall on that node alone."""
+    return _iptables(engine, name, f"OUTPUT -p tcp --dport {int(port)} -j REJECT --reject-with tcp-reset")
+
+
 def only_ssh_in(engine, name: str):
     """New TCP connections into the node are refused but to SSH (port 22): a login node's
     firewall that lets users in and nothing else (its own connections out still work)."""
