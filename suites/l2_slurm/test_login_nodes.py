@@ -38,15 +38,18 @@ def test_compute_nodes_can_connect_back_to_srun_on_the_login_node(login_node, cl
 
 
 def test_jobs_submitted_from_the_login_node_run(login_node, cluster, hpc_config, node_spec, thresholds):
-    """From the login node, as users submit: ``srun`` over every compute node of the largest
-    partition prints each node's name, and ``sbatch`` runs a job to COMPLETED."""
+    """From the login node, as users submit: a two-node ``srun`` (one task per node, wired up
+    across nodes) in the largest partition prints each node's name, and ``sbatch`` runs a job
+    to COMPLETED. (Every compute node's path back to the login node is the check above; every
+    node of every partition runs a step from the controller.)"""
     part, names = max(partition_node_names(hpc_config, node_spec), key=lambda pn: len(pn[1]))
-    r = slurm.srun(login_node, f"-p {part} -N{len(names)} --ntasks-per-node=1", "hostname",
+    count = min(2, len(names))
+    r = slurm.srun(login_node, f"-p {part} -N{count} --ntasks-per-node=1", "hostname",
                    timeout=thresholds.job_start_s_max)
-    ran = sorted(r.stdout.split())
-    assert r.ok and ran == names, (
-        f"srun -p {part} -N{len(names)} from login node {login_node.name} "
-        + (f"ran on {fold(ran) or 'no node'}, expected {fold(names)}" if r.ok else "failed")
+    ran = r.stdout.split()
+    assert r.ok and len(set(ran)) == count and set(ran) <= set(names), (
+        f"srun -p {part} -N{count} from login node {login_node.name} "
+        + (f"ran on {fold(ran) or 'no node'}, expected {count} of {fold(names)}" if r.ok else "failed")
         + f": {r.describe()}")
     run = slurm.batch_run(login_node, cluster.shared_dir, "login", f"-p {part} -N1", 'echo "hpcv-login $SLURM_JOB_ID"',
                           timeout=thresholds.job_start_s_max)
