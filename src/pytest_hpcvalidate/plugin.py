@@ -16,7 +16,6 @@ import pytest
 
 from . import capabilities
 from .config import ConfigError, load_config
-from .config.areas import AREA_LAYER
 from .layering import LayerGate, placement
 from .report.plugin import ReportPlugin
 from .sampling import pair_id, ring_pairs
