@@ -145,9 +145,10 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         return None
     m = state.model
     nodes = m.resolved_nodes()
+    login = sum(n.role == "login" for n in nodes)
     return [
         f"hpcvalidate: cluster {m.name!r} from {state.config_path}, provider {m.provider}, "
-        f"{len(nodes)} nodes ({sum(n.role == 'compute' for n in nodes)} compute)",
+        f"{len(nodes)} nodes ({sum(n.role == 'compute' for n in nodes)} compute{f', {login} login' if login else ''})",
         f"hpcvalidate: required for sign-off: {', '.join(m.required_areas())}",
     ]
 

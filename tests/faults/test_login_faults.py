@@ -67,6 +67,8 @@ def test_healthy_login_node_passes_every_check(broken, pytester):
                   "test_clock_agrees_with_the_controller[login1]", "test_node_reaches_every_other_node[login1]",
                   "test_slurm_ports_reachable[login1]"):
         assert results[check][0] == "passed", (check, results[check])
+    environment = (pytester.path / "reports" / "allure-results" / "environment.properties").read_text()
+    assert "compute_nodes=2\n" in environment and "login_nodes=1\n" in environment, environment
     # a login node runs no slurmd: the checks of what slurmd keeps or runs do not apply there
     for check in ("test_prolog_and_epilog_scripts_are_in_place[login1]", "test_slurm_state_directory_has_room[login1]"):
         assert results[check][0] == "skipped", (check, results[check])

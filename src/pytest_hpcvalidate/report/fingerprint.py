@@ -50,6 +50,8 @@ def fingerprint(state, gathered: dict[str, str] | None = None) -> dict[str, str]
                 "gpu_nodes": sum(1 for n in nodes if n.gpus),
             }
         )
+        if login := sum(n.role == "login" for n in nodes):
+            facts["login_nodes"] = login
     facts.update(gathered or {})
     facts.update(
         {
