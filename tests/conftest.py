@@ -9,11 +9,13 @@ pytest_plugins = ["pytester"]
 #: and the run on a Debian 13 root (a whole main job): both long, both one after another in a lane
 VM_TESTS = Path(__file__).parent / "libvirt"
 COMPAT_TESTS = Path(__file__).parent / "compat"
-#: the kept-cluster handoff (two whole runs, about 2 min) goes in that lane too, which is otherwise
-#: about half as long as the other. (Not the other existing-provider tests: they useradd/userdel on
-#: this machine, and replacing /etc/passwd detaches the passwd that a local cluster with
-#: ``slurm.users`` binds over it in its nodes, so they stay serial with the clusters of that lane.)
-HANDOFF_TESTS = Path(__file__).parent / "existing" / "test_kept_handoff.py"
+#: the kept-cluster handoff (two whole runs) and the report end-to-end tests (Allure's generator,
+#: headless Chromium) go in that lane too, about 2.5 min that would otherwise make the other lane
+#: the longer by minutes. (Not the other existing-provider tests: they useradd/userdel on this
+#: machine, and replacing /etc/passwd detaches the passwd that a local cluster with ``slurm.users``
+#: binds over it in its nodes, so they stay serial with the clusters of the other lane.)
+LONG_LANE_FILES = (Path(__file__).parent / "existing" / "test_kept_handoff.py",
+                   Path(__file__).parent / "report" / "test_report_e2e.py")
 
 
 def pytest_configure(config):
@@ -26,7 +28,7 @@ def pytest_configure(config):
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """Two lanes under ``-n 2``: the VM, Debian 13 and handoff tests one after another on one worker, everything else
+    """Two lanes under ``-n 2``: the VM, Debian 13, handoff and report end-to-end tests one after another on one worker, everything else
     one after another on the other. Within a lane nothing changes from a serial run; across
     lanes the tests already keep apart (own names, subnets, state roots). (A scheduler rather
     than ``xdist_group`` marks: xdist 3.8 groups by rewriting ``item._nodeid``, which pytest 9
@@ -38,7 +40,7 @@ def pytest_xdist_make_scheduler(config, log):
     class Lanes(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = root / nodeid.split("::", 1)[0]
-            return "vm" if VM_TESTS in path.parents or COMPAT_TESTS in path.parents or path == HANDOFF_TESTS else "host"
+            return "vm" if VM_TESTS in path.parents or COMPAT_TESTS in path.parents or path in LONG_LANE_FILES else "host"
 
     return Lanes(config, log)
 
