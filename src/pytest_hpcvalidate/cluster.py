@@ -148,11 +148,6 @@ class Cluster:
     def compute(self) -> list[Node]:
         return [n for n in self.nodes if n.role == "compute"]
 
-    @property
-    def login(self) -> list[Node]:
-        """The login (submit) nodes: munge and slurm.conf, no slurmd."""
-        return [n for n in self.nodes if n.role == "login"]
-
     def node(self, name: str) -> Node:
         for n in self.nodes:
             if n.name == name:

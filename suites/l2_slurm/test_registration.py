@@ -133,8 +133,7 @@ def test_prolog_and_epilog_scripts_are_in_place(node, slurm_config, each_node):
         not_applicable(f"{node.name} is a login node: Slurm runs no Prolog, Epilog or health check there")
 
     def probe(n):
-        keys = slurm.CONTROLLER_SCRIPTS if n.role == "controller" else slurm.NODE_SCRIPTS
-        return slurm.script_problems(n, slurm.configured_scripts(slurm_config, keys)) if n.role != "login" else []
+        return slurm.script_problems(n, slurm.configured_scripts(slurm_config, slurm.scripts_run_on(n)))
 
     problems = each_node(probe)
     assert not problems, f"{node.name}: " + "; ".join(problems)
@@ -149,9 +148,8 @@ def test_slurm_configs_and_scripts_can_be_changed_only_by_root_or_slurm(node, sl
     trusted = {0} | ({uid} if (uid := slurm.slurm_user_uid(slurm_config)) is not None else set())
 
     def probe(n):
-        keys = {"controller": slurm.CONTROLLER_SCRIPTS, "compute": slurm.NODE_SCRIPTS}.get(n.role, ())
         conf = slurm.config_dir(n)
-        paths = [f"{conf}/*.conf"] + [path for _, path in slurm.configured_scripts(slurm_config, keys)]
+        paths = [f"{conf}/*.conf"] + [path for _, path in slurm.configured_scripts(slurm_config, slurm.scripts_run_on(n))]
         return slurm.file_modes(n, paths)
 
     files = each_node(probe)
@@ -190,6 +188,8 @@ def test_slurm_state_directory_has_room(node, slurm_config, thresholds, metric, 
         not_applicable(f"{node.name} is a login node: no Slurm daemon keeps state there")
 
     def probe(n):
+        if n.role == "login":  # gathered with the others' (this check is not applicable there)
+            return None
         setting, path = slurm.state_dir(slurm_config, n)
         return (setting, path, *storage.disk_space(n, path))
 

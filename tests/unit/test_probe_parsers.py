@@ -367,3 +367,10 @@ def test_tasks_of_a_step_sharing_cpus_are_named_in_pairs():
 @pytest.mark.parametrize("text, ports", [("60001-63000", (60001, 63000)), ("0-0", None), ("", None), ("(null)", None)])
 def test_srun_port_range(text, ports):
     assert slurm.srun_port_range({"SrunPortRange": text} if text else {}) == ports
+
+
+def test_a_failed_tcp_open_is_reported_without_bashs_prefix():
+    assert network._tcp_error("bash: line 1: /dev/tcp/10.0.0.1/6817: Connection refused\n") == "Connection refused"
+    assert network._tcp_error("bash: connect: Network is unreachable\nbash: line 1: /dev/tcp/h/1: Network is unreachable") \
+        == "Network is unreachable"
+    assert network._tcp_error("") == ""

@@ -10,6 +10,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
+from ..cluster import DEFAULT_FANOUT
+
 _SENT = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
 _TIME = re.compile(r"time[=<]([\d.]+) ?ms")
 
@@ -210,12 +212,23 @@ def iperf3_between(server, client, port: int = 5201, seconds: float = 2.0) -> Ip
     return parsed
 
 
+def _tcp_open(host: str, port: int, timeout_s: float) -> str:
+    """A shell command that opens a TCP connection to ``host:port`` (bash's /dev/tcp), its
+    error on stdout."""
+    return f"timeout {timeout_s:g} bash -c 'exec 3<>/dev/tcp/{host}/{port}' 2>&1"
+
+
+def _tcp_error(said: str) -> str:
+    """bash's last line about a failed /dev/tcp open, without its ``bash: line 1: /dev/tcp/…:`` prefix."""
+    return re.sub(r"^.*/dev/tcp/\S+: ", "", (said.strip().splitlines() or [""])[-1])
+
+
 def tcp_connect(node, host: str, port: int, timeout_s: float = 3.0) -> str:
     """'' when ``node`` can open a TCP connection to ``host:port``, else the error."""
-    r = node.run(f"timeout {timeout_s:g} bash -c 'exec 3<>/dev/tcp/{host}/{port}' 2>&1", timeout=timeout_s + 10)
+    r = node.run(_tcp_open(host, port, timeout_s), timeout=timeout_s + 10)
     if r.ok:
         return ""
-    return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ("timed out" if r.exit_code == 124 else f"exit {r.exit_code}")
+    return _tcp_error(r.stdout) if r.stdout.strip() else ("timed out" if r.exit_code == 124 else f"exit {r.exit_code}")
 
 
 #: (python3 -c, on the listening node) ``LO HI``: a port in LO..HI nothing listens on, chosen
@@ -283,12 +296,11 @@ def free_port(node, lo: int, hi: int) -> tuple[int | None, str]:
 
 @dataclass(frozen=True)
 class ConnectBack:
-    """Who reached a listener on ``server:port``: each client's error ('' when it connected),
-    and the addresses the listener saw connecting (``listener_error`` when it did not run)."""
+    """Who reached a listener: each client's error ('' when it connected); ``listener_error``
+    when the listener did not run (its output, one ``FROM <address>`` line per connection it
+    took, is the evidence in the report)."""
 
-    port: int
     errors: dict[str, str]
-    seen: frozenset[str]
     listener_error: str = ""
 
 
@@ -298,10 +310,9 @@ def connect_back(cluster, server, clients, port: int, wait_s: float = 10.0) -> C
     job's tasks take back to an ``srun`` (its I/O and PMI ports) or an ``mpirun``."""
     retry_s = max(1.0, wait_s - 2)
     connect = (f"end=$(( $(date +%s) + {math.ceil(retry_s)} )); while :; do "
-               f"err=$(timeout 2 bash -c 'exec 3<>/dev/tcp/{server.address}/{port}' 2>&1) && exit 0; "
+               f"err=$({_tcp_open(server.address, port, 2)}) && exit 0; "
                f"[ $(date +%s) -ge $end ] && {{ echo \"${{err:-timed out}}\"; exit 1; }}; sleep 0.2; done")
-
-    fanout = 64
+    fanout = DEFAULT_FANOUT
     # the clients go in batches of ``fanout``: the listener waits for the last batch too
     listen_s = wait_s + 2.0 * (len(clients) // fanout)
 
@@ -315,14 +326,12 @@ def connect_back(cluster, server, clients, port: int, wait_s: float = 10.0) -> C
     listener = listened.value
     if listened.error is not None or listener is None or "LISTENING" not in listener.stdout:
         why = str(listened.error) if listened.error is not None else listener.describe()
-        return ConnectBack(port, {}, frozenset(), listener_error=why)
+        return ConnectBack({}, listener_error=why)
     errors = {}
     for c in clients:
         o = outcomes[c.name]
         if o.error is not None:
             errors[c.name] = str(o.error)
         else:
-            said = (o.value.stdout.strip().splitlines() or ["failed"])[-1]
-            errors[c.name] = "" if o.value.ok else re.sub(r"^.*/dev/tcp/\S+: ", "", said)  # bash's prefix
-    seen = frozenset(re.findall(r"^FROM (\S+)$", listener.stdout, re.M))
-    return ConnectBack(port, errors, seen)
+            errors[c.name] = "" if o.value.ok else (_tcp_error(o.value.stdout) or "failed")
+    return ConnectBack(errors)

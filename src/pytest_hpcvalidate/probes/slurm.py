@@ -544,6 +544,12 @@ NODE_SCRIPTS = ("Prolog", "Epilog", "TaskProlog", "TaskEpilog", "HealthCheckProg
 CONTROLLER_SCRIPTS = ("PrologSlurmctld", "EpilogSlurmctld")
 
 
+def scripts_run_on(node) -> tuple[str, ...]:
+    """The script settings Slurm runs on ``node`` as root: slurmctld's on the controller,
+    slurmd's on a compute node, none on a login node (no Slurm daemon there)."""
+    return {"controller": CONTROLLER_SCRIPTS, "compute": NODE_SCRIPTS}.get(node.role, ())
+
+
 def config_list(config: dict[str, str], key: str) -> list[str]:
     """The values of a list option: ``Key = a,b`` (Slurm 22.05) or ``Key[0] = a``,
     ``Key[1] = b`` (Slurm 23.02 and later print Prolog/Epilog so, one line per script);
