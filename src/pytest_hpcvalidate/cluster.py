@@ -139,6 +139,8 @@ class Cluster:
     shared_dir: Path | None = None
     #: how to reach the cluster by hand, printed with --hpc-keep
     access_hint: str = ""
+    #: what the provider had to mend on attaching (printed in the run's summary)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def controller(self) -> Node:

@@ -371,6 +371,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     seconds = getattr(state, "provision_seconds", None)
     if seconds is not None:
         terminalreporter.write_line(f"hpcvalidate: provisioned {state.model.name!r} in {seconds:.2f}s")
+    for note in getattr(getattr(state, "cluster", None), "notes", None) or ():
+        terminalreporter.write_line(f"hpcvalidate: {note}")
     hint = getattr(state, "kept_hint", None)
     if hint:
         terminalreporter.write_sep("=", "hpcvalidate: cluster left running (--hpc-keep)")

@@ -241,6 +241,23 @@ def test_nodes_see_cluster_hosts_and_shared_dir_but_private_tmp(local):
 
 
 @needs_local
+def test_attach_binds_again_what_the_host_detached_from_a_node(local):
+    """The host replacing /etc/hosts (or passwd, by useradd) detaches the node's bind over it;
+    attaching (--hpc-reuse, xdist workers) binds it again and says so. Detached here from inside
+    c2, which leaves c2 where the host's rename would: seeing the host's file."""
+    from pytest_hpcvalidate.providers.local.engine import LocalCluster
+
+    engine, cluster, _ = local
+    pid = cluster.node("c2").facts["anchor_pid"]
+    subprocess.run(["nsenter", "-t", str(pid), "-m", "--", "umount", "/etc/hosts"], check=True)
+    assert not cluster.node("c2").run("getent hosts c1").ok, "c2 should see the host's /etc/hosts now"
+    attached = LocalCluster(engine.spec).attach()
+    assert len(attached.notes) == 1 and attached.notes[0].endswith(": c2 /etc/hosts"), attached.notes
+    assert cluster.node("c2").run("getent hosts c1").check().stdout.split()[0] == engine.spec.nodes[1].address
+    assert LocalCluster(engine.spec).attach().notes == []
+
+
+@needs_local
 def test_a_node_with_another_munge_key_is_rejected_then_restored(local):
     """The fault injector's path: swap one node's key, restart its munged, credentials fail."""
     engine, cluster, _ = local

@@ -567,8 +567,39 @@ class LocalCluster:
         hierarchies = cgroups.v1_hierarchies() if self.layout == "v1" else []
         for n in self.spec.nodes:
             self._cg[n.name] = cgroups.node_cgroups(self.layout, self.spec.cluster, n.name, hierarchies)
+        restored = self._restore_etc_binds()
         self.cluster = self._build_cluster()
+        self.cluster.notes += restored
         return self.cluster
+
+    def _restore_etc_binds(self) -> list[str]:
+        """Bind again what the host detached from the nodes' /etc since they were made (see
+        ``mountns.detached_binds``). Under a lock: xdist workers attach at once. Returns the
+        note for the run's summary, if any."""
+        import fcntl
+
+        assert self.state is not None
+        anchors = self.state.data.get("anchors", {})
+        binds = mountns.etc_binds(self.spec)
+        restored = []
+        with open(self.work_dir / ".etc-binds.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for n in self.spec.nodes:
+                pid = int(anchors[n.name])
+                gone = mountns.detached_binds(pid, binds)
+                for src, dst in gone:
+                    r = subprocess.run(mountns.rebind_argv(pid, src, dst), capture_output=True, text=True)
+                    if r.returncode != 0:
+                        raise ProvisioningError(
+                            f"node {n.name} of cluster {self.spec.cluster!r}: {dst} is no longer the cluster's "
+                            f"({src}) and binding it again failed: {r.stderr.strip()[:300]}"
+                        )
+                if gone:
+                    restored.append(f"{n.name} {', '.join(d for _, d in gone)}")
+        if not restored:
+            return []
+        return [f"bound again what the host had detached from the nodes' /etc by replacing its own file "
+                f"(useradd, a package install): {'; '.join(restored)}"]
 
     # -- daemons of a running cluster (fault injection) ---------------------------------------
     DAEMONS = ("munged", "sshd", "slurmctld", "slurmd", "mariadbd", "slurmdbd")

@@ -13,7 +13,9 @@ Before it sleeps it sets the node up:
   (``/dev/nvidia<i>``, char 195:i), devpts re-attached, a private tmpfs on /dev/shm
 - binds from the work directory: /etc/hosts, /etc/slurm (the cluster's configs), /etc/passwd
   and /etc/group where the config names users (accounts.py), /run
-  (the node's munge socket, sshd's privsep dir), /tmp (private: PMIx needs that)
+  (the node's munge socket, sshd's privsep dir), /tmp (private: PMIx needs that). The host
+  replacing one of those /etc files detaches its bind; attaching binds it again
+  (``detached_binds``, ``engine.LocalCluster.attach``)
 
 Every daemon of the node enters the anchor's namespaces with ``nsenter -t <anchor pid> -n -m -u``
 (``-C`` too on v2, after joining the node's subtree). The checks' commands (the provider's
@@ -25,6 +27,7 @@ the work directory, so it is at the same path in every node and no private bind 
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +112,39 @@ def _q(path) -> str:
     return shlex.quote(str(path))
 
 
+def etc_binds(spec: LocalSpec) -> list[tuple[Path, str]]:
+    """(source under the work directory, target under /etc) of every node's /etc binds."""
+    wd = Path(spec.work_dir) / "etc"
+    names = ["hosts", "slurm", *(ACCOUNT_FILES if spec.users else ())]
+    return [(wd / name, f"/etc/{name}") for name in names]
+
+
+def detached_binds(anchor_pid: int, binds: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """The binds of ``binds`` no longer in place in the node of ``anchor_pid``.
+
+    The host replacing one of its own files by rename (``useradd``, ``adduser`` in a package's
+    postinst, an editor saving /etc/hosts) detaches every bind over that path in every mount
+    namespace (Linux >= 3.18): the node then sees the host's file again. Read through
+    ``/proc/<pid>/root``, which resolves paths in that process's mount namespace.
+    """
+    gone = []
+    for src, dst in binds:
+        try:
+            inside = os.stat(f"/proc/{anchor_pid}/root{dst}")
+            source = os.stat(src)
+        except OSError:
+            gone.append((src, dst))
+            continue
+        if (inside.st_dev, inside.st_ino) != (source.st_dev, source.st_ino):
+            gone.append((src, dst))
+    return gone
+
+
+def rebind_argv(anchor_pid: int, src: Path, dst: str) -> list[str]:
+    """Bind ``src`` over ``dst`` again, in the mount namespace of the node of ``anchor_pid``."""
+    return ["nsenter", "-t", str(anchor_pid), "-m", "--", "mount", "--bind", str(src), dst]
+
+
 def anchor_script(
     spec: LocalSpec,
     node: NodeSpec,
@@ -117,7 +153,6 @@ def anchor_script(
     symlinks: dict[str, str] | None = None,
 ) -> str:
     """The shell script the anchor runs (as /bin/sh) before ``exec sleep infinity``."""
-    wd = Path(spec.work_dir)
     ip_lines = "\\n".join(netns_mod.node_inside_lines(spec, node))
     s: list[str] = [
         "set -e",
@@ -157,9 +192,7 @@ def anchor_script(
         ]
     s.append("mount -t tmpfs -o mode=1777,nosuid,nodev hpcv-shm /dev/shm")
     s += [
-        f"mount --bind {_q(wd / 'etc' / 'hosts')} /etc/hosts",
-        f"mount --bind {_q(wd / 'etc' / 'slurm')} /etc/slurm",
-        *[f"mount --bind {_q(wd / 'etc' / f)} /etc/{f}" for f in (ACCOUNT_FILES if spec.users else ())],
+        *[f"mount --bind {_q(src)} {dst}" for src, dst in etc_binds(spec)],
         f"mount --bind {_q(paths.run)} /run",
         f"mount --bind {_q(paths.tmp)} /tmp",
     ]
