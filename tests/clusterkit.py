@@ -24,6 +24,8 @@ from pytest_hpcvalidate.providers.local.cleanup import cleanup_stale, leftovers
 from pytest_hpcvalidate.providers.local.preflight import REQUIRED_BINARIES
 
 STATE_ROOT = Path(os.environ.get("HPCV_STATE_ROOT", "/var/lib/hpcvalidate/clusters"))
+#: the shipped suites, which the fault tests run against their clusters
+SUITES = Path(__file__).resolve().parents[1] / "suites"
 
 
 def missing_packages() -> list[str]:
@@ -119,6 +121,19 @@ def running_cluster(tag: str, body: dict, directory: Path):
     assert left == [], f"tearing down {name} left {left}"
 
 
+def module_cluster(tag: str, body: dict, name: str):
+    """A module-scoped fixture called ``name``: (engine, config path) of a real local cluster
+    built from ``body`` (:func:`running_cluster`), made once for the module. Assign it to a
+    module attribute of the same name: ``broken = module_cluster("f", BODY, "broken")``."""
+
+    @pytest.fixture(scope="module", name=name)
+    def made(tmp_path_factory):
+        with running_cluster(tag, body, tmp_path_factory.mktemp(name)) as pair:
+            yield pair
+
+    return made
+
+
 #: Open MPI 4.1.4 with PMIx 4.2.2 on these machines: now and then (0 of 120 jobs in a loop, once in
 #: a CI run of ~25 multi-node MPI jobs) a rank segfaults while starting, and its peers then fail to
 #: reach it. That is this machine's MPI stack, not what a test here proves, so a shipped MPI check
@@ -139,7 +154,7 @@ def only_mpi_ranks_crashed(verbose_output: str) -> bool:
         and RANK_SEGFAULT in verbose_output
 
 
-def run_checks(pytester, path: Path, suite_dir: Path, *selection: str, args: tuple[str, ...] = ()) -> dict:
+def run_checks(pytester, path: Path, *selection: str, suite_dir: Path = SUITES, args: tuple[str, ...] = ()) -> dict:
     """Run shipped suite checks (``file.py[::test]`` relative to ``suite_dir``; all of it when
     none) against the running cluster of config ``path`` through the plugin (``--hpc-reuse``):
     {test id: (outcome, message)} for every test that ran (see :data:`RANK_SEGFAULT`)."""

@@ -1,7 +1,8 @@
 """Layer 1, nodes: the compute nodes are one image: the same kernel, OS release and packages,
 booted with the same kernel parameters, on the same CPU microcode and BIOS, with the same kernel
 tunables, CPUs and memory; no node's kernel is tainted by a hardware error or a crash, and each
-has the kernel modules the config requires of it."""
+has the kernel modules the config requires of it. A login node has the compute nodes' versions
+of what users build and submit with there (MPI, PMIx, CUDA, Slurm, munge)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,35 @@ def test_node_runs_the_same_kernel_os_and_packages_as_the_others(compute_node, n
         f"{compute_node.name} runs other software than the other compute nodes: " + "; ".join(found) +
         f". Reinstall or update it to the cluster's image ({mine.tool} package list compared"
         + (", ignoring " + ", ".join(ignored) if ignored else "") + ")")
+
+
+def test_login_node_runs_the_compute_nodes_mpi_slurm_and_munge(login_node, node_images, hpc_config):
+    """Users build their programs on a login node and submit from it: an Open MPI, PMIx, UCX,
+    CUDA or NCCL there at another version than the compute nodes' builds programs that fail
+    only when they run (ABI, wire-up), and a Slurm or munge at another version speaks another
+    protocol to slurmctld. Every package of ``node_image.login_packages`` installed on the
+    login node and on compute nodes must be at the compute nodes' version there."""
+    patterns = hpc_config.node_image.login_packages
+    if not patterns:
+        not_applicable("node_image.login_packages is empty: no package is compared")
+    image = nodeimage.read(login_node, ())
+    compute = {n: i for n, i in node_images.items() if not isinstance(i, Exception)}
+    if not compute:
+        not_applicable(f"no compute node's packages could be read: nothing to compare {login_node.name} with")
+    tools = {i.tool for i in compute.values()}
+    if image.tool not in tools or image.tool == "none":
+        not_applicable(f"{login_node.name} lists its packages with {image.tool or 'no tool'}, the compute nodes with "
+                       f"{', '.join(sorted(tools))}: their versions cannot be compared")
+    ignored = tuple(hpc_config.node_image.ignore_packages)
+    found, compared = nodeimage.login_differences(image, compute, patterns, ignored)
+    if not compared:
+        not_applicable(f"no package of node_image.login_packages ({', '.join(patterns)}) "
+                       f"is installed on both {login_node.name} and the compute nodes")
+    assert not found, (
+        f"login node {login_node.name} has other versions than the compute nodes of {len(found)} of the "
+        f"{compared} package(s) users build and submit with: {nodeimage.cut_list(found)}. Programs built there "
+        f"against them fail on the compute nodes, and a Slurm or munge of another version speaks another protocol "
+        f"to slurmctld: update {login_node.name} with the compute nodes' image")
 
 
 @pytest.fixture(scope="session")

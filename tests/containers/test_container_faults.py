@@ -47,7 +47,7 @@ def running(tmp_path_factory):
 
 def run_checks(pytester, path: Path, *selection: str) -> dict[str, tuple[str, str]]:
     """{test id: (outcome, message)} of the container checks run against the running cluster."""
-    return clusterkit.run_checks(pytester, path, SUITE, *selection, args=("-p", "no:randomly"))
+    return clusterkit.run_checks(pytester, path, *selection, suite_dir=SUITE, args=("-p", "no:randomly"))
 
 
 failures = clusterkit.failures

@@ -23,7 +23,6 @@ from pytest_hpcvalidate.faults import network as netfaults
 from pytest_hpcvalidate.faults import nodes as nodefaults
 from pytest_hpcvalidate.faults import slurm as slurmfaults
 
-SUITES = Path(__file__).resolve().parents[2] / "suites"
 #: the most locked memory this machine lets a process have (a container without
 #: CAP_SYS_RESOURCE cannot give slurmd more than its own hard limit): what jobs must get
 _, _MEMLOCK_HARD = resource.getrlimit(resource.RLIMIT_MEMLOCK)
@@ -51,18 +50,8 @@ BODY = {
 }
 
 
-@pytest.fixture(scope="module")
-def broken(tmp_path_factory):
-    """(engine, config path) of the module's running cluster."""
-    with clusterkit.running_cluster("f", BODY, tmp_path_factory.mktemp("faults")) as made:
-        yield made
-
-
-def run_checks(pytester, path: Path, *selection: str):
-    return clusterkit.run_checks(pytester, path, SUITES, *selection)
-
-
-failures = clusterkit.failures
+broken = clusterkit.module_cluster("f", BODY, "broken")
+run_checks, failures = clusterkit.run_checks, clusterkit.failures
 
 
 def test_healthy_cluster_passes_every_core_check(broken, pytester):

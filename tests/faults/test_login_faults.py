@@ -10,16 +10,17 @@ The first test proves the healthy cluster passes them, so each red result is the
 from __future__ import annotations
 
 import re
-from pathlib import Path
+import subprocess
 
 import clusterkit
 import pytest
 import yaml
 
 from pytest_hpcvalidate.faults import network as netfaults
+from pytest_hpcvalidate.faults import nodes as nodefaults
 from pytest_hpcvalidate.faults import slurm as slurmfaults
 
-SUITES = Path(__file__).resolve().parents[2] / "suites"
+SUITES = clusterkit.SUITES
 pytestmark = [pytest.mark.integration, clusterkit.needs_local]
 
 BODY = {
@@ -38,21 +39,13 @@ LOGIN_CHECKS = ("l2_slurm/test_login_nodes.py",
                 "l2_slurm/test_registration.py::test_slurm_conf_is_the_controllers",
                 "l2_slurm/test_registration.py::test_a_job_step_runs_on_every_node_of_each_partition",
                 "l2_slurm/test_registration.py::test_slurm_ports_reachable",
-                "l1_network/test_reachability.py::test_clock_agrees_with_the_controller")
+                "l1_network/test_reachability.py::test_clock_agrees_with_the_controller",
+                "l1_nodes/test_image.py::test_login_node_runs_the_compute_nodes_mpi_slurm_and_munge")
+IMAGE_CHECK = "test_login_node_runs_the_compute_nodes_mpi_slurm_and_munge[login1]"
 
 
-@pytest.fixture(scope="module")
-def broken(tmp_path_factory):
-    """(engine, config path) of the module's running cluster."""
-    with clusterkit.running_cluster("lo", BODY, tmp_path_factory.mktemp("login")) as made:
-        yield made
-
-
-def run_checks(pytester, path: Path, *selection: str):
-    return clusterkit.run_checks(pytester, path, SUITES, *selection)
-
-
-failures = clusterkit.failures
+broken = clusterkit.module_cluster("lo", BODY, "broken")
+run_checks, failures = clusterkit.run_checks, clusterkit.failures
 
 
 def test_healthy_login_node_passes_every_check(broken, pytester):
@@ -65,7 +58,7 @@ def test_healthy_login_node_passes_every_check(broken, pytester):
                   "test_jobs_submitted_from_the_login_node_run[login1]", "test_slurm_conf_is_the_controllers[login1]",
                   "test_munge_credential_from_node_decodes_on_controller[login1]",
                   "test_clock_agrees_with_the_controller[login1]", "test_node_reaches_every_other_node[login1]",
-                  "test_slurm_ports_reachable[login1]"):
+                  "test_slurm_ports_reachable[login1]", IMAGE_CHECK):
         assert results[check][0] == "passed", (check, results[check])
     environment = (pytester.path / "reports" / "allure-results" / "environment.properties").read_text()
     assert "compute_nodes=2\n" in environment and "login_nodes=1\n" in environment, environment
@@ -90,6 +83,24 @@ def test_login_node_firewall_that_lets_only_ssh_in(broken, pytester):
     assert "open " in message and "/tcp on login1 to the compute nodes, or set SrunPortRange" in message, message
     assert "srun -p all -N2 from login node login1 failed" in \
         failed["test_jobs_submitted_from_the_login_node_run[login1]"]
+
+
+def test_login_node_left_out_of_an_mpi_and_slurm_update(broken, pytester):
+    """dpkg on login1 says its Open MPI and Slurm clients are at other versions than the
+    compute nodes': only the image check goes red, naming both packages and the compute
+    nodes' versions (jobs still run: what breaks is what users build there)."""
+    engine, path = broken
+    theirs = dict(line.split("\t") for line in subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package}\t${Version}\n", "openmpi-bin", "slurm-client"],
+        capture_output=True, text=True, check=True).stdout.splitlines())
+    with nodefaults.packages_differ(engine, "login1", {"openmpi-bin": "4.1.4-99", "slurm-client": "22.05.99-1"}):
+        failed = failures(run_checks(pytester, path, *LOGIN_CHECKS))
+    assert list(failed) == [IMAGE_CHECK], sorted(failed)
+    message = failed[IMAGE_CHECK]
+    assert ("login node login1 has other versions than the compute nodes of 2 of the" in message
+            and f"openmpi-bin 4.1.4-99 ({theirs['openmpi-bin']} on c[1-2])" in message
+            and f"slurm-client 22.05.99-1 ({theirs['slurm-client']} on c[1-2])" in message
+            and "update login1 with the compute nodes' image" in message), message
 
 
 def test_login_node_that_cannot_reach_slurmctld(broken, pytester):

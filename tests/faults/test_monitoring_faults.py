@@ -18,7 +18,7 @@ import yaml
 
 from pytest_hpcvalidate.faults import monitoring as monfaults
 
-SUITES = Path(__file__).resolve().parents[2] / "suites"
+SUITES = clusterkit.SUITES
 CHECKS = "l5_monitoring"
 pytestmark = [pytest.mark.integration, clusterkit.needs_local]
 
@@ -38,15 +38,11 @@ NODE_DOWN_ROUTE = "test_a_node_down_alert_is_routed_to_a_receiver_that_sends"
 CHECK_COUNT = 2 + 3 * len(NODES) + len(ALERTING) + 1
 
 
-@pytest.fixture(scope="module")
-def monitored(tmp_path_factory):
-    """(engine, config path) of the module's running cluster."""
-    with clusterkit.running_cluster("m", BODY, tmp_path_factory.mktemp("monitoring")) as made:
-        yield made
+monitored = clusterkit.module_cluster("m", BODY, "monitored")
 
 
 def run_checks(pytester, path: Path):
-    return clusterkit.run_checks(pytester, path, SUITES, CHECKS)
+    return clusterkit.run_checks(pytester, path, CHECKS)
 
 
 def config_variant(path: Path, directory: Path, edit) -> Path:
@@ -112,7 +108,7 @@ def test_retention_shorter_than_the_config_wants(monitored, pytester, tmp_path):
     """The local Prometheus keeps 1 day; a config that wants 30 fails (same running cluster)."""
     _, path = monitored
     variant = config_variant(path, tmp_path, lambda m: m.update(retention_days_min=30))
-    failed = clusterkit.failures(clusterkit.run_checks(pytester, variant, SUITES, "l5_monitoring"))
+    failed = clusterkit.failures(clusterkit.run_checks(pytester, variant, "l5_monitoring"))
     assert list(failed) == [STORAGE]
     assert "keeps its data 1 day (storage.tsdb.retention.time=1d), the config wants at least 30 days" in failed[STORAGE]
 
@@ -257,7 +253,7 @@ def test_a_rule_group_the_config_names_is_not_loaded(monitored, pytester, tmp_pa
     read with a config that names one more group)."""
     _, path = monitored
     variant = config_variant(path, tmp_path, lambda m: m["alerting"].update(rule_groups=["hpcvalidate", "site-gpu-health"]))
-    failed = clusterkit.failures(clusterkit.run_checks(pytester, variant, SUITES, "l5_monitoring/test_rules_and_alerts.py"))
+    failed = clusterkit.failures(clusterkit.run_checks(pytester, variant, "l5_monitoring/test_rules_and_alerts.py"))
     assert list(failed) == ["test_prometheus_rules_load_and_evaluate_without_errors"]
     assert "has not loaded the rule group(s) site-gpu-health; loaded: hpcvalidate" in failed[
         "test_prometheus_rules_load_and_evaluate_without_errors"]

@@ -120,7 +120,7 @@ def test_each_node_gets_its_host_gpu_and_jobs_only_the_granted_one(fake_host_gpu
         gres = (engine.conf_dir / "gres.conf").read_text()
         assert "NodeName=g1 Name=gpu Type=h100 File=/dev/nvidia2" in gres and "NodeName=g2 Name=gpu Type=h100 File=/dev/nvidia0" in gres
         # the shipped GRES and device-isolation checks, through the plugin, on the handed-over devices
-        results = clusterkit.run_checks(pytester, config, SUITES, "l3_gres/test_gres.py", "l3_cgroup/test_isolation.py")
+        results = clusterkit.run_checks(pytester, config, "l3_gres/test_gres.py", "l3_cgroup/test_isolation.py")
         assert clusterkit.failures(results) == {}, results
         passed = {t for t, (o, _) in results.items() if o == "passed"}
         for node in ("g1", "g2"):

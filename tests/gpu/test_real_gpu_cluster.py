@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import clusterkit
 import pytest
@@ -23,7 +22,6 @@ import pytest
 from pytest_hpcvalidate.config import gpu_models
 from pytest_hpcvalidate.providers.local import preflight
 
-SUITES = Path(__file__).resolve().parents[2] / "suites"
 
 
 def host_gpu_model() -> str | None:
@@ -53,15 +51,12 @@ BODY = {
 GPU_CHECKS = ("l1_pcie/test_gpu_health.py", "l3_gres", "l3_cgroup/test_isolation.py", "l4_gpu")
 
 
-@pytest.fixture(scope="module")
-def gpu_cluster(tmp_path_factory):
-    with clusterkit.running_cluster("rg", BODY, tmp_path_factory.mktemp("realgpu")) as made:
-        yield made
+gpu_cluster = clusterkit.module_cluster("rg", BODY, "gpu_cluster")
 
 
 def test_healthy_real_gpu_passes_every_gpu_check(gpu_cluster, pytester):
     _, path = gpu_cluster
-    results = clusterkit.run_checks(pytester, path, SUITES, *GPU_CHECKS)
+    results = clusterkit.run_checks(pytester, path, *GPU_CHECKS)
     assert clusterkit.failures(results) == {}
     passed = {k for k, (outcome, _) in results.items() if outcome == "passed"}
     # the real-GPU checks ran (a skip here would be a check that proved nothing)
@@ -79,7 +74,7 @@ def test_gres_conf_with_a_gpu_too_many_fails_naming_the_node(gpu_cluster, pytest
 
     engine, path = gpu_cluster
     with slurmfaults.gres_conf_extra_gpu(engine, "gpu1"):
-        results = clusterkit.run_checks(pytester, path, SUITES,
+        results = clusterkit.run_checks(pytester, path,
                                         "l3_gres/test_gres.py::test_gres_conf_matches_devices_and_config",
                                         "l3_gres/test_real_gpu.py::test_gres_files_are_the_nodes_real_gpus")
     failed = clusterkit.failures(results)
@@ -93,7 +88,7 @@ def test_device_constraint_off_lets_a_step_without_gres_reach_the_gpu(gpu_cluste
 
     engine, path = gpu_cluster
     with slurmfaults.cgroup_setting(engine, "ConstrainDevices", "no"):
-        results = clusterkit.run_checks(pytester, path, SUITES,
+        results = clusterkit.run_checks(pytester, path,
                                         "l3_gres/test_real_gpu.py::test_step_without_gres_sees_no_gpu",
                                         "l3_cgroup/test_isolation.py::test_job_without_gres_cannot_open_any_gpu")
     failed = clusterkit.failures(results)

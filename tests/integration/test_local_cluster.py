@@ -255,6 +255,16 @@ def test_attach_binds_again_what_the_host_detached_from_a_node(local):
     assert len(attached.notes) == 1 and attached.notes[0].endswith(": c2 /etc/hosts"), attached.notes
     assert cluster.node("c2").run("getent hosts c1").check().stdout.split()[0] == engine.spec.nodes[1].address
     assert LocalCluster(engine.spec).attach().notes == []
+    # another file bound over the node's on purpose (a fault, an operator) is not a detached bind
+    other = engine.work_dir / "hosts-of-a-fault"
+    other.write_text("127.0.0.1 localhost\n")
+    subprocess.run(["nsenter", "-t", str(pid), "-m", "--", "mount", "--bind", str(other), "/etc/hosts"], check=True)
+    try:
+        assert LocalCluster(engine.spec).attach().notes == []
+        assert not cluster.node("c2").run("getent hosts c1").ok
+    finally:
+        subprocess.run(["nsenter", "-t", str(pid), "-m", "--", "umount", "/etc/hosts"], check=True)
+    assert cluster.node("c2").run("getent hosts c1").ok
 
 
 @needs_local

@@ -6,14 +6,12 @@ while it still runs, and passes, on a node of a partition that does not share.""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import clusterkit
 import pytest
 
 from pytest_hpcvalidate.probes import isolation
 
-SUITES = Path(__file__).resolve().parents[2] / "suites"
 CHECK = "test_jobs_never_share_the_cpus_they_were_granted"
 pytestmark = [pytest.mark.integration, clusterkit.needs_local]
 
@@ -36,7 +34,7 @@ def test_a_partition_declared_to_share_cpus_is_written_so_and_exempt_from_the_sh
         (a,), (b,) = (isolation.parse_step_facts(out) for out in isolation.split_side_by_side(r.stdout, 2))
         assert isolation.overlapped(a, b) and a.cpus & b.cpus, (
             f"two whole-node jobs in the shared partition did not share c1's CPUs: {r.describe()}")
-        results = clusterkit.run_checks(pytester, path, SUITES,
+        results = clusterkit.run_checks(pytester, path,
                                         "l2_slurm/test_registration.py::test_partitions_match_config",
                                         f"l3_cgroup/test_isolation.py::{CHECK}")
     assert results["test_partitions_match_config"][0] == "passed", results

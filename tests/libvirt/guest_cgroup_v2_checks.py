@@ -29,7 +29,6 @@ from pytest_hpcvalidate.providers.local.cleanup import leftovers
 from pytest_hpcvalidate.providers.local.engine import LocalCluster
 from pytest_hpcvalidate.providers.local.provider import spec_from_config
 
-SUITES = Path(__file__).resolve().parents[2] / "suites"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -83,7 +82,7 @@ def v2(tmp_path_factory):
 
 
 def run_checks(pytester, path: Path, *selection: str) -> dict:
-    return clusterkit.run_checks(pytester, path, SUITES, *selection)
+    return clusterkit.run_checks(pytester, path, *selection)
 
 
 def test_the_provider_takes_the_v2_layout(v2):

@@ -48,16 +48,12 @@ BODY = {
 }
 
 
-@pytest.fixture(scope="module")
-def gluster_cluster(tmp_path_factory):
-    """(engine, config path) of the module's running cluster."""
-    with clusterkit.running_cluster("st", BODY, tmp_path_factory.mktemp("storage")) as made:
-        yield made
+gluster_cluster = clusterkit.module_cluster("st", BODY, "gluster_cluster")
 
 
 def run_suite(pytester, path: Path, *selection: str) -> dict[str, tuple[str, str]]:
     """Run l5_storage checks (``file.py[::test]``, all when none) against the running cluster."""
-    return clusterkit.run_checks(pytester, path, SUITE, *selection)
+    return clusterkit.run_checks(pytester, path, *selection, suite_dir=SUITE)
 
 
 failed = clusterkit.failures

@@ -85,6 +85,59 @@ def test_exactly_the_odd_node_is_named(nodes, odd, version):
         assert list(found) == [odd_name] and found[odd_name][0].startswith(f"1 package version(s) differ: adduser {version} ")
 
 
+# ---------------------------------------------------------------- login nodes
+#: a compute node's packages of the kinds a login node shares with it, and one it alone has
+STACK = {"openmpi-bin": "4.1.4-3", "libpmix2": "4.2.2-1", "slurm-client": "22.05.8-4+deb12u3", "munge": "0.5.15-2",
+         "slurmd": "22.05.8-4+deb12u3", "adduser": "3.134"}
+
+
+def _stack(node: str, tool: str = "dpkg", **packages) -> nodeimage.NodeImage:
+    merged = {k: v for k, v in {**STACK, **packages}.items() if v is not None}
+    return nodeimage.NodeImage(node, "6.1.0-18-amd64", "Debian", tool, merged)
+
+
+def _login(**packages) -> nodeimage.NodeImage:
+    return _stack("login1", slurmd=None, **{"gcc-12": "12.2.0-14", **packages})
+
+
+def test_a_login_node_with_the_compute_nodes_stack_compares_only_what_both_have():
+    compute = {n: _stack(n) for n in ("c1", "c2", "c3")}
+    found, compared = nodeimage.login_differences(_login(), compute, nodeimage.LOGIN_PACKAGES)
+    # openmpi-bin, libpmix2, slurm-client, munge: not slurmd (compute only), gcc-12 (login only), adduser (no pattern)
+    assert (found, compared) == ([], 4)
+
+
+def test_a_login_node_left_out_of_an_mpi_and_slurm_update_is_told_the_compute_nodes_versions():
+    compute = {n: _stack(n, **{"openmpi-bin": "4.1.5-1", "slurm-client": "23.11.4-1"}) for n in ("c1", "c2")}
+    compute["c3"] = _stack("c3", **{"openmpi-bin": "4.1.5-1", "slurm-client": "23.11.4-1", "munge": "0.5.14-1"})
+    found, compared = nodeimage.login_differences(_login(), compute, nodeimage.LOGIN_PACKAGES)
+    # munge: most compute nodes have 0.5.15-2 as the login node does; c3's is c3's own problem
+    assert found == ["openmpi-bin 4.1.4-3 (4.1.5-1 on c[1-3])", "slurm-client 22.05.8-4+deb12u3 (23.11.4-1 on c[1-3])"]
+    assert compared == 4
+
+
+def test_where_the_compute_nodes_disagree_any_of_their_versions_will_do():
+    compute = {"c1": _stack("c1"), "c2": _stack("c2", **{"openmpi-bin": "4.1.5-1"})}
+    assert nodeimage.login_differences(_login(), compute, ("*openmpi*",)) == ([], 1)
+    found, _ = nodeimage.login_differences(_login(**{"openmpi-bin": "4.1.6-1"}), compute, ("*openmpi*",))
+    assert found == ["openmpi-bin 4.1.6-1 (4.1.4-3 on c1; 4.1.5-1 on c2)"]
+
+
+def test_ignored_packages_and_another_package_tool_are_not_compared():
+    compute = {n: _stack(n, munge="0.5.16-1") for n in ("c1", "c2")}
+    assert nodeimage.login_differences(_login(), compute, nodeimage.LOGIN_PACKAGES, ignore=("mun*",)) == ([], 3)
+    rpm_login = _stack("login1", tool="rpm", munge="0.5.13-13.el9")
+    assert nodeimage.login_differences(rpm_login, compute, nodeimage.LOGIN_PACKAGES) == ([], 0)
+
+
+@given(version=st.text("0123456789.-+~:", min_size=1, max_size=10), computes=st.integers(1, 6))
+def test_the_login_node_fails_exactly_when_its_version_is_not_the_compute_nodes(version, computes):
+    compute = {f"c{i}": _stack(f"c{i}") for i in range(1, computes + 1)}
+    found, compared = nodeimage.login_differences(_login(munge=version), compute, ("munge",))
+    assert compared == 1
+    assert found == ([] if version == STACK["munge"] else [f"munge {version} ({STACK['munge']} on {list(compute)[0] if computes == 1 else f'c[1-{computes}]'})"])
+
+
 # ---------------------------------------------------------------- kernel parameters
 #: a compute node's command line as GRUB boots it (root= and BOOT_IMAGE name the node's own disk and kernel)
 CMDLINE = ("BOOT_IMAGE=/boot/vmlinuz-6.1.0-18-amd64 root=UUID=0b6c7e3a ro quiet intel_iommu=on iommu=pt "

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .areas import AREAS
 from ..hostlist import expand as expand_hostlist
-from ..probes.nodeimage import DEFAULT_SYSCTLS
+from ..probes.nodeimage import DEFAULT_SYSCTLS, LOGIN_PACKAGES
 from .types import (
     ModuleName,
     SlurmFeature,
@@ -431,6 +431,11 @@ class NodeImage(Strict):
         description="Kernel modules every compute node must have loaded (or built in), e.g. ib_ipoib, lustre; a "
                     "group's own go in compute[i].kernel_modules. A missing one fails on its node (NCCL without "
                     "nvidia_peermem, MPI without ib_umad, fall back to slower paths without an error).")
+    login_packages: list[str] = Field(
+        default_factory=lambda: list(LOGIN_PACKAGES),
+        description="Packages (fnmatch patterns) a login node must have at the compute nodes' version where both "
+                    "have them: what users build against there runs on the compute nodes, what they submit with "
+                    "speaks to slurmctld. Default: " + ", ".join(LOGIN_PACKAGES) + ".")
     sysctls: list[SysctlName] = Field(
         default_factory=lambda: list(DEFAULT_SYSCTLS),
         description="Kernel tunables (sysctl names, e.g. vm.zone_reclaim_mode) that must be alike on the compute "

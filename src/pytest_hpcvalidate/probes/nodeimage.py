@@ -147,7 +147,7 @@ def read(node, sysctls=DEFAULT_SYSCTLS) -> NodeImage:
     return image
 
 
-def _listed(items: list[str]) -> str:
+def cut_list(items: list[str]) -> str:
     head = ", ".join(items[:SHOWN])
     return head + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
 
@@ -199,12 +199,47 @@ def differences(images: dict[str, NodeImage], groups: dict[str, str],
     missing, extra = _presence_differences(listed, groups)
     for n in listed:
         if versions[n]:
-            problems[n].append(f"{len(versions[n])} package version(s) differ: {_listed(versions[n])}")
+            problems[n].append(f"{len(versions[n])} package version(s) differ: {cut_list(versions[n])}")
         if missing[n]:
-            problems[n].append(f"lacks {len(missing[n])} package(s) other nodes of its group have: {_listed(missing[n])}")
+            problems[n].append(f"lacks {len(missing[n])} package(s) other nodes of its group have: {cut_list(missing[n])}")
         if extra[n]:
-            problems[n].append(f"has {len(extra[n])} package(s) other nodes of its group lack: {_listed(extra[n])}")
+            problems[n].append(f"has {len(extra[n])} package(s) other nodes of its group lack: {cut_list(extra[n])}")
     return {n: p for n, p in problems.items() if p}
+
+
+#: packages a login node must have at the compute nodes' version (``node_image.login_packages``):
+#: what users build against there (MPI, PMIx, UCX, CUDA, NCCL) runs on the compute nodes, and
+#: what they submit with (Slurm's clients, munge) speaks the compute nodes' protocol
+LOGIN_PACKAGES = ("slurm*", "libslurm*", "munge", "libmunge*", "*openmpi*", "*pmix*", "*ucx*", "cuda-*",
+                  "libnccl*", "apptainer*")
+
+
+def login_differences(login: NodeImage, compute: dict[str, NodeImage], patterns,
+                      ignore: tuple[str, ...] = ()) -> tuple[list[str], int]:
+    """([how ``login``'s packages differ], how many were compared): each package of ``login``
+    matching ``patterns`` (fnmatch) and not ``ignore`` that compute nodes with the same package
+    tool have too, at a version none of them has or, where most of them agree, another than
+    theirs. A package only on the login node (compilers) or only on the compute nodes (slurmd)
+    is not compared."""
+    peers = {n: i.packages for n, i in compute.items() if i.tool == login.tool and login.tool not in ("", "none")}
+    found, compared = [], 0
+    for name in sorted(login.packages):
+        if not any(fnmatch.fnmatch(name, g) for g in patterns) or any(fnmatch.fnmatch(name, g) for g in ignore):
+            continue
+        theirs = {n: p[name] for n, p in peers.items() if name in p}
+        if not theirs:
+            continue
+        compared += 1
+        counts = Counter(theirs.values()).most_common()
+        majority = counts[0][0] if len(counts) == 1 or counts[0][1] > counts[1][1] else None
+        mine = login.packages[name]
+        differs = mine != majority if majority is not None else mine not in theirs.values()
+        if differs:
+            by_version: dict[str, list[str]] = {}
+            for n, v in theirs.items():
+                by_version.setdefault(v, []).append(n)
+            found.append(f"{name} {mine} (" + "; ".join(f"{v} on {fold(ns)}" for v, ns in by_version.items()) + ")")
+    return found, compared
 
 
 def _value_differences(have: dict[str, dict[str, str]], show=lambda key, value: f"{key} {value}") -> dict[str, list[str]]:

@@ -120,22 +120,25 @@ def etc_binds(spec: LocalSpec) -> list[tuple[Path, str]]:
 
 
 def detached_binds(anchor_pid: int, binds: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    """The binds of ``binds`` no longer in place in the node of ``anchor_pid``.
+    """The binds of ``binds`` gone from the node of ``anchor_pid``: where it sees the host's own
+    file again.
 
     The host replacing one of its own files by rename (``useradd``, ``adduser`` in a package's
     postinst, an editor saving /etc/hosts) detaches every bind over that path in every mount
-    namespace (Linux >= 3.18): the node then sees the host's file again. Read through
-    ``/proc/<pid>/root``, which resolves paths in that process's mount namespace.
+    namespace (Linux >= 3.18). Another file bound over the node's (a fault injected on purpose,
+    an operator's change) is not this and is left alone. Read through ``/proc/<pid>/root``,
+    which resolves paths in that process's mount namespace.
     """
+    def same(a: os.stat_result, b: os.stat_result) -> bool:
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
     gone = []
     for src, dst in binds:
         try:
-            inside = os.stat(f"/proc/{anchor_pid}/root{dst}")
-            source = os.stat(src)
+            inside, host, source = os.stat(f"/proc/{anchor_pid}/root{dst}"), os.stat(dst), os.stat(src)
         except OSError:
-            gone.append((src, dst))
             continue
-        if (inside.st_dev, inside.st_ino) != (source.st_dev, source.st_ino):
+        if same(inside, host) and not same(inside, source):
             gone.append((src, dst))
     return gone
 
