@@ -48,6 +48,8 @@ class HpcState:
         self.config_path: str | None = None
         self.gate = LayerGate()
         self.placements: dict[str, object] = {}
+        #: what the provider had to mend on attaching, in xdist workers (see the cluster's own notes)
+        self.notes: list[str] = []
 
 
 def _opt(config: pytest.Config, name: str):
@@ -232,10 +234,22 @@ def pytest_configure_node(node) -> None:
     node.workerinput.update(controller_provision(node.config, state.model))
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """xdist controller: what a worker's provider had to mend on attaching, for the summary."""
+    state = node.config.stash.get(HPC, None)
+    if state is not None:
+        state.notes += [n for n in getattr(node, "workeroutput", {}).get("hpc_notes", []) if n not in state.notes]
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """xdist controller: destroy the cluster it provisioned (before the terminal summary)."""
+    """xdist controller: destroy the cluster it provisioned (before the terminal summary); an
+    xdist worker: hand its provider's notes to the controller."""
     from .lifecycle import controller_finish
 
+    state = session.config.stash.get(HPC, None)
+    if state is not None and hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["hpc_notes"] = list(getattr(getattr(state, "cluster", None), "notes", None) or ())
     controller_finish(session.config)
 
 
@@ -371,7 +385,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     seconds = getattr(state, "provision_seconds", None)
     if seconds is not None:
         terminalreporter.write_line(f"hpcvalidate: provisioned {state.model.name!r} in {seconds:.2f}s")
-    for note in getattr(getattr(state, "cluster", None), "notes", None) or ():
+    for note in dict.fromkeys([*(getattr(getattr(state, "cluster", None), "notes", None) or ()), *state.notes]):
         terminalreporter.write_line(f"hpcvalidate: {note}")
     hint = getattr(state, "kept_hint", None)
     if hint:
