@@ -63,6 +63,29 @@ def test_node_resources_match_config(compute_node, slurm_nodes, node_spec):
     assert not problems, f"{compute_node.name} in Slurm: " + "; ".join(problems)
 
 
+def test_node_has_the_cpus_and_memory_slurm_gives_its_jobs(compute_node, slurm_nodes, slurm_config, each_node):
+    """Slurm sizes jobs by slurm.conf's CPUs and RealMemory. Where slurmd takes those as given
+    (``SlurmdParameters=config_overrides``: cloud nodes, sites that pin the numbers) a node with
+    cores offline or a DIMM lost still takes jobs sized for the whole: they oversubscribe its
+    CPUs or are OOM-killed. Its online CPUs must be at least CPUTot and its MemTotal at least
+    RealMemory."""
+    if declared := compute_node.facts.get("declared_resources"):
+        not_applicable(f"{compute_node.name}: its provider declares the config's CPUs and memory to Slurm whatever "
+                       f"the machine got ({declared}): there is nothing real to hold them against")
+    sn = slurm_nodes.get(compute_node.name)
+    assert sn is not None, f"{compute_node.name} is not registered in Slurm"
+    r = each_node(lambda n: n.run(slurm.CAPACITY_COMMAND, timeout=30))
+    have = slurm.parse_capacity(r.stdout)
+    assert r.ok and have.cpus is not None and have.memory_mib is not None, (
+        f"{compute_node.name}: could not read its online CPUs and MemTotal: {r.describe()}")
+    short = slurm.capacity_shortfalls(sn, have)
+    assert not short, (
+        f"{compute_node.name} has less than Slurm gives jobs there: " + "; ".join(short)
+        + f". Jobs sized for slurm.conf's numbers oversubscribe its CPUs or are OOM-killed, and slurmd does not "
+        f"refuse them ({slurm.shown(slurm_config, 'SlurmdParameters')}): repair {compute_node.name} (cores offline, "
+        "a DIMM lost), or lower CPUs/RealMemory on its NodeName line")
+
+
 def test_partitions_match_config(controller, hpc_config, node_spec, slurm_nodes):
     """Slurm has the config's partitions, its default, OverSubscribe=FORCE exactly where the config
     says jobs share CPUs, each partition UP with its compute nodes (of those the config knows: a

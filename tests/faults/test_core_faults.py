@@ -22,11 +22,14 @@ from pytest_hpcvalidate import faults
 from pytest_hpcvalidate.faults import network as netfaults
 from pytest_hpcvalidate.faults import nodes as nodefaults
 from pytest_hpcvalidate.faults import slurm as slurmfaults
+from pytest_hpcvalidate.probes.nodeimage import count_list
 
 #: the most locked memory this machine lets a process have (a container without
 #: CAP_SYS_RESOURCE cannot give slurmd more than its own hard limit): what jobs must get
 _, _MEMLOCK_HARD = resource.getrlimit(resource.RLIMIT_MEMLOCK)
 MEMLOCK = "unlimited" if _MEMLOCK_HARD == resource.RLIM_INFINITY else _MEMLOCK_HARD // 1024
+#: this machine's online CPUs, which every node of a local cluster sees
+ONLINE_CPUS = count_list(Path("/sys/devices/system/cpu/online").read_text()) or 1
 pytestmark = [pytest.mark.integration, clusterkit.needs_local]
 
 #: a kernel module this machine has (loaded or built in), required of compute[0]; every node
@@ -202,10 +205,9 @@ def test_node_that_lost_a_dimm_and_cores(broken, pytester):
     it has none) and (where it has more than one) only CPU 0 online; g1, the other node of its
     group, sees all: both are named (neither is the majority), each with how far it is from the
     group's median; c1 is alone in its group."""
-    from pytest_hpcvalidate.probes.nodeimage import count_list
     engine, path = broken
     check = "test_node_has_the_cpus_and_memory_of_its_group"
-    online = count_list(Path("/sys/devices/system/cpu/online").read_text())
+    online = ONLINE_CPUS
     swap_here = not re.search(r"^SwapTotal:\s+0 kB", Path("/proc/meminfo").read_text(), re.M)
     with contextlib.ExitStack() as stack:
         stack.enter_context(nodefaults.memory_total(engine, "g2", 0.9, swap_kb=0 if swap_here else 8388604))
@@ -221,6 +223,30 @@ def test_node_that_lost_a_dimm_and_cores(broken, pytester):
     assert (f"online CPUs 1 ({online} on g1)" in g2) == (online > 1), g2
     assert f"swap {'off' if swap_here else 'on'} ({'on' if swap_here else 'off'} on g1)" in g2, g2
     assert re.search(r"memory [\d.]+ GiB, 5\.[23] % more than its group's median", failed[f"{check}[g1]"])
+
+
+def test_nodes_with_cores_offline_or_a_dimm_lost_still_given_whole_jobs(broken, pytester):
+    """g1's MemTotal says 512 MiB under its RealMemory of 1024, and c1 (on a machine with two
+    CPUs or more) has one CPU online of the 2 slurm.conf gives it: slurmd takes slurm.conf's
+    numbers as given (the local provider sets SlurmdParameters=config_overrides), so both stay
+    IDLE and take jobs sized for the whole; the capacity check goes red on each, naming it."""
+    engine, path = broken
+    check = "test_node_has_the_cpus_and_memory_slurm_gives_its_jobs"
+    host_kb = int(re.search(r"^MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M).group(1))
+    online = ONLINE_CPUS
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(nodefaults.memory_total(engine, "g1", 512 * 1024 / host_kb))
+        if online > 1:
+            stack.enter_context(nodefaults.cpus_online(engine, "c1", "0"))
+        failed = failures(run_checks(pytester, path, f"l2_slurm/test_registration.py::{check}",
+                                     "l2_slurm/test_registration.py::test_node_registered_and_usable"))
+    assert set(failed) == {f"{check}[g1]"} | ({f"{check}[c1]"} if online > 1 else set()), sorted(failed)
+    g1 = failed[f"{check}[g1]"]
+    assert re.search(r"g1 has less than Slurm gives jobs there: RealMemory 1024 MiB but MemTotal 51\d MiB\. ", g1), g1
+    assert "(SlurmdParameters=config_overrides): repair g1" in g1, g1
+    if online > 1:
+        assert ("c1 has less than Slurm gives jobs there: CPUTot 2 but 1 CPU(s) online "
+                "(/sys/devices/system/cpu/online: 0)") in failed[f"{check}[c1]"], failed[f"{check}[c1]"]
 
 
 def test_node_that_logged_a_machine_check(broken, pytester):
@@ -370,11 +396,9 @@ def test_memory_constraint_off_lets_a_job_exceed_its_memory(broken, pytester):
 
 
 def _online_cpus_or_skip() -> int:
-    from pytest_hpcvalidate.probes.nodeimage import count_list
-    online = count_list(Path("/sys/devices/system/cpu/online").read_text()) or 1
-    if online < 2:
+    if ONLINE_CPUS < 2:
         pytest.skip("this machine has one CPU: a task sees one CPU pinned or not")
-    return online
+    return ONLINE_CPUS
 
 
 def test_cores_not_constrained_lets_a_one_cpu_task_run_on_every_cpu(broken, pytester):

@@ -196,3 +196,30 @@ def test_login_nodes_are_refused_before_anything_is_made(tmp_path):
     with pytest.raises(ProvisioningError, match=r"^login: the libvirt provider builds no login nodes \(login1\); "):
         LibvirtProvider(tmp_path).provision(model)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_vm_gets_room_for_its_kernel_and_one_smaller_than_slurm_declares_is_said_to_be(tmp_path, monkeypatch):
+    """A VM gets memory_mb and an eighth more (a 512 MiB guest has a MemTotal of 470 MiB): Slurm's
+    RealMemory then holds inside it and the capacity check applies. Capped by this host's fair
+    share or by libvirt.guest_memory_mb/guest_cpus, the node says how it is smaller instead."""
+    from types import SimpleNamespace
+
+    from pytest_hpcvalidate.providers.libvirt import provider as lvp
+
+    assert [lvp.guest_ram_mib(m) for m in (384, 512, 16384)] == [448, 576, 18432]
+    doc = {"name": "t", "provider": "libvirt", "network": {"subnet": "10.9.0.0/24", "bridge": "br-t"},
+           "compute": [{"names": "c1", "cpus": 1, "memory_mb": 512}]}
+    engine = lvp.LibvirtProvider(tmp_path).make_engine(ClusterConfig.model_validate(doc))
+    c1 = next(n for n in engine.spec.nodes if n.name == "c1")
+    monkeypatch.setattr(lvp, "_available_mib", lambda: 8192)
+    assert engine._guest_size(c1) == (1, 576)
+    monkeypatch.setattr(lvp, "_available_mib", lambda: 1000)  # 400 MiB a node
+    assert engine._guest_size(c1) == (1, 400)
+    engine.state = SimpleNamespace(data={"guests": {"c1": {"vcpus": 1, "memory_mib": 576}}})
+    assert engine._short_guest(c1) == ""
+    engine.state.data["guests"]["c1"]["memory_mib"] = 400
+    assert engine._short_guest(c1) == ("the VM got 1 vCPU(s) and 400 MiB of RAM for Slurm's 1 CPU(s) and 512 MiB: "
+                                       "libvirt.guest_cpus, libvirt.guest_memory_mb or this host's fair share")
+    pinned = lvp.LibvirtProvider(tmp_path).make_engine(ClusterConfig.model_validate(
+        {**doc, "libvirt": {"guest_memory_mb": 300, "guest_cpus": 1}}))
+    assert pinned._guest_size(c1) == (1, 300)

@@ -1,5 +1,6 @@
 """Probe parsers against recorded real outputs (fixtures/) and hand-made edge cases."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -374,3 +375,30 @@ def test_a_failed_tcp_open_is_reported_without_bashs_prefix():
     assert network._tcp_error("bash: connect: Network is unreachable\nbash: line 1: /dev/tcp/h/1: Network is unreachable") \
         == "Network is unreachable"
     assert network._tcp_error("") == ""
+
+
+# ---------------------------------------------------------------- what a node has against what Slurm gives jobs
+def test_capacity_as_the_probe_prints_it_and_an_unreadable_answer():
+    """The first line is /sys/devices/system/cpu/online, the second MemTotal in kB (this machine's, recorded)."""
+    assert slurm.parse_capacity("0-1\n24683772\n") == slurm.NodeCapacity("0-1", 2, 24105)
+    assert slurm.parse_capacity("0-3,8-11\n") == slurm.NodeCapacity("0-3,8-11", 8, None)
+    assert slurm.parse_capacity("cat: /sys/devices/system/cpu/online: No such file\n").cpus is None
+    assert slurm.parse_capacity("") == slurm.NodeCapacity("", None, None)
+
+
+def test_the_h100_node_has_what_slurm_gives_its_jobs_and_a_lost_dimm_does_not():
+    """The recorded H100 node (CPUTot 16, RealMemory 100000 MiB): 16 CPUs and ~128 GiB hold it."""
+    (h100,) = slurm.parse_nodes((FIXTURES / "slurm" / "scontrol-show-node-h100.txt").read_text()).values()
+    assert (h100.cpus, h100.real_memory_mb) == (16, 100000)
+    assert slurm.capacity_shortfalls(h100, slurm.NodeCapacity("0-15", 16, 128461)) == []
+    assert slurm.capacity_shortfalls(h100, slurm.NodeCapacity("0-7", 8, 64230)) == [
+        "CPUTot 16 but 8 CPU(s) online (/sys/devices/system/cpu/online: 0-7)",
+        "RealMemory 100000 MiB but MemTotal 64230 MiB"]
+
+
+@given(cpus=st.integers(1, 512), online=st.integers(1, 512), real=st.integers(1, 2 ** 21), mem=st.integers(1, 2 ** 21))
+def test_a_shortfall_exactly_where_slurm_gives_more_than_the_node_has(cpus, online, real, mem):
+    (node,) = slurm.parse_nodes((FIXTURES / "slurm" / "scontrol-show-node-h100.txt").read_text()).values()
+    node = dataclasses.replace(node, cpus=cpus, real_memory_mb=real)
+    found = slurm.capacity_shortfalls(node, slurm.NodeCapacity(f"0-{online - 1}", online, mem))
+    assert [f.split()[0] for f in found] == (["CPUTot"] if cpus > online else []) + (["RealMemory"] if real > mem else [])

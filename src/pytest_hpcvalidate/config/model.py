@@ -507,7 +507,9 @@ class Libvirt(Strict):
         None, ge=1, description="vCPUs each VM really gets (Slurm still declares the node's cpus). Default: the "
         "node's cpus, at most this host's cores.")
     guest_memory_mb: int | None = Field(
-        None, ge=128, description="RAM each VM really gets, MiB (Slurm still declares memory_mb). Default: memory_mb.")
+        None, ge=128, description="RAM each VM really gets, MiB (Slurm still declares memory_mb). Default: memory_mb and an eighth "
+        "more (at least 64 MiB) for the guest's kernel, so that MemTotal holds Slurm's RealMemory, within a fair share "
+        "of this host's available memory.")
     boot_timeout_s: float = Field(
         240.0, gt=0, description="From starting the VMs to sshd answering on every one, s (TCG guests on a busy "
         "2-core host took 10 to 120 s).")

@@ -565,6 +565,40 @@ def configured_scripts(config: dict[str, str], keys: tuple[str, ...]) -> list[tu
     return [(key, path) for key in keys for path in config_list(config, key)]
 
 
+#: prints the node's online CPUs (a list such as 0-63) and its MemTotal in kB, one per line
+CAPACITY_COMMAND = ("cat /sys/devices/system/cpu/online && "
+                    "sed -n 's/^MemTotal:[[:space:]]*\\([0-9]*\\).*/\\1/p' /proc/meminfo")
+
+
+@dataclass(frozen=True)
+class NodeCapacity:
+    """What a node has: its online CPUs (the list and their count) and MemTotal in MiB."""
+
+    cpulist: str
+    cpus: int | None
+    memory_mib: int | None
+
+
+def parse_capacity(text: str) -> NodeCapacity:
+    """The output of :data:`CAPACITY_COMMAND`; a count that cannot be read is None."""
+    from .nodeimage import count_list
+
+    lines = [line.strip() for line in text.splitlines() if line.strip()] + ["", ""]
+    cpulist, memkb = lines[0], lines[1]
+    return NodeCapacity(cpulist, count_list(cpulist), int(memkb) // 1024 if memkb.isdigit() else None)
+
+
+def capacity_shortfalls(sn: SlurmNode, have: NodeCapacity) -> list[str]:
+    """Where ``sn`` (slurmctld's record: what it gives jobs there) promises more than the node
+    has: CPUTot over its online CPUs, RealMemory over its MemTotal."""
+    out = []
+    if have.cpus is not None and sn.cpus > have.cpus:
+        out.append(f"CPUTot {sn.cpus} but {have.cpus} CPU(s) online (/sys/devices/system/cpu/online: {have.cpulist})")
+    if have.memory_mib is not None and sn.real_memory_mb > have.memory_mib:
+        out.append(f"RealMemory {sn.real_memory_mb} MiB but MemTotal {have.memory_mib} MiB")
+    return out
+
+
 def shown(config: dict[str, str], key: str) -> str:
     """``key=value`` of a running configuration for a message: Slurm's spellings of nothing
     (``(null)``, ``(null type)``, empty) as ``unset``."""

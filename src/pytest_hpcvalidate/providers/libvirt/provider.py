@@ -224,13 +224,18 @@ class LibvirtCluster:
             p.mkdir(parents=True)
             progress("files", "", f"created virtio-fs host directory {path} (removed at teardown)")
 
-    def _guest_memory(self, n: NodeSpec) -> int:
-        """The VM's RAM: libvirt.guest_memory_mb, else the node's memory_mb capped at a fair share
-        of this host's available memory (Slurm still declares memory_mb)."""
-        if self.lv.guest_memory_mb:
-            return self.lv.guest_memory_mb
+    def _guest_size(self, n: NodeSpec) -> tuple[int, int]:
+        """(vCPUs, RAM in MiB) of the node's VM. vCPUs: libvirt.guest_cpus, else the node's cpus
+        at most this host's cores. RAM: libvirt.guest_memory_mb, else memory_mb plus what the
+        guest's kernel keeps (:func:`guest_ram_mib`), at most a fair share of this host's
+        available memory. Slurm declares cpus and memory_mb either way."""
+        lv = self.lv
+        vcpus = lv.guest_cpus or max(1, min(n.cpus, os.cpu_count() or 1))
+        if lv.guest_memory_mb:
+            return vcpus, lv.guest_memory_mb
         share = int(_available_mib() * 0.8 / max(1, len(self.spec.nodes)))
-        return max(256, min(n.memory_mb, share)) if share else n.memory_mb
+        want = guest_ram_mib(n.memory_mb)
+        return vcpus, (max(256, min(want, share)) if share else want)
 
     def _resolved(self, name: str):
         return next(r for r in self.model.resolved_nodes() if r.name == name)
@@ -247,17 +252,15 @@ class LibvirtCluster:
             target.write_bytes(initramfs.append_archive(base, archive))
             os.chmod(target, 0o600)
 
-    def _domain_spec(self, n: NodeSpec, domain_type: str) -> xmldefs.DomainSpec:
+    def _domain_spec(self, n: NodeSpec, domain_type: str, vcpus: int, memory_mib: int) -> xmldefs.DomainSpec:
         assert self.image is not None
         _, shares = self._mounts(n)
-        lv = self.lv
-        vcpus = lv.guest_cpus or max(1, min(n.cpus, os.cpu_count() or 1))
         hostdevs, _ = passthrough.planned_hostdevs(self._resolved(n.name).pcie)
         return xmldefs.DomainSpec(
             name=domain_name(self.spec.cluster, n.name),
             domain_type=domain_type,
             vcpus=vcpus,
-            memory_mib=self._guest_memory(n),
+            memory_mib=memory_mib,
             kernel=str(self.image.kernel),
             initrd=str(self.node_dir(n.name) / "initrd.img"),
             cmdline=BASE_CMDLINE,
@@ -330,10 +333,13 @@ class LibvirtCluster:
         st.add_many([{"kind": "domain", "name": d} for d in names if d not in recorded])
         for n in spec.nodes:
             self.console_log(n.name).unlink(missing_ok=True)
+        # sized before any VM starts (the fair share follows the host's available memory)
+        sizes = {n.name: self._guest_size(n) for n in spec.nodes}
+        st.set("guests", {name: {"vcpus": c, "memory_mib": m} for name, (c, m) in sizes.items()})
 
         def start(n: NodeSpec) -> str | None:
             try:
-                conn.createXML(xmldefs.domain_xml(self._domain_spec(n, domain_type)), 0)
+                conn.createXML(xmldefs.domain_xml(self._domain_spec(n, domain_type, *sizes[n.name])), 0)
             except libvirt.libvirtError as exc:
                 return f"starting VM {n.name} failed: {exc}"
             return None
@@ -408,12 +414,25 @@ class LibvirtCluster:
                 "gpu_type": n.gpu_type,
                 "console_log": str(self.console_log(n.name)),
             }
+            short = self._short_guest(n)
+            if short:  # Slurm is given the config's CPUs and memory all the same (config_overrides)
+                facts["declared_resources"] = short
             _, left_out = passthrough.planned_hostdevs(self._resolved(n.name).pcie)
             if left_out:  # the guest-side GPU checks skip with this reason instead of failing
                 facts["passthrough_left_out"] = left_out
             nodes.append(Node(n.name, n.role, n.address, transport=t, ssh=t, facts=facts))
         return Cluster(name=self.spec.cluster, provider="libvirt", nodes=nodes,
                        shared_dir=Path(self.spec.shared_dir), access_hint=self.access_hint())
+
+    def _short_guest(self, n: NodeSpec) -> str:
+        """How the node's VM is smaller than what Slurm declares for it, "" where it is not."""
+        got = (self.state.data.get("guests") or {}).get(n.name) if self.state else None
+        if not got:
+            return "the VM's size is not recorded"
+        if got["vcpus"] >= n.cpus and got["memory_mib"] >= guest_ram_mib(n.memory_mb):
+            return ""
+        return (f"the VM got {got['vcpus']} vCPU(s) and {got['memory_mib']} MiB of RAM for Slurm's {n.cpus} CPU(s) "
+                f"and {n.memory_mb} MiB: libvirt.guest_cpus, libvirt.guest_memory_mb or this host's fair share")
 
     def access_hint(self) -> str:
         sshp = self.ssh_paths
@@ -459,6 +478,13 @@ class LibvirtCluster:
             raise ProvisioningError(
                 f"tearing down libvirt cluster {self.spec.cluster!r} left: {'; '.join(errors)[:1500]}; "
                 f"retry: python -m pytest_hpcvalidate cleanup --cluster {self.spec.cluster}")
+
+
+def guest_ram_mib(memory_mb: int) -> int:
+    """RAM for a VM whose Slurm RealMemory is ``memory_mb``: that much plus what the guest's
+    kernel keeps for itself (an eighth, at least 64 MiB; measured here: a 512 MiB guest has a
+    MemTotal of 470 MiB), so that Slurm's promise holds inside the guest."""
+    return memory_mb + max(64, memory_mb // 8)
 
 
 def _available_mib() -> int:
