@@ -67,23 +67,25 @@ def test_node_has_the_cpus_and_memory_slurm_gives_its_jobs(compute_node, slurm_n
     """Slurm sizes jobs by slurm.conf's CPUs and RealMemory. Where slurmd takes those as given
     (``SlurmdParameters=config_overrides``: cloud nodes, sites that pin the numbers) a node with
     cores offline or a DIMM lost still takes jobs sized for the whole: they oversubscribe its
-    CPUs or are OOM-killed. Its online CPUs must be at least CPUTot and its MemTotal at least
-    RealMemory."""
+    CPUs or are OOM-killed, and one whose scratch is smaller than TmpDisk runs ``--tmp`` jobs
+    out of disk. Its online CPUs must be at least CPUTot, its MemTotal at least RealMemory, and
+    its TmpFS at least TmpDisk."""
     if declared := compute_node.facts.get("declared_resources"):
         not_applicable(f"{compute_node.name}: its provider declares the config's CPUs and memory to Slurm whatever "
                        f"the machine got ({declared}): there is nothing real to hold them against")
     sn = slurm_nodes.get(compute_node.name)
     assert sn is not None, f"{compute_node.name} is not registered in Slurm"
-    r = each_node(lambda n: n.run(slurm.CAPACITY_COMMAND, timeout=30))
+    tmpfs = slurm_config.get("TmpFS") or "/tmp"
+    r = each_node(lambda n: n.run(slurm.capacity_command(tmpfs), timeout=30))
     have = slurm.parse_capacity(r.stdout)
-    assert r.ok and have.cpus is not None and have.memory_mib is not None, (
-        f"{compute_node.name}: could not read its online CPUs and MemTotal: {r.describe()}")
-    short = slurm.capacity_shortfalls(sn, have)
+    assert r.ok and None not in (have.cpus, have.memory_mib, have.tmp_mib), (
+        f"{compute_node.name}: could not read its online CPUs, MemTotal and the size of TmpFS {tmpfs}: {r.describe()}")
+    short = slurm.capacity_shortfalls(sn, have, tmpfs)
     assert not short, (
         f"{compute_node.name} has less than Slurm gives jobs there: " + "; ".join(short)
         + f". Jobs sized for slurm.conf's numbers oversubscribe its CPUs or are OOM-killed, and slurmd does not "
         f"refuse them ({slurm.shown(slurm_config, 'SlurmdParameters')}): repair {compute_node.name} (cores offline, "
-        "a DIMM lost), or lower CPUs/RealMemory on its NodeName line")
+        "a DIMM lost, scratch not mounted), or lower CPUs/RealMemory/TmpDisk on its NodeName line")
 
 
 def test_partitions_match_config(controller, hpc_config, node_spec, slurm_nodes):

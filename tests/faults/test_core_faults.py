@@ -226,10 +226,11 @@ def test_node_that_lost_a_dimm_and_cores(broken, pytester):
 
 
 def test_nodes_with_cores_offline_or_a_dimm_lost_still_given_whole_jobs(broken, pytester):
-    """g1's MemTotal says 512 MiB under its RealMemory of 1024, and c1 (on a machine with two
-    CPUs or more) has one CPU online of the 2 slurm.conf gives it: slurmd takes slurm.conf's
-    numbers as given (the local provider sets SlurmdParameters=config_overrides), so both stay
-    IDLE and take jobs sized for the whole; the capacity check goes red on each, naming it."""
+    """g1's MemTotal says 512 MiB under its RealMemory of 1024, c1 (on a machine with two CPUs
+    or more) has one CPU online of the 2 slurm.conf gives it, and g2's NodeName line promises
+    100 TiB of TmpDisk: slurmd takes slurm.conf's numbers as given (the local provider sets
+    SlurmdParameters=config_overrides), so all stay IDLE and take jobs sized for the whole;
+    the capacity check goes red on each, naming it."""
     engine, path = broken
     check = "test_node_has_the_cpus_and_memory_slurm_gives_its_jobs"
     host_kb = int(re.search(r"^MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M).group(1))
@@ -238,9 +239,12 @@ def test_nodes_with_cores_offline_or_a_dimm_lost_still_given_whole_jobs(broken, 
         stack.enter_context(nodefaults.memory_total(engine, "g1", 512 * 1024 / host_kb))
         if online > 1:
             stack.enter_context(nodefaults.cpus_online(engine, "c1", "0"))
+        stack.enter_context(slurmfaults.node_definition(engine, "g2", "TmpDisk", str(100 * 1024 * 1024)))
         failed = failures(run_checks(pytester, path, f"l2_slurm/test_registration.py::{check}",
                                      "l2_slurm/test_registration.py::test_node_registered_and_usable"))
-    assert set(failed) == {f"{check}[g1]"} | ({f"{check}[c1]"} if online > 1 else set()), sorted(failed)
+    assert set(failed) == {f"{check}[g1]", f"{check}[g2]"} | ({f"{check}[c1]"} if online > 1 else set()), sorted(failed)
+    assert re.search(r"g2 has less than Slurm gives jobs there: TmpDisk 104857600 MiB but TmpFS /tmp holds \d+ MiB\. ",
+                     failed[f"{check}[g2]"]), failed[f"{check}[g2]"]
     g1 = failed[f"{check}[g1]"]
     assert re.search(r"g1 has less than Slurm gives jobs there: RealMemory 1024 MiB but MemTotal 51\d MiB\. ", g1), g1
     assert "(SlurmdParameters=config_overrides): repair g1" in g1, g1

@@ -379,11 +379,11 @@ def test_a_failed_tcp_open_is_reported_without_bashs_prefix():
 
 # ---------------------------------------------------------------- what a node has against what Slurm gives jobs
 def test_capacity_as_the_probe_prints_it_and_an_unreadable_answer():
-    """The first line is /sys/devices/system/cpu/online, the second MemTotal in kB (this machine's, recorded)."""
-    assert slurm.parse_capacity("0-1\n24683772\n") == slurm.NodeCapacity("0-1", 2, 24105)
-    assert slurm.parse_capacity("0-3,8-11\n") == slurm.NodeCapacity("0-3,8-11", 8, None)
+    """The lines: /sys/devices/system/cpu/online, MemTotal in kB, the TmpFS's size in MiB (this machine's, recorded)."""
+    assert slurm.parse_capacity("0-1\n24683772\n258020\n") == slurm.NodeCapacity("0-1", 2, 24105, 258020)
+    assert slurm.parse_capacity("0-3,8-11\n") == slurm.NodeCapacity("0-3,8-11", 8, None, None)
     assert slurm.parse_capacity("cat: /sys/devices/system/cpu/online: No such file\n").cpus is None
-    assert slurm.parse_capacity("") == slurm.NodeCapacity("", None, None)
+    assert slurm.parse_capacity("") == slurm.NodeCapacity("", None, None, None)
 
 
 def test_the_h100_node_has_what_slurm_gives_its_jobs_and_a_lost_dimm_does_not():
@@ -394,6 +394,12 @@ def test_the_h100_node_has_what_slurm_gives_its_jobs_and_a_lost_dimm_does_not():
     assert slurm.capacity_shortfalls(h100, slurm.NodeCapacity("0-7", 8, 64230)) == [
         "CPUTot 16 but 8 CPU(s) online (/sys/devices/system/cpu/online: 0-7)",
         "RealMemory 100000 MiB but MemTotal 64230 MiB"]
+    # TmpDisk=0 there: Slurm promises no scratch, so none is compared; where it is set, the TmpFS must hold it
+    assert slurm.capacity_shortfalls(h100, slurm.NodeCapacity("0-15", 16, 128461, 10)) == []
+    scratch = dataclasses.replace(h100, raw={**h100.raw, "TmpDisk": "500000"})
+    assert slurm.capacity_shortfalls(scratch, slurm.NodeCapacity("0-15", 16, 128461, 420000), "/scratch") == [
+        "TmpDisk 500000 MiB but TmpFS /scratch holds 420000 MiB"]
+    assert slurm.capacity_shortfalls(scratch, slurm.NodeCapacity("0-15", 16, 128461, 500000), "/scratch") == []
 
 
 @given(cpus=st.integers(1, 512), online=st.integers(1, 512), real=st.integers(1, 2 ** 21), mem=st.integers(1, 2 ** 21))

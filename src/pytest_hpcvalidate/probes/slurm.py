@@ -565,37 +565,47 @@ def configured_scripts(config: dict[str, str], keys: tuple[str, ...]) -> list[tu
     return [(key, path) for key in keys for path in config_list(config, key)]
 
 
-#: prints the node's online CPUs (a list such as 0-63) and its MemTotal in kB, one per line
-CAPACITY_COMMAND = ("cat /sys/devices/system/cpu/online && "
-                    "sed -n 's/^MemTotal:[[:space:]]*\\([0-9]*\\).*/\\1/p' /proc/meminfo")
+def capacity_command(tmpfs: str = "/tmp") -> str:
+    """Prints the node's online CPUs (a list such as 0-63), its MemTotal in kB and the size in
+    MiB of the filesystem holding ``tmpfs`` (slurm.conf's TmpFS), one per line."""
+    return ("cat /sys/devices/system/cpu/online && "
+            "sed -n 's/^MemTotal:[[:space:]]*\\([0-9]*\\).*/\\1/p' /proc/meminfo && "
+            f"df -Pm {shlex.quote(tmpfs)} | awk 'NR == 2 {{print $2}}'")
 
 
 @dataclass(frozen=True)
 class NodeCapacity:
-    """What a node has: its online CPUs (the list and their count) and MemTotal in MiB."""
+    """What a node has: its online CPUs (the list and their count), MemTotal in MiB and the
+    size of its TmpFS in MiB."""
 
     cpulist: str
     cpus: int | None
     memory_mib: int | None
+    tmp_mib: int | None = None
 
 
 def parse_capacity(text: str) -> NodeCapacity:
-    """The output of :data:`CAPACITY_COMMAND`; a count that cannot be read is None."""
+    """The output of :func:`capacity_command`; a count that cannot be read is None."""
     from .nodeimage import count_list
 
-    lines = [line.strip() for line in text.splitlines() if line.strip()] + ["", ""]
-    cpulist, memkb = lines[0], lines[1]
-    return NodeCapacity(cpulist, count_list(cpulist), int(memkb) // 1024 if memkb.isdigit() else None)
+    lines = [line.strip() for line in text.splitlines() if line.strip()] + ["", "", ""]
+    cpulist, memkb, tmp = lines[:3]
+    return NodeCapacity(cpulist, count_list(cpulist), int(memkb) // 1024 if memkb.isdigit() else None,
+                        int(tmp) if tmp.isdigit() else None)
 
 
-def capacity_shortfalls(sn: SlurmNode, have: NodeCapacity) -> list[str]:
+def capacity_shortfalls(sn: SlurmNode, have: NodeCapacity, tmpfs: str = "/tmp") -> list[str]:
     """Where ``sn`` (slurmctld's record: what it gives jobs there) promises more than the node
-    has: CPUTot over its online CPUs, RealMemory over its MemTotal."""
+    has: CPUTot over its online CPUs, RealMemory over its MemTotal, TmpDisk over the size of
+    its TmpFS (where TmpDisk is set)."""
     out = []
     if have.cpus is not None and sn.cpus > have.cpus:
         out.append(f"CPUTot {sn.cpus} but {have.cpus} CPU(s) online (/sys/devices/system/cpu/online: {have.cpulist})")
     if have.memory_mib is not None and sn.real_memory_mb > have.memory_mib:
         out.append(f"RealMemory {sn.real_memory_mb} MiB but MemTotal {have.memory_mib} MiB")
+    tmp_disk = leading_int(sn.raw.get("TmpDisk", "")) or 0
+    if have.tmp_mib is not None and tmp_disk > have.tmp_mib:
+        out.append(f"TmpDisk {tmp_disk} MiB but TmpFS {tmpfs} holds {have.tmp_mib} MiB")
     return out
 
 
