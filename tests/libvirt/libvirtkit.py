@@ -73,3 +73,17 @@ def config(tag: str, **extra) -> tuple[str, dict]:
 def write_config(path, doc: dict):
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def leftovers(name: str) -> list[str]:
+    """What of libvirt cluster ``name`` is still there (domains, networks, processes, files)."""
+    from pytest_hpcvalidate.providers.libvirt.cleanup import leftovers as left
+
+    return left(name)
+
+
+def remove(name: str) -> None:
+    """Remove every trace of libvirt cluster ``name`` (no-op when it is already gone)."""
+    from pytest_hpcvalidate.providers.libvirt.cleanup import cleanup_stale
+
+    cleanup_stale(cluster=name)

@@ -48,16 +48,7 @@ def test_host_write_is_seen_in_guest_and_back(cluster, node_spec):
 '''
 
 
-def _leftovers(name: str) -> list[str]:
-    from pytest_hpcvalidate.providers.libvirt.cleanup import leftovers
-
-    return leftovers(name)
-
-
-def _remove(name: str) -> None:
-    from pytest_hpcvalidate.providers.libvirt.cleanup import cleanup_stale
-
-    cleanup_stale(cluster=name)
+_leftovers, _remove = libvirtkit.leftovers, libvirtkit.remove
 
 
 @pytest.fixture(scope="module")

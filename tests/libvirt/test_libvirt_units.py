@@ -187,17 +187,6 @@ def test_monitoring_is_refused_before_anything_is_made(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_login_nodes_are_refused_before_anything_is_made(tmp_path):
-    from pytest_hpcvalidate.providers.base import ProvisioningError
-    from pytest_hpcvalidate.providers.libvirt.provider import LibvirtProvider
-
-    model = ClusterConfig.model_validate({"name": "t", "provider": "libvirt", "network": {"subnet": "10.9.0.0/24",
-                                          "bridge": "br-t"}, "compute": [{"names": "c1"}], "login": [{"name": "login1"}]})
-    with pytest.raises(ProvisioningError, match=r"^login: the libvirt provider builds no login nodes \(login1\); "):
-        LibvirtProvider(tmp_path).provision(model)
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_a_vm_gets_room_for_its_kernel_and_one_smaller_than_slurm_declares_is_said_to_be(tmp_path, monkeypatch):
     """A VM gets memory_mb and an eighth more (a 512 MiB guest has a MemTotal of 470 MiB): Slurm's
     RealMemory then holds inside it and the capacity check applies. Capped by this host's fair

@@ -228,8 +228,11 @@ class LibvirtCluster:
         """(vCPUs, RAM in MiB) of the node's VM. vCPUs: libvirt.guest_cpus, else the node's cpus
         at most this host's cores. RAM: libvirt.guest_memory_mb, else memory_mb plus what the
         guest's kernel keeps (:func:`guest_ram_mib`), at most a fair share of this host's
-        available memory. Slurm declares cpus and memory_mb either way."""
+        available memory. Slurm declares cpus and memory_mb either way. A login node's VM is the
+        controller's size."""
         lv = self.lv
+        if n.role == "login":  # the config gives login nodes no resources: sized like the controller
+            n = next(c for c in self.spec.nodes if c.role == "controller")
         vcpus = lv.guest_cpus or max(1, min(n.cpus, os.cpu_count() or 1))
         if lv.guest_memory_mb:
             return vcpus, lv.guest_memory_mb
@@ -520,10 +523,6 @@ class LibvirtProvider(EngineProvider):
             raise ProvisioningError(
                 "monitoring: the libvirt provider does not run Prometheus or node exporters in its guests; "
                 "use provider local, or attach to a cluster that runs them (provider existing)")
-        if model.login:
-            raise ProvisioningError(
-                f"login: the libvirt provider builds no login nodes ({', '.join(n.name for n in model.login)}); "
-                "remove login, or use provider local")
         return LibvirtCluster(model, self.state_root)
 
 
