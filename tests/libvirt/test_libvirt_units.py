@@ -174,11 +174,14 @@ def test_cleanup_without_a_usable_libvirt_says_so_in_one_line(tmp_path):
     assert line.startswith(f"cleanup: {tmp_path} holds libvirt clusters' files, and libvirt cannot be used here")
 
 
-def test_monitoring_is_refused_before_anything_is_made(tmp_path):
+def test_monitoring_is_refused_before_anything_is_made(tmp_path, monkeypatch):
     """The guests run no Prometheus: a config that asks for monitoring stops with one line
-    naming the section and what to use instead, before a domain or network exists."""
+    naming the section and what to use instead, before a domain or network exists. (Were it
+    not refused, the engine's up() fails the test instead of booting VMs.)"""
     from pytest_hpcvalidate.providers.base import ProvisioningError
-    from pytest_hpcvalidate.providers.libvirt.provider import LibvirtProvider
+    from pytest_hpcvalidate.providers.libvirt.provider import LibvirtCluster, LibvirtProvider
+
+    monkeypatch.setattr(LibvirtCluster, "up", lambda self, *a, **k: pytest.fail("provisioning started"))
 
     model = ClusterConfig.model_validate({"name": "t", "provider": "libvirt", "network": {"subnet": "10.9.0.0/24",
                                           "bridge": "br-t"}, "compute": [{"names": "c1"}], "monitoring": {}})
