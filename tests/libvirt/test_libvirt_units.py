@@ -112,6 +112,13 @@ def test_node_files_carry_identity_keys_and_the_local_providers_slurm_conf():
     assert "CgroupPlugin=cgroup/v2" in files["etc/slurm/cgroup.conf"][0].decode()
     with pytest.raises(ValueError, match="whitespace"):
         guest.render_mounts([guest.GuestMount("a b", "/x")])
+    assert "etc/hpcv/users.passwd" not in files  # no slurm.users: the guest's own files as they are
+    with_users = guest.node_files(dataclasses.replace(spec, users=("alice", "bob")), spec.compute[1], secrets, mounts, 24)
+    home = Path(spec.shared_dir) / "home"
+    assert with_users["etc/hpcv/users.passwd"] == (
+        f"alice:x:20000:20000:hpcvalidate test user:{home}/alice:/bin/sh\n"
+        f"bob:x:20001:20001:hpcvalidate test user:{home}/bob:/bin/sh\n".encode(), 0o644)
+    assert with_users["etc/hpcv/users.group"][0] == b"alice:x:20000:\nbob:x:20001:\n"
 
 
 def test_image_key_follows_packages_and_kernel_only():

@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..local import slurmconf, sshconf
+from ..local import accounts, slurmconf, sshconf
 from ..local.spec import LocalSpec, NodeSpec
 
 #: the cluster directory inside every guest (Slurm state, spool, logs)
@@ -42,6 +42,11 @@ mkdir -p /sys/fs/cgroup/system.slice
 echo "+cpuset +cpu +memory +pids" > /sys/fs/cgroup/system.slice/cgroup.subtree_control
 . /etc/hpcv/node.env
 hostname "$HPCV_HOSTNAME"
+# the config's users (slurm.users), the same uid/gid on every guest, homes in the shared directory
+if [ -s /etc/hpcv/users.passwd ]; then
+  cat /etc/hpcv/users.passwd >> /etc/passwd
+  cat /etc/hpcv/users.group >> /etc/group
+fi
 ip link set lo up
 ip link set eth0 mtu "$HPCV_MTU" up
 ip addr add "$HPCV_ADDRESS/$HPCV_PREFIX" dev eth0
@@ -117,6 +122,16 @@ class ClusterSecrets:
     client_pub: str
 
 
+def guest_accounts(spec: LocalSpec) -> tuple[str, str, list[accounts.MadeUser]]:
+    """(passwd lines, group lines, the users) of the config's users (``slurm.users``) that every
+    guest appends to its own files at boot: uids and gids from ``accounts.FIRST_ID`` on (far
+    above the image's), homes in the shared directory; ("", "", []) without users."""
+    if not spec.users:
+        return "", "", []
+    passwd, group, made = accounts.render("", "", list(spec.users), Path(spec.shared_dir) / "home")
+    return passwd.strip("\n") + "\n", group.strip("\n") + "\n", made
+
+
 def node_files(spec: LocalSpec, node: NodeSpec, secrets: ClusterSecrets, mounts: list[GuestMount],
                prefix: int) -> dict[str, tuple[bytes, int]]:
     """Path -> (contents, mode) of the files that make a guest this node (per-node archive)."""
@@ -139,4 +154,8 @@ def node_files(spec: LocalSpec, node: NodeSpec, secrets: ClusterSecrets, mounts:
     }
     for name, text in slurmconf.render_all(spec, "v2", GUEST_WORK_DIR).items():
         files[f"etc/slurm/{name}"] = (text, 0o644)
+    passwd, group, _ = guest_accounts(spec)
+    if passwd:
+        files["etc/hpcv/users.passwd"] = (passwd, 0o644)
+        files["etc/hpcv/users.group"] = (group, 0o644)
     return {path: (data.encode() if isinstance(data, str) else data, mode) for path, (data, mode) in files.items()}

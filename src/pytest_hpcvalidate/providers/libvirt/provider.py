@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ...config.model import Libvirt
 from ..base import EngineProvider, ProgressFn, ProvisioningError, no_progress
-from ..local import keys, netns, sshconf
+from ..local import accounts, keys, netns, sshconf
 from ..local.engine import _signals_deferred
 from ..local.keys import SshPaths
 from ..local.provider import spec_from_config
@@ -99,10 +99,6 @@ class LibvirtCluster:
         self._t0 = time.monotonic()
         spec, lv = self.spec, self.lv
         progress("preflight", "", lv.uri)
-        if spec.users:
-            raise ProvisioningError(
-                f"slurm.users: the libvirt provider does not make users in its guests ({', '.join(spec.users)}); "
-                "remove slurm.users, or use the local provider")
         if os.geteuid() != 0:
             raise ProvisioningError(
                 "the libvirt provider needs root (qemu:///system, the cluster network); run as root")
@@ -132,6 +128,7 @@ class LibvirtCluster:
         shared = Path(spec.shared_dir)
         shared.mkdir(parents=True, exist_ok=True)
         os.chmod(shared, 0o1777)
+        accounts.make_homes(guest.guest_accounts(spec)[2])  # the users' homes, for every guest
         self._make_share_dirs(progress)
         munge_key = self.work_dir / "munge.key"
         keys.make_munge_keys(munge_key, [])

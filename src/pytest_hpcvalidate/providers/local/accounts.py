@@ -3,11 +3,13 @@
 Where the config names users, every node binds ``<work_dir>/etc/passwd`` and ``group`` over
 its own: the host's entries plus each named user the host does not have, with a uid and gid
 free on the host (from :data:`FIRST_ID` on) and a home in the cluster's shared directory. The
-host's own files are never written. Pure functions; the engine writes the files.
+host's own files are never written. Pure functions but :func:`make_homes`; the engine writes
+the files. The libvirt provider appends the same users to its guests' own files (``guest.py``).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,3 +59,11 @@ def render(host_passwd: str, host_group: str, users: list[str], home_root: Path)
             group += f"{name}:x:{next_id}:\n"
         made.append(MadeUser(name, next_id, home))
     return passwd, group, made
+
+
+def make_homes(made: list[MadeUser]) -> None:
+    """Each made user's home directory, theirs (uid and gid by number) and mode 0750."""
+    for user in made:
+        user.home.mkdir(parents=True, exist_ok=True)
+        os.chown(user.home, user.uid, user.uid)
+        os.chmod(user.home, 0o750)

@@ -143,10 +143,7 @@ class LocalCluster:
                                               list(spec.users), shared / "home")
         (self.work_dir / "etc" / "passwd").write_text(passwd)
         (self.work_dir / "etc" / "group").write_text(group)
-        for user in made:
-            user.home.mkdir(parents=True, exist_ok=True)
-            os.chown(user.home, user.uid, user.uid)
-            os.chmod(user.home, 0o750)
+        accounts.make_homes(made)
 
     def _make_gpu_devices(self, n) -> None:
         """The node's GPUs in the upper layer of its /dev overlay: simulated ones as char 195:i;
