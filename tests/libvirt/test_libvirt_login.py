@@ -1,9 +1,10 @@
 """The libvirt provider builds login nodes: a VM with munged, sshd and the cluster's slurm.conf
-and no slurmd, sized like the controller, and gives every guest the config's users. From it, through the plugin over SSH, a two-node
-``srun`` and an ``sbatch`` job run, every compute VM connects back to srun's port there, and
-its munge and slurm.conf agree with the controller's. (That each of these checks goes red is
-proven on the local provider: tests/faults/test_login_faults.py.) The L1 ping check is left
-out: a third TCG guest on a 2-core host loses a ping now and then."""
+and no slurmd, sized like the controller, and gives every guest the config's users. From the
+login VM, through the plugin over SSH, a two-node ``srun`` and an ``sbatch`` job run, every
+compute VM connects back to srun's port there, and its munge and slurm.conf agree with the
+controller's. (That each of these checks goes red is proven on the local provider:
+tests/faults/test_login_faults.py.) The L1 ping check is left out: a third TCG guest on a
+2-core host loses a ping now and then."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import sys
 import clusterkit
 import libvirtkit
 import pytest
-
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(libvirtkit.skip_reason() is not None, reason=libvirtkit.skip_reason() or "")]

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from ..transport import CommandResult
+from .nodeimage import count_list
 
 _KEY = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z_:/]*)=")  # job keys include AllocNode:Sid, CPUs/Task
 
@@ -586,8 +587,6 @@ class NodeCapacity:
 
 def parse_capacity(text: str) -> NodeCapacity:
     """The output of :func:`capacity_command`; a count that cannot be read is None."""
-    from .nodeimage import count_list
-
     lines = [line.strip() for line in text.splitlines() if line.strip()] + ["", "", ""]
     cpulist, memkb, tmp = lines[:3]
     return NodeCapacity(cpulist, count_list(cpulist), int(memkb) // 1024 if memkb.isdigit() else None,

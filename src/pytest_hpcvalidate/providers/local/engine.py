@@ -20,6 +20,7 @@ command share one teardown (:mod:`.cleanup`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import selectors
@@ -573,8 +574,6 @@ class LocalCluster:
         """Bind again what the host detached from the nodes' /etc since they were made (see
         ``mountns.detached_binds``). Under a lock: xdist workers attach at once. Returns the
         note for the run's summary, if any."""
-        import fcntl
-
         assert self.state is not None
         anchors = self.state.data.get("anchors", {})
         binds = mountns.etc_binds(self.spec)
