@@ -88,6 +88,29 @@ def test_node_has_the_cpus_and_memory_slurm_gives_its_jobs(compute_node, slurm_n
         "a DIMM lost, scratch not mounted), or lower CPUs/RealMemory/TmpDisk on its NodeName line")
 
 
+def test_node_cpu_layout_is_the_hardwares(compute_node, slurm_nodes, each_node):
+    """Slurm schedules and binds by slurm.conf's layout of a node's CPUs (Boards, Sockets,
+    CoresPerSocket, ThreadsPerCore; ``CPUs=`` alone means one socket per CPU), and accepts a
+    layout that differs from the hardware as long as the CPUs add up: slurmd only logs 'Node
+    configuration differs from hardware'. The layout must be what ``slurmd -C`` finds on the
+    node (CPUs= may still be its cores instead of its threads)."""
+    if why := compute_node.facts.get("cpu_layout_differs"):
+        not_applicable(f"{compute_node.name}: {why}")
+    sn = slurm_nodes.get(compute_node.name)
+    assert sn is not None, f"{compute_node.name} is not registered in Slurm"
+    r = each_node(lambda n: n.run(slurm.HARDWARE_COMMAND, timeout=30))
+    hardware = slurm.parse_hardware(r.stdout)
+    assert r.ok and hardware, f"{compute_node.name}: slurmd -C did not say what its hardware is: {r.describe()}"
+    declared = slurm.declared_topology(sn)
+    assert declared, f"{compute_node.name}: scontrol show node gives no CPU layout: {' '.join(f'{k}={v}' for k, v in sn.raw.items())}"
+    wrong = slurm.topology_differences(declared, hardware)
+    assert not wrong, (
+        f"{compute_node.name}: Slurm lays out its {declared.cpus} CPUs as {declared.describe()}, the hardware "
+        f"(slurmd -C) is {hardware.describe()} with {hardware.threads} CPUs: " + "; ".join(wrong)
+        + f". {slurm.topology_consequence(declared, hardware)}. Put slurmd -C's layout on its NodeName line: "
+        f"{hardware.node_line()}")
+
+
 def test_partitions_match_config(controller, hpc_config, node_spec, slurm_nodes):
     """Slurm has the config's partitions, its default, OverSubscribe=FORCE exactly where the config
     says jobs share CPUs, each partition UP with its compute nodes (of those the config knows: a

@@ -23,6 +23,7 @@ from pytest_hpcvalidate.faults import network as netfaults
 from pytest_hpcvalidate.faults import nodes as nodefaults
 from pytest_hpcvalidate.faults import slurm as slurmfaults
 from pytest_hpcvalidate.probes.nodeimage import count_list
+from pytest_hpcvalidate.providers.local.engine import host_cpu_layout
 
 #: the most locked memory this machine lets a process have (a container without
 #: CAP_SYS_RESOURCE cannot give slurmd more than its own hard limit): what jobs must get
@@ -251,6 +252,40 @@ def test_nodes_with_cores_offline_or_a_dimm_lost_still_given_whole_jobs(broken, 
     if online > 1:
         assert ("c1 has less than Slurm gives jobs there: CPUTot 2 but 1 CPU(s) online "
                 "(/sys/devices/system/cpu/online: 0)") in failed[f"{check}[c1]"], failed[f"{check}[c1]"]
+
+
+def test_nodes_whose_cpu_layout_is_not_the_hardwares(broken, pytester):
+    """On this machine's one socket of two cores without SMT (the CI machine's, where the local
+    provider declares slurmd -C's layout for nodes of two CPUs): g2's NodeName line claims two
+    threads per core (one core), c1's two sockets of one core each (what ``CPUs=2`` alone
+    says). Slurm registers both IDLE, slurmd only logs that its configuration differs from the
+    hardware; the layout check goes red on each, naming what differs and slurmd -C's line.
+    Where the local provider declares no layout (another machine), the check is not applicable
+    on every node and says why."""
+    engine, path = broken
+    check = "test_node_cpu_layout_is_the_hardwares"
+    hardware = host_cpu_layout()
+    if hardware is None or 2 not in (hardware.threads, hardware.cores):
+        results = run_checks(pytester, path, f"l2_slurm/test_registration.py::{check}")
+        assert {k: outcome for k, (outcome, _) in results.items()} == {f"{check}[{n}]": "skipped"
+                                                                         for n in ("g1", "g2", "c1")}, results
+        assert "the local provider's nodes share one machine" in results[f"{check}[g1]"][1], results
+        return
+    if (hardware.sockets, hardware.cores_per_socket, hardware.threads_per_core) != (1, 2, 1):
+        pytest.skip(f"the faults below assume one socket of two cores without SMT; this machine: {hardware.describe()}")
+    with slurmfaults.node_definition(engine, "g2", "CoresPerSocket", "1", ThreadsPerCore="2"), \
+            slurmfaults.node_definition(engine, "c1", "SocketsPerBoard", "2", CoresPerSocket="1"):
+        failed = failures(run_checks(pytester, path, f"l2_slurm/test_registration.py::{check}",
+                                     "l2_slurm/test_registration.py::test_node_registered_and_usable"))
+    assert set(failed) == {f"{check}[g2]", f"{check}[c1]"}, sorted(failed)
+    g2, c1 = failed[f"{check}[g2]"], failed[f"{check}[c1]"]
+    assert ("g2: Slurm lays out its 2 CPUs as Boards=1 Sockets=1 CoresPerSocket=1 ThreadsPerCore=2, the hardware "
+            "(slurmd -C) is Boards=1 Sockets=1 CoresPerSocket=2 ThreadsPerCore=1 with 2 CPUs: CoresPerSocket=1 (the "
+            "hardware has 2); ThreadsPerCore=2 (the hardware has 1). Slurm allocates whole cores") in g2, g2
+    assert ("a one-CPU job is given 2 of the node's CPUs, which the hardware has as separate cores, and the node "
+            "runs 1/2 of the one-CPU jobs it could. Put slurmd -C's layout on its NodeName line: Boards=1 "
+            "SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1") in g2, g2
+    assert "Sockets=2 (the hardware has 1); CoresPerSocket=1 (the hardware has 2). task/affinity lays" in c1, c1
 
 
 def test_node_that_logged_a_machine_check(broken, pytester):

@@ -619,6 +619,23 @@ def test_slurm_conf_names_every_node_partition_and_plugin():
     assert "CPUs=4 RealMemory=2048 Gres=gpu:sim:2 Features=gpu,ib-hdr State=UNKNOWN\n" in slurmconf.render_slurm_conf(featured)
 
 
+def test_slurm_conf_gives_the_machines_cpu_layout_to_nodes_of_all_its_threads_or_cores():
+    """On two sockets of 8 cores with SMT (32 threads): a node given 32 CPUs or 16 (its cores)
+    gets slurmd -C's layout; one given 4 keeps CPUs= alone (no layout of its own)."""
+    from pytest_hpcvalidate.probes.slurm import Topology
+
+    smt = Topology(cpus=32, boards=1, sockets=2, cores_per_socket=8, threads_per_core=2)
+    spec = make_spec("render", 9, computes=3, cpus=4)
+    spec = replace(spec, nodes=[replace(n, cpus={"c1": 32, "c2": 16}.get(n.name, n.cpus)) for n in spec.nodes])
+    layouts = slurmconf.cpu_layouts(spec.compute, smt)
+    assert layouts == {"c1": smt, "c2": smt}
+    assert slurmconf.cpu_layouts(spec.compute, None) == {}
+    text = slurmconf.render_slurm_conf(spec, layouts=layouts)
+    assert "CPUs=32 Boards=1 SocketsPerBoard=2 CoresPerSocket=8 ThreadsPerCore=2 RealMemory=1024 " in text
+    assert "CPUs=16 Boards=1 SocketsPerBoard=2 CoresPerSocket=8 ThreadsPerCore=2 RealMemory=1024 " in text
+    assert "NodeHostname=c3 CPUs=4 RealMemory=1024 " in text
+
+
 def test_gres_and_cgroup_conf():
     spec = make_spec("render", 9, computes=2, gpus_on_first=2)
     assert slurmconf.render_gres_conf(spec).splitlines()[1:] == ["NodeName=c1 Name=gpu Type=sim File=/dev/nvidia[0-1]"]

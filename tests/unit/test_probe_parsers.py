@@ -402,6 +402,46 @@ def test_the_h100_node_has_what_slurm_gives_its_jobs_and_a_lost_dimm_does_not():
     assert slurm.capacity_shortfalls(scratch, slurm.NodeCapacity("0-15", 16, 128461, 500000), "/scratch") == []
 
 
+# ---------------------------------------------------------------- the CPU layout Slurm declares against slurmd -C
+def test_the_layout_slurmd_finds_and_the_one_slurm_declares_for_the_recorded_h100_node():
+    """slurmd -C as this machine's printed it; the H100 node's slurm.conf gave CPUs=16 alone,
+    which Slurm lays out as 16 sockets of one core."""
+    hardware = slurm.parse_hardware("NodeName=c1 CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 "
+                                    "RealMemory=24105\nUpTime=0-17:39:32\n")
+    assert hardware == slurm.Topology(cpus=2, boards=1, sockets=1, cores_per_socket=2, threads_per_core=1)
+    assert slurm.parse_hardware("slurmd: error: something\n") is None
+    (h100,) = slurm.parse_nodes((FIXTURES / "slurm" / "scontrol-show-node-h100.txt").read_text()).values()
+    declared = slurm.declared_topology(h100)
+    assert declared == slurm.Topology(cpus=16, boards=1, sockets=16, cores_per_socket=1, threads_per_core=1)
+    smt = slurm.Topology(cpus=16, boards=1, sockets=1, cores_per_socket=8, threads_per_core=2)
+    assert slurm.topology_differences(declared, smt) == [
+        "Sockets=16 (the hardware has 1)", "CoresPerSocket=1 (the hardware has 8)", "ThreadsPerCore=1 (the hardware has 2)"]
+    assert "hyperthreads for cores" in slurm.topology_consequence(declared, smt)
+    assert "whole cores of 2 CPUs" in slurm.topology_consequence(smt, declared)
+    assert "ranks meant for one socket" in slurm.topology_consequence(
+        declared, dataclasses.replace(declared, sockets=2, cores_per_socket=8))
+
+
+@given(boards=st.integers(1, 2), per_board=st.integers(1, 8), cores=st.integers(1, 128), threads=st.integers(1, 4),
+       other=st.sampled_from(["Boards", "Sockets", "CoresPerSocket", "ThreadsPerCore", None]))
+def test_a_layout_read_back_from_its_node_line_is_itself_and_any_change_is_named(boards, per_board, cores, threads,
+                                                                                 other):
+    """The slurm.conf spelling of a layout (slurmd -C's) parses back to it; scontrol's Sockets
+    count every board's; a layout differing in one key is named by that key alone."""
+    layout = slurm.Topology(boards * per_board * cores * threads, boards, boards * per_board, cores, threads)
+    assert slurm.parse_hardware(f"NodeName=n CPUs={layout.cpus} {layout.node_line()} RealMemory=1") == layout
+    shown = slurm.SlurmNode("n", "IDLE", frozenset(), layout.cpus, 1, {}, "", (), "", raw={
+        "CPUTot": str(layout.cpus), "Boards": str(boards), "Sockets": str(layout.sockets),
+        "CoresPerSocket": str(cores), "ThreadsPerCore": str(threads)})
+    assert slurm.declared_topology(shown) == layout
+    assert slurm.topology_differences(layout, layout) == []
+    if other:
+        field = {"Boards": "boards", "Sockets": "sockets", "CoresPerSocket": "cores_per_socket",
+                 "ThreadsPerCore": "threads_per_core"}[other]
+        changed = dataclasses.replace(layout, **{field: getattr(layout, field) + 1})
+        assert [d.split("=")[0] for d in slurm.topology_differences(changed, layout)] == [other]
+
+
 @given(cpus=st.integers(1, 512), online=st.integers(1, 512), real=st.integers(1, 2 ** 21), mem=st.integers(1, 2 ** 21))
 def test_a_shortfall_exactly_where_slurm_gives_more_than_the_node_has(cpus, online, real, mem):
     (node,) = slurm.parse_nodes((FIXTURES / "slurm" / "scontrol-show-node-h100.txt").read_text()).values()

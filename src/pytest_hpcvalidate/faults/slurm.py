@@ -303,12 +303,19 @@ def _line_says(head: str, key: str, value: str):
 
 
 @contextlib.contextmanager
-def _slurm_conf_line(engine, head: str, key: str, value: str, apply):
-    """slurm.conf's line starting ``head`` says ``key=value`` (:func:`_line_says`); ``apply()``
-    makes Slurm read it, after the edit and after the repair."""
+def _slurm_conf_line(engine, head: str, settings: dict[str, str], apply):
+    """slurm.conf's line starting ``head`` says each ``key=value`` of ``settings``
+    (:func:`_line_says`); ``apply()`` makes Slurm read it, after the edit and after the repair."""
     require_local(engine)
+    edits = [_line_says(head, key, value) for key, value in settings.items()]
+
+    def edit(text: str) -> str:
+        for one in edits:
+            text = one(text)
+        return text
+
     try:
-        with edited(engine.slurm_conf, _line_says(head, key, value)):
+        with edited(engine.slurm_conf, edit):
             apply()
             yield
     finally:
@@ -335,15 +342,16 @@ def gpus_declared(engine, name: str, count: int):
         _restart_slurm(engine, [name])
 
 
-def node_definition(engine, name: str, key: str, value: str):
-    """The node's NodeName line says ``key=value`` (e.g. RealMemory=512): Slurm then registers
-    the node with other resources than the validation config promises (slurmctld restarted)."""
-    return _slurm_conf_line(engine, f"NodeName={name}", key, value, lambda: _restart_slurm(engine, [name]))
+def node_definition(engine, name: str, key: str, value: str, **more: str):
+    """The node's NodeName line says ``key=value`` (e.g. RealMemory=512) and each of ``more``
+    (``ThreadsPerCore="2"``): Slurm then registers the node with other resources than the
+    validation config promises, or lays out its CPUs otherwise (slurmctld restarted)."""
+    return _slurm_conf_line(engine, f"NodeName={name}", {key: value, **more}, lambda: _restart_slurm(engine, [name]))
 
 
 def partition_setting(engine, partition: str, key: str, value: str):
     """The partition's line says ``key=value`` (e.g. Default=NO); ``scontrol reconfigure``."""
-    return _slurm_conf_line(engine, f"PartitionName={partition}", key, value,
+    return _slurm_conf_line(engine, f"PartitionName={partition}", {key: value},
                             lambda: _reconfigure(engine, restart_slurmd=False))
 
 

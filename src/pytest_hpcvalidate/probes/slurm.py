@@ -501,10 +501,14 @@ def parse_version(text: str) -> str | None:
     return m.group(1) if m else None
 
 
+#: the sbin directories (and /opt/slurm/sbin) added to PATH, where a login user's lacks them
+SBIN_PATH = "PATH=$PATH:/usr/sbin:/usr/local/sbin:/sbin:/opt/slurm/sbin"
+
+
 def installed_slurmd_version(node) -> tuple[str | None, str]:
-    """(version, problem) of the slurmd the node has installed now (``slurmd -V``; the sbin
-    directories and /opt/slurm/sbin added to PATH, where a login user's lacks them)."""
-    r = node.run("PATH=$PATH:/usr/sbin:/usr/local/sbin:/sbin:/opt/slurm/sbin slurmd -V", timeout=20)
+    """(version, problem) of the slurmd the node has installed now (``slurmd -V``, PATH
+    widened by :data:`SBIN_PATH`)."""
+    r = node.run(f"{SBIN_PATH} slurmd -V", timeout=20)
     version = parse_version(r.stdout + r.stderr) if r.ok else None
     return version, "" if version else f"cannot tell its slurmd's version: {r.describe()}"
 
@@ -606,6 +610,84 @@ def capacity_shortfalls(sn: SlurmNode, have: NodeCapacity, tmpfs: str = "/tmp") 
     if have.tmp_mib is not None and tmp_disk > have.tmp_mib:
         out.append(f"TmpDisk {tmp_disk} MiB but TmpFS {tmpfs} holds {have.tmp_mib} MiB")
     return out
+
+
+@dataclass(frozen=True)
+class Topology:
+    """How a node's CPUs are laid out: boards, sockets (on all boards), cores per socket and
+    threads per core, and the CPUs (logical processors) Slurm counts."""
+
+    cpus: int
+    boards: int
+    sockets: int
+    cores_per_socket: int
+    threads_per_core: int
+
+    @property
+    def cores(self) -> int:
+        return self.sockets * self.cores_per_socket
+
+    @property
+    def threads(self) -> int:
+        return self.cores * self.threads_per_core
+
+    def describe(self) -> str:
+        return (f"Boards={self.boards} Sockets={self.sockets} CoresPerSocket={self.cores_per_socket} "
+                f"ThreadsPerCore={self.threads_per_core}")
+
+    def node_line(self) -> str:
+        """The layout as slurm.conf's NodeName line spells it (and ``slurmd -C`` prints it)."""
+        return (f"Boards={self.boards} SocketsPerBoard={self.sockets // max(1, self.boards)} "
+                f"CoresPerSocket={self.cores_per_socket} ThreadsPerCore={self.threads_per_core}")
+
+
+def _topology(kv: dict[str, str], cpus: str, sockets: str, per_board: bool) -> Topology | None:
+    values = [leading_int(kv.get(key, "")) for key in (cpus, "Boards", sockets, "CoresPerSocket", "ThreadsPerCore")]
+    if None in values:
+        return None
+    n, boards, socks, cores, threads = values
+    return Topology(n, boards, socks * boards if per_board else socks, cores, threads)
+
+
+#: prints the node's hardware as slurmd finds it (hwloc): the line slurm.conf should carry
+HARDWARE_COMMAND = f"{SBIN_PATH} slurmd -C"
+
+
+def parse_hardware(text: str) -> Topology | None:
+    """``slurmd -C`` (``NodeName=c1 CPUs=64 Boards=1 SocketsPerBoard=2 CoresPerSocket=16
+    ThreadsPerCore=2 RealMemory=…``) → its Topology; None where the line is not there."""
+    line = next((ln for ln in text.splitlines() if ln.startswith("NodeName=")), "")
+    return _topology(parse_oneliner(line), "CPUs", "SocketsPerBoard", per_board=True) if line else None
+
+
+def declared_topology(sn: SlurmNode) -> Topology | None:
+    """The layout slurmctld uses for a node (``scontrol show node``: CPUTot, Boards, Sockets,
+    CoresPerSocket, ThreadsPerCore): slurm.conf's NodeName line, where CPUs= alone means one
+    socket per CPU."""
+    return _topology(sn.raw, "CPUTot", "Sockets", per_board=False)
+
+
+def topology_differences(declared: Topology, hardware: Topology) -> list[str]:
+    """``Key=declared, the hardware has N`` for each of sockets, cores per socket, threads per
+    core and boards where Slurm's layout is not the hardware's."""
+    pairs = (("Boards", declared.boards, hardware.boards), ("Sockets", declared.sockets, hardware.sockets),
+             ("CoresPerSocket", declared.cores_per_socket, hardware.cores_per_socket),
+             ("ThreadsPerCore", declared.threads_per_core, hardware.threads_per_core))
+    return [f"{key}={want} (the hardware has {have})" for key, want, have in pairs if want != have]
+
+
+def topology_consequence(declared: Topology, hardware: Topology) -> str:
+    """What a layout that differs from the hardware does to jobs there, the worst first."""
+    if declared.threads_per_core > hardware.threads_per_core:
+        t = declared.threads_per_core
+        return (f"Slurm allocates whole cores of {t} CPUs each: a one-CPU job is given {t} of the node's CPUs, "
+                f"which the hardware has as separate cores, and the node runs 1/{t} of the one-CPU jobs it could")
+    if declared.threads_per_core < hardware.threads_per_core:
+        return ("Slurm takes hyperthreads for cores: `-c 2` may be two threads of one core, "
+                "`--hint=nomultithread` and `--threads-per-core` mean nothing, and two jobs can share a core")
+    return ("task/affinity lays tasks out on sockets and cores the hardware does not have: ranks meant for one "
+            "socket's cores land across sockets, and `--sockets-per-node`/`--cores-per-socket` ask for "
+            "what is not there (slurmd logs 'Node configuration differs from hardware')")
 
 
 def shown(config: dict[str, str], key: str) -> str:

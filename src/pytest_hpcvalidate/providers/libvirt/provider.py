@@ -417,12 +417,20 @@ class LibvirtCluster:
             short = self._short_guest(n)
             if short:  # Slurm is given the config's CPUs and memory all the same (config_overrides)
                 facts["declared_resources"] = short
+            if (got := self._guest_cpus(n)) != n.cpus:  # a VM of N vCPUs has N sockets, as CPUs=N declares
+                facts["cpu_layout_differs"] = (f"the VM got {got} vCPU(s) for Slurm's {n.cpus} CPU(s): slurm.conf's "
+                                               "CPUs= alone cannot be its layout" if got else
+                                               "the VM's size is not recorded")
             _, left_out = passthrough.planned_hostdevs(self._resolved(n.name).pcie)
             if left_out:  # the guest-side GPU checks skip with this reason instead of failing
                 facts["passthrough_left_out"] = left_out
             nodes.append(Node(n.name, n.role, n.address, transport=t, ssh=t, facts=facts))
         return Cluster(name=self.spec.cluster, provider="libvirt", nodes=nodes,
                        shared_dir=Path(self.spec.shared_dir), access_hint=self.access_hint())
+
+    def _guest_cpus(self, n: NodeSpec) -> int | None:
+        got = (self.state.data.get("guests") or {}).get(n.name) if self.state else None
+        return got["vcpus"] if got else None
 
     def _short_guest(self, n: NodeSpec) -> str:
         """How the node's VM is smaller than what Slurm declares for it, "" where it is not."""

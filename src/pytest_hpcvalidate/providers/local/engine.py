@@ -71,6 +71,17 @@ KNOWN_START_FAILURES = (
 )
 
 
+def host_cpu_layout():
+    """This machine's CPU layout as slurmd finds it (``slurmd -C``); None where it does not answer."""
+    from ...probes.slurm import parse_hardware
+
+    try:
+        r = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, timeout=30, env=daemons.DAEMON_ENV)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_hardware(r.stdout) if r.returncode == 0 else None
+
+
 class LocalCluster:
     """One local cluster: its spec, what was made for it, and how to undo it."""
 
@@ -209,7 +220,11 @@ class LocalCluster:
         (self.work_dir / "etc" / "hosts").write_text(sshconf.render_hosts(spec))
         if spec.users:
             self._make_users(spec, shared)
-        for name, text in slurmconf.render_all(spec, self.layout, self.work_dir).items():
+        hardware = host_cpu_layout()
+        layouts = slurmconf.cpu_layouts(spec.compute, hardware)
+        st.set("cpu_layout", {"hardware": hardware.describe() if hardware else "",
+                              "threads": hardware.threads if hardware else 0, "declared": sorted(layouts)})
+        for name, text in slurmconf.render_all(spec, self.layout, self.work_dir, layouts).items():
             (self.conf_dir / name).write_text(text)
         if spec.accounting:  # slurmdbd refuses a config others can read
             dbd_conf = self.conf_dir / "slurmdbd.conf"
@@ -530,9 +545,23 @@ class LocalCluster:
                 "gpu_devices": slurmconf.gpu_devices(n),
                 "work_dir": str(self.node_paths(n.name).root),
             }
+            if n.role == "compute" and (why := self._cpu_layout_differs(n)):
+                facts["cpu_layout_differs"] = why
             nodes.append(Node(n.name, n.role, n.address, transport=NsenterTransport(n.name, pid), ssh=ssh, facts=facts))
         return Cluster(name=self.spec.cluster, provider="local", nodes=nodes,
                        shared_dir=Path(self.spec.shared_dir), access_hint=self.access_hint())
+
+    def _cpu_layout_differs(self, n: NodeSpec) -> str:
+        """Why slurm.conf does not give the node this machine's CPU layout; "" where it does."""
+        assert self.state is not None
+        recorded = self.state.data.get("cpu_layout") or {}
+        if n.name in recorded.get("declared", ()):
+            return ""
+        if not recorded.get("hardware"):
+            return "slurmd -C did not answer on this machine when the cluster was made: slurm.conf gives CPUs= alone"
+        return (f"Slurm is given {n.cpus} CPU(s) of this machine's {recorded['threads']} ({recorded['hardware']}): "
+                "the local provider's nodes share one machine, and a share other than all of its threads or all "
+                "of its cores has no layout of its own (slurm.conf gives CPUs= alone)")
 
     def access_hint(self) -> str:
         assert self.state is not None
