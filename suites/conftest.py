@@ -23,6 +23,19 @@ def slurm_config(controller) -> dict[str, str]:
     return slurm.show_config(controller)
 
 
+@pytest.fixture(scope="module")
+def cpus_granted(slurm_nodes, slurm_config):
+    """``cpus_granted(node_name, k)``: how many CPUs Slurm gives a task of ``-c k`` on that node
+    (``slurm.cpus_granted``: whole cores of its layout where a core has several threads)."""
+    select = slurm_config.get("SelectTypeParameters", "")
+
+    def granted(name: str, k: int) -> int:
+        sn = slurm_nodes.get(name)
+        return slurm.cpus_granted(k, slurm.declared_topology(sn) if sn else None, select)
+
+    return granted
+
+
 @pytest.fixture(scope="session")
 def gres_devices(cluster) -> dict[str, slurm.GresDevices]:
     """{node: the GPU device files its slurmd uses, and where they were read}: gres.conf's

@@ -24,8 +24,9 @@ HOG = "head -c {mib}m /dev/zero | tail -n 1 > /dev/null"
 
 
 def test_cpus_per_task_gives_exactly_that_many_cpus(compute_node, controller, node_spec, place_on, thresholds,
-                                                   each_node):
-    """``-c K`` for K = 1 and K = all of the node's CPUs: the task is pinned to exactly K CPUs."""
+                                                   cpus_granted, each_node):
+    """``-c K`` for K = 1 and K = all of the node's CPUs: the task is pinned to exactly K CPUs
+    (or to the whole cores Slurm grants for them, where a core has several threads)."""
     def probe(n):
         problems = []
         for k in sorted({1, node_spec[n.name].cpus}):
@@ -36,8 +37,8 @@ def test_cpus_per_task_gives_exactly_that_many_cpus(compute_node, controller, no
                 problems.append(f"-c {k} failed: {r.describe()}")
                 continue
             seen = isolation.parse_step_facts(r.stdout)[0].cpus
-            if len(seen) != k:
-                problems.append(f"-c {k} sees {len(seen)} CPUs ({','.join(map(str, sorted(seen)))})")
+            if wrong := slurm.cpus_seen_problem(k, seen, cpus_granted(n.name, k)):
+                problems.append(wrong)
         return problems
 
     problems = each_node(probe)

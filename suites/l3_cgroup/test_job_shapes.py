@@ -23,21 +23,29 @@ def _partitions(hpc_config, node_spec):
     return out
 
 
+def _as_asked(name: str, cpus: int) -> int:
+    return cpus
+
+
 @st.composite
-def job_shapes(draw, partitions):
+def job_shapes(draw, partitions, granted=_as_asked):
+    """Shapes that fit every node of the partition drawn; ``granted(node, c)``: the CPUs Slurm
+    gives a task of ``-c c`` there (whole cores where a core has several threads)."""
     name, nodes = draw(st.sampled_from(partitions))
     cpus = min(n.cpus for n in nodes)
     n = draw(st.integers(1, len(nodes)))
     c = draw(st.integers(1, cpus))
-    t = draw(st.integers(1, cpus // c))
+    t = draw(st.integers(1, max(1, min(x.cpus // granted(x.name, c) for x in nodes))))
     mem = draw(st.integers(32, max(32, min(256, min(x.memory_mb for x in nodes) // 2))))
     gpus_each = min(x.gpus for x in nodes)
     g = draw(st.integers(0, gpus_each)) if gpus_each else 0
     return {"partition": name, "nodes": n, "tasks_per_node": t, "cpus_per_task": c, "mem_mb": mem, "gpus": g}
 
 
-def shape_problems(shape: dict, facts: list, node_cpus: dict[str, int], constrain_cores: bool) -> list[str]:
-    """What differs between the requested ``shape`` and where/how its tasks ran."""
+def shape_problems(shape: dict, facts: list, node_cpus: dict[str, int], constrain_cores: bool,
+                   granted=_as_asked) -> list[str]:
+    """What differs between the requested ``shape`` and where/how its tasks ran (``granted``:
+    as in :func:`job_shapes`)."""
     problems = []
     expected_tasks = shape["nodes"] * shape["tasks_per_node"]
     if len(facts) != expected_tasks:
@@ -51,9 +59,12 @@ def shape_problems(shape: dict, facts: list, node_cpus: dict[str, int], constrai
         if len(tasks) != shape["tasks_per_node"]:
             problems.append(f"{node}: {len(tasks)} tasks, expected {shape['tasks_per_node']}")
         if constrain_cores:
-            wrong = [sorted(t.cpus) for t in tasks if len(t.cpus) != shape["cpus_per_task"]]
+            c = shape["cpus_per_task"]
+            wrong = [sorted(t.cpus) for t in tasks if slurm.cpus_seen_problem(c, t.cpus, granted(node, c))]
             if wrong:
-                problems.append(f"{node}: tasks pinned to {wrong}, expected {shape['cpus_per_task']} CPUs each")
+                whole = granted(node, c)
+                problems.append(f"{node}: tasks pinned to {wrong}, expected {c} CPUs each"
+                                + (f" (or {whole}: whole cores)" if whole != c else ""))
             used = [c for t in tasks for c in t.cpus]
             if len(used) != len(set(used)):
                 problems.append(f"{node}: tasks share CPUs {sorted(c for c in set(used) if used.count(c) > 1)}")
@@ -66,7 +77,7 @@ def shape_problems(shape: dict, facts: list, node_cpus: dict[str, int], constrai
     return problems
 
 
-def test_random_job_shapes_are_placed_as_requested(controller, hpc_config, node_spec, thresholds):
+def test_random_job_shapes_are_placed_as_requested(controller, hpc_config, node_spec, thresholds, cpus_granted):
     examples = hpc_config.slurm.job_shape_examples
     if examples == 0:
         not_applicable("slurm.job_shape_examples is 0 in the config")
@@ -76,7 +87,7 @@ def test_random_job_shapes_are_placed_as_requested(controller, hpc_config, node_
 
     @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
-    @given(shape=job_shapes(partitions))
+    @given(shape=job_shapes(partitions, cpus_granted))
     def check(shape):
         args = (f"-l -p {shape['partition']} -N{shape['nodes']} --ntasks-per-node={shape['tasks_per_node']} "
                 f"-c {shape['cpus_per_task']} --mem={shape['mem_mb']}")
@@ -84,7 +95,7 @@ def test_random_job_shapes_are_placed_as_requested(controller, hpc_config, node_
             args += f" --gres=gpu:{shape['gpus']}"
         r = slurm.srun(controller, args, isolation.step_facts_command([]), timeout=thresholds.job_start_s_max)
         assert r.ok, f"job shape {shape} that fits the cluster was not run: {r.describe()}"
-        problems = shape_problems(shape, isolation.parse_step_facts(r.stdout), node_cpus, constrain)
+        problems = shape_problems(shape, isolation.parse_step_facts(r.stdout), node_cpus, constrain, cpus_granted)
         assert not problems, f"srun {args}: " + "; ".join(problems)
 
     check()

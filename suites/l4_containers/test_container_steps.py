@@ -46,8 +46,10 @@ def test_containerised_step_runs_the_image_os(compute_node, containers, step_on_
 # The per-node checks below run their nodes' container steps at once (each_node: one job per
 # node, so they never compete for a node's CPUs or memory).
 
-def test_cpus_per_task_inside_container(compute_node, controller, runtime, node_spec, place_on, thresholds, each_node):
-    """``-c K`` for K = 1 and all of the node's CPUs: the container sees exactly K CPUs."""
+def test_cpus_per_task_inside_container(compute_node, controller, runtime, node_spec, place_on, thresholds,
+                                        cpus_granted, each_node):
+    """``-c K`` for K = 1 and all of the node's CPUs: the container sees exactly K CPUs (or the
+    whole cores Slurm grants for them, where a core has several threads)."""
     def probe(node):
         problems = []
         for k in sorted({1, node_spec[node.name].cpus}):
@@ -56,8 +58,8 @@ def test_cpus_per_task_inside_container(compute_node, controller, runtime, node_
             facts = isolation.parse_step_facts(r.stdout)
             if not r.ok or not facts:
                 problems.append(f"-c {k} failed: {r.describe()}")
-            elif len(facts[0].cpus) != k:
-                problems.append(f"-c {k} sees {len(facts[0].cpus)} CPUs ({','.join(map(str, sorted(facts[0].cpus)))})")
+            elif wrong := slurm.cpus_seen_problem(k, facts[0].cpus, cpus_granted(node.name, k)):
+                problems.append(wrong)
         return problems
 
     problems = each_node(probe)

@@ -288,6 +288,22 @@ def test_nodes_whose_cpu_layout_is_not_the_hardwares(broken, pytester):
     assert "Sockets=2 (the hardware has 1); CoresPerSocket=1 (the hardware has 2). task/affinity lays" in c1, c1
 
 
+def test_a_node_of_two_threads_per_core_is_granted_whole_cores_and_the_cpu_checks_know_it(broken, pytester):
+    """g2 laid out as one core of two threads (slurm.conf's ThreadsPerCore=2, as on a node with
+    SMT): under CR_Core_Memory a ``-c 1`` task is given the whole core, both CPUs. The CPU
+    checks (``-c K`` and the job shapes) count whole cores there and pass; before, they failed
+    every SMT node ("-c 1 sees 2 CPUs")."""
+    engine, path = broken
+    checks = ("l3_cgroup/test_isolation.py::test_cpus_per_task_gives_exactly_that_many_cpus",
+              "l3_cgroup/test_job_shapes.py")
+    with slurmfaults.node_definition(engine, "g2", "CoresPerSocket", "1", ThreadsPerCore="2", SocketsPerBoard="1"):
+        g2 = engine.cluster.controller.run("srun -w g2 -n1 -c 1 grep Cpus_allowed_list /proc/self/status", timeout=60)
+        results = run_checks(pytester, path, *checks)
+    assert g2.ok and count_list(g2.stdout.split()[-1]) == 2, g2.describe()  # what Slurm does there: both CPUs
+    assert "test_cpus_per_task_gives_exactly_that_many_cpus[g2]" in results, sorted(results)
+    assert failures(results) == {}
+
+
 def test_node_that_logged_a_machine_check(broken, pytester):
     """g2's kernel says it logged a machine check (M) and loaded a proprietary driver (P);
     c1's only the driver: only g2 fails, naming the flag and where to look."""

@@ -442,6 +442,25 @@ def test_a_layout_read_back_from_its_node_line_is_itself_and_any_change_is_named
         assert [d.split("=")[0] for d in slurm.topology_differences(changed, layout)] == [other]
 
 
+@given(asked=st.integers(1, 256), sockets=st.integers(1, 4), cores=st.integers(1, 64), threads=st.integers(1, 4),
+       params=st.sampled_from(["CR_CPU", "CR_CPU_Memory", "CR_Core", "CR_Core_Memory",
+                               "CR_Core_Memory,CR_ONE_TASK_PER_CORE", "CR_Socket_Memory", "CR_Memory", ""]))
+def test_a_task_is_granted_whole_cores_or_sockets_as_slurm_allocates_them(asked, sockets, cores, threads, params):
+    """``-c K``: K CPUs under CR_CPU (and CR_Memory); under CR_Core (cons_tres's default) the
+    whole cores holding K threads, under CR_Socket whole sockets; a task seeing K or that many
+    is right, any other count is named with both."""
+    layout = slurm.Topology(sockets * cores * threads, 1, sockets, cores, threads)
+    got = slurm.cpus_granted(asked, layout, params)
+    unit = {"CR_CPU": 1, "CR_CPU_": 1, "CR_MEMO": 1, "CR_SOCK": cores * threads}.get(params.upper()[:7], threads)
+    assert got % unit == 0 and asked <= got < asked + unit
+    assert slurm.cpus_granted(asked, None, params) == asked
+    assert slurm.cpus_seen_problem(asked, set(range(asked)), got) == ""
+    assert slurm.cpus_seen_problem(asked, set(range(got)), got) == ""
+    wrong = slurm.cpus_seen_problem(asked, set(range(got + 1)), got)
+    assert wrong.startswith(f"-c {asked} sees {got + 1} CPUs (0") and f"expected {asked}" in wrong
+    assert (f"or {got}: the whole cores" in wrong) == (got != asked)
+
+
 @given(cpus=st.integers(1, 512), online=st.integers(1, 512), real=st.integers(1, 2 ** 21), mem=st.integers(1, 2 ** 21))
 def test_a_shortfall_exactly_where_slurm_gives_more_than_the_node_has(cpus, online, real, mem):
     (node,) = slurm.parse_nodes((FIXTURES / "slurm" / "scontrol-show-node-h100.txt").read_text()).values()

@@ -690,6 +690,27 @@ def topology_consequence(declared: Topology, hardware: Topology) -> str:
             "what is not there (slurmd logs 'Node configuration differs from hardware')")
 
 
+def cpus_granted(asked: int, layout: Topology | None, select_type_parameters: str) -> int:
+    """How many CPUs Slurm gives a task asking for ``asked`` (``-c``) on a node of ``layout``:
+    whole cores where it allocates cores (``CR_Core*``, and cons_tres without parameters) and a
+    core has several threads (``-c 1`` on a node with SMT is given both threads of a core),
+    whole sockets under ``CR_Socket*``, else ``asked`` (``CR_CPU*``, ``CR_Memory``)."""
+    kind = select_type_parameters.split(",")[0].strip().upper()
+    if layout is None or kind.startswith("CR_CPU") or kind == "CR_MEMORY":
+        return asked
+    unit = layout.threads_per_core * (layout.cores_per_socket if kind.startswith("CR_SOCKET") else 1)
+    return -(-asked // max(1, unit)) * max(1, unit)
+
+
+def cpus_seen_problem(asked: int, seen, granted: int) -> str:
+    """"" where a task of ``-c asked`` may run on the CPUs ``seen``: ``asked`` of them, or the
+    ``granted`` whole cores (:func:`cpus_granted`) it was given; else what is wrong."""
+    if len(seen) in (asked, granted):
+        return ""
+    also = f" (or {granted}: the whole cores Slurm grants on this node's layout)" if granted != asked else ""
+    return f"-c {asked} sees {len(seen)} CPUs ({','.join(map(str, sorted(seen)))}), expected {asked}{also}"
+
+
 def shown(config: dict[str, str], key: str) -> str:
     """``key=value`` of a running configuration for a message: Slurm's spellings of nothing
     (``(null)``, ``(null type)``, empty) as ``unset``."""
