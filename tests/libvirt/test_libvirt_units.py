@@ -215,10 +215,16 @@ def test_a_vm_gets_room_for_its_kernel_and_one_smaller_than_slurm_declares_is_sa
     monkeypatch.setattr(lvp, "_available_mib", lambda: 1000)  # 400 MiB a node
     assert engine._guest_size(c1) == (1, 400)
     engine.state = SimpleNamespace(data={"guests": {"c1": {"vcpus": 1, "memory_mib": 576}}})
-    assert engine._short_guest(c1) == ""
+    assert engine._short_guest(c1) == "" and engine._size_facts(c1) == {}
     engine.state.data["guests"]["c1"]["memory_mib"] = 400
     assert engine._short_guest(c1) == ("the VM got 1 vCPU(s) and 400 MiB of RAM for Slurm's 1 CPU(s) and 512 MiB: "
                                        "libvirt.guest_cpus, libvirt.guest_memory_mb or this host's fair share")
+    assert set(engine._size_facts(c1)) == {"declared_resources"}  # its one vCPU is still Slurm's layout
+    engine.state.data["guests"]["c1"]["vcpus"] = 2  # libvirt.guest_cpus above Slurm's CPUs: two sockets, not one
+    assert engine._size_facts(c1)["cpu_layout_differs"] == ("the VM got 2 vCPU(s) for Slurm's 1 CPU(s): slurm.conf's "
+                                                            "CPUs= alone is not its layout")
+    engine.state = SimpleNamespace(data={})
+    assert engine._size_facts(c1)["cpu_layout_differs"] == "the VM's size is not recorded"
     pinned = lvp.LibvirtProvider(tmp_path).make_engine(ClusterConfig.model_validate(
         {**doc, "libvirt": {"guest_memory_mb": 300, "guest_cpus": 1}}))
     assert pinned._guest_size(c1) == (1, 300)

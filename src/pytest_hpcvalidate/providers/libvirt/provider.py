@@ -414,13 +414,7 @@ class LibvirtCluster:
                 "gpu_type": n.gpu_type,
                 "console_log": str(self.console_log(n.name)),
             }
-            short = self._short_guest(n)
-            if short:  # Slurm is given the config's CPUs and memory all the same (config_overrides)
-                facts["declared_resources"] = short
-            if (got := self._guest_cpus(n)) != n.cpus:  # a VM of N vCPUs has N sockets, as CPUs=N declares
-                facts["cpu_layout_differs"] = (f"the VM got {got} vCPU(s) for Slurm's {n.cpus} CPU(s): slurm.conf's "
-                                               "CPUs= alone cannot be its layout" if got else
-                                               "the VM's size is not recorded")
+            facts.update(self._size_facts(n))
             _, left_out = passthrough.planned_hostdevs(self._resolved(n.name).pcie)
             if left_out:  # the guest-side GPU checks skip with this reason instead of failing
                 facts["passthrough_left_out"] = left_out
@@ -428,9 +422,18 @@ class LibvirtCluster:
         return Cluster(name=self.spec.cluster, provider="libvirt", nodes=nodes,
                        shared_dir=Path(self.spec.shared_dir), access_hint=self.access_hint())
 
-    def _guest_cpus(self, n: NodeSpec) -> int | None:
+    def _size_facts(self, n: NodeSpec) -> dict[str, str]:
+        """Where the node's VM is not what Slurm declares (which it is given all the same,
+        config_overrides), why: the checks holding the VM to Slurm's numbers are not applicable."""
+        facts = {}
+        if short := self._short_guest(n):
+            facts["declared_resources"] = short
         got = (self.state.data.get("guests") or {}).get(n.name) if self.state else None
-        return got["vcpus"] if got else None
+        if not got or got["vcpus"] != n.cpus:  # a VM of N vCPUs has N sockets, as CPUs=N alone declares
+            facts["cpu_layout_differs"] = (f"the VM got {got['vcpus']} vCPU(s) for Slurm's {n.cpus} CPU(s): "
+                                           "slurm.conf's CPUs= alone is not its layout" if got
+                                           else "the VM's size is not recorded")
+        return facts
 
     def _short_guest(self, n: NodeSpec) -> str:
         """How the node's VM is smaller than what Slurm declares for it, "" where it is not."""
