@@ -459,6 +459,9 @@ def test_a_task_is_granted_whole_cores_or_sockets_as_slurm_allocates_them(asked,
     wrong = slurm.cpus_seen_problem(asked, set(range(got + 1)), got)
     assert wrong.startswith(f"-c {asked} sees {got + 1} CPUs (0") and f"expected {asked}" in wrong
     assert (f"or {got}: the whole cores" in wrong) == (got != asked)
+    if threads > 1:  # slurm.conf's CPUs= the cores: each of Slurm's CPUs is a core of all its threads
+        by_core = dataclasses.replace(layout, cpus=layout.cores)
+        assert slurm.cpus_granted(asked, by_core, params) == asked * threads
 
 
 @given(cpus=st.integers(1, 512), online=st.integers(1, 512), real=st.integers(1, 2 ** 21), mem=st.integers(1, 2 ** 21))

@@ -694,8 +694,12 @@ def cpus_granted(asked: int, layout: Topology | None, select_type_parameters: st
     """How many CPUs Slurm gives a task asking for ``asked`` (``-c``) on a node of ``layout``:
     whole cores where it allocates cores (``CR_Core*``, and cons_tres without parameters) and a
     core has several threads (``-c 1`` on a node with SMT is given both threads of a core),
-    whole sockets under ``CR_Socket*``, else ``asked`` (``CR_CPU*``, ``CR_Memory``)."""
+    whole sockets under ``CR_Socket*``, else ``asked`` (``CR_CPU*``, ``CR_Memory``). Where
+    slurm.conf counts a node's cores as its CPUs (``CPUs=`` its cores, on a node with SMT),
+    each of Slurm's CPUs is a core, and a task of ``asked`` runs on all its threads."""
     kind = select_type_parameters.split(",")[0].strip().upper()
+    if layout is not None and layout.threads_per_core > 1 and layout.cpus == layout.cores:
+        return asked * layout.threads_per_core
     if layout is None or kind.startswith("CR_CPU") or kind == "CR_MEMORY":
         return asked
     unit = layout.threads_per_core * (layout.cores_per_socket if kind.startswith("CR_SOCKET") else 1)
