@@ -24,6 +24,19 @@ def slurm_config(controller) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def job_cpus(slurm_nodes, node_spec):
+    """``job_cpus(node_name)``: the CPUs jobs may be given on that node: Slurm's CPUEfctv, its
+    CPUs less the cores ``CoreSpecCount``/``CpuSpecList`` keep for the system (a job asking for
+    all of CPUTot there is refused as never satisfiable); the config's cpus where Slurm does
+    not know the node."""
+    def cpus(name: str) -> int:
+        sn = slurm_nodes.get(name)
+        return sn.job_cpus if sn else node_spec[name].cpus
+
+    return cpus
+
+
+@pytest.fixture(scope="module")
 def cpus_granted(slurm_nodes, slurm_config):
     """``cpus_granted(node_name, k)``: how many CPUs Slurm gives a task of ``-c k`` on that node
     (``slurm.cpus_granted``: whole cores of its layout where a core has several threads)."""

@@ -23,14 +23,14 @@ HOG = "head -c {mib}m /dev/zero | tail -n 1 > /dev/null"
 # once (one job per node: they never compete for a node's CPUs or memory).
 
 
-def test_cpus_per_task_gives_exactly_that_many_cpus(compute_node, controller, node_spec, place_on, thresholds,
+def test_cpus_per_task_gives_exactly_that_many_cpus(compute_node, controller, job_cpus, place_on, thresholds,
                                                    cpus_granted, each_node):
-    """``-c K`` for K = 1 and K = all of the node's CPUs: the task is pinned to exactly K CPUs
-    (or to the whole cores Slurm grants for them, where a core has several threads)."""
+    """``-c K`` for K = 1 and K = all of the CPUs jobs may use on the node: the task is pinned to
+    exactly K CPUs (or to the whole cores Slurm grants for them, where a core has several threads)."""
     def probe(n):
         problems = []
-        for k in sorted({1, node_spec[n.name].cpus}):
-            whole = k == node_spec[n.name].cpus  # waits while another job holds a CPU of the node
+        for k in sorted({1, job_cpus(n.name)}):
+            whole = k == job_cpus(n.name)  # waits while another job holds a CPU of the node
             r = slurm.srun(controller, f"{place_on(n)} -n1 -c {k}", isolation.step_facts_command([]),
                            timeout=thresholds.job_start_s_max + (OTHER_JOB_S if whole else 0))
             if not r.ok:
@@ -45,19 +45,19 @@ def test_cpus_per_task_gives_exactly_that_many_cpus(compute_node, controller, no
     assert not problems, f"{compute_node.name}: CPU confinement broken: " + "; ".join(problems)
 
 
-def test_tasks_of_a_step_are_bound_to_cpus_of_their_own(compute_node, controller, node_spec, place_on, thresholds,
+def test_tasks_of_a_step_are_bound_to_cpus_of_their_own(compute_node, controller, job_cpus, place_on, thresholds,
                                                        each_node):
     """One task per CPU of the node in one step (``srun -n <CPUs>``, as an MPI job starts its
     ranks): every task is bound to CPUs no other task of the step has. Slurm's task/affinity
     binds them by default when a step's tasks fill what it holds; unbound, the ranks share the
     step's CPUs and the kernel moves them between cores as it likes: cache and NUMA locality
     are lost, and two ranks can land on one core while another idles."""
-    cpus = node_spec[compute_node.name].cpus
+    cpus = job_cpus(compute_node.name)
     if cpus < 2:
-        not_applicable(f"{compute_node.name} has one CPU: one task per CPU is one task")
+        not_applicable(f"{compute_node.name} has one CPU jobs may use: one task per CPU is one task")
 
     def probe(n):
-        k = node_spec[n.name].cpus
+        k = job_cpus(n.name)
         if k < 2:
             return None
         return slurm.srun(controller, f"{place_on(n)} -n {k} -l", isolation.step_facts_command([]),
@@ -83,7 +83,7 @@ def test_tasks_of_a_step_are_bound_to_cpus_of_their_own(compute_node, controller
             f"with task/affinity in TaskPlugin (and no TaskPluginParam/CpuBind=none): {said}")
 
 
-def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, node_spec, partition_of, thresholds,
+def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, job_cpus, partition_of, thresholds,
                                                      each_node):
     """Two jobs, each granted all of the node's CPUs, submitted together: the second must wait
     for the first to end. Side by side they share CPUs each was granted, and each runs at a
@@ -91,7 +91,7 @@ def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, n
     ``OverSubscribe=FORCE``, or ``SelectTypeParameters`` that count memory only). Run in a
     partition that does not share CPUs on purpose (``slurm.partitions[].oversubscribe``)."""
     hold = 1.0
-    cpus = node_spec[compute_node.name].cpus
+    cpus = job_cpus(compute_node.name)
     part = partition_of(compute_node, dedicated=True)
     if part is None:
         not_applicable(f"{compute_node.name} is only in partitions whose jobs share CPUs on purpose "
@@ -101,7 +101,7 @@ def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, n
         where = partition_of(n, dedicated=True)
         if where is None:
             return None, []
-        args = f"-p {where} -w {n.name} -N1 -n1 -c {node_spec[n.name].cpus} --mem=32"
+        args = f"-p {where} -w {n.name} -N1 -n1 -c {job_cpus(n.name)} --mem=32"
         r = controller.run(isolation.side_by_side([args, args], isolation.step_facts_command([], hold)),
                            timeout=2 * (thresholds.job_start_s_max + hold) + OTHER_JOB_S)
         return r, [isolation.parse_step_facts(out) for out in isolation.split_side_by_side(r.stdout, 2)]

@@ -28,14 +28,16 @@ def _as_asked(name: str, cpus: int) -> int:
 
 
 @st.composite
-def job_shapes(draw, partitions, granted=_as_asked):
+def job_shapes(draw, partitions, granted=_as_asked, job_cpus=None):
     """Shapes that fit every node of the partition drawn; ``granted(node, c)``: the CPUs Slurm
-    gives a task of ``-c c`` there (whole cores where a core has several threads)."""
+    gives a task of ``-c c`` there (whole cores where a core has several threads);
+    ``job_cpus(node)``: the CPUs jobs may use there (default: the config's cpus)."""
     name, nodes = draw(st.sampled_from(partitions))
-    cpus = min(n.cpus for n in nodes)
+    usable = {x.name: job_cpus(x.name) if job_cpus else x.cpus for x in nodes}
+    cpus = min(usable.values())
     n = draw(st.integers(1, len(nodes)))
     c = draw(st.integers(1, cpus))
-    t = draw(st.integers(1, max(1, min(x.cpus // granted(x.name, c) for x in nodes))))
+    t = draw(st.integers(1, max(1, min(usable[x.name] // granted(x.name, c) for x in nodes))))
     mem = draw(st.integers(32, max(32, min(256, min(x.memory_mb for x in nodes) // 2))))
     gpus_each = min(x.gpus for x in nodes)
     g = draw(st.integers(0, gpus_each)) if gpus_each else 0
@@ -69,7 +71,7 @@ def shape_problems(shape: dict, facts: list, node_cpus: dict[str, int], constrai
             if len(used) != len(set(used)):
                 problems.append(f"{node}: tasks share CPUs {sorted(c for c in set(used) if used.count(c) > 1)}")
             if len(set(used)) > node_cpus.get(node, 0):
-                problems.append(f"{node}: tasks use {len(set(used))} CPUs, the node has {node_cpus.get(node)}")
+                problems.append(f"{node}: tasks use {len(set(used))} CPUs, jobs may use {node_cpus.get(node)} there")
         if shape["gpus"]:
             wrong = [t.step_gpus for t in tasks if len(t.step_gpus or ()) != shape["gpus"]]
             if wrong:
@@ -77,17 +79,18 @@ def shape_problems(shape: dict, facts: list, node_cpus: dict[str, int], constrai
     return problems
 
 
-def test_random_job_shapes_are_placed_as_requested(controller, hpc_config, node_spec, thresholds, cpus_granted):
+def test_random_job_shapes_are_placed_as_requested(controller, hpc_config, node_spec, thresholds, cpus_granted,
+                                                   job_cpus):
     examples = hpc_config.slurm.job_shape_examples
     if examples == 0:
         not_applicable("slurm.job_shape_examples is 0 in the config")
     partitions = _partitions(hpc_config, node_spec)
-    node_cpus = {n.name: n.cpus for n in node_spec.values()}
+    node_cpus = {n.name: job_cpus(n.name) for n in node_spec.values()}
     constrain = hpc_config.slurm.cgroup.constrain_cores
 
     @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
-    @given(shape=job_shapes(partitions, cpus_granted))
+    @given(shape=job_shapes(partitions, cpus_granted, job_cpus))
     def check(shape):
         args = (f"-l -p {shape['partition']} -N{shape['nodes']} --ntasks-per-node={shape['tasks_per_node']} "
                 f"-c {shape['cpus_per_task']} --mem={shape['mem_mb']}")

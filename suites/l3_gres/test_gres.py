@@ -75,14 +75,14 @@ def test_more_gpus_than_the_node_has_is_refused(gpu_node, controller, node_spec,
     )
 
 
-def test_concurrent_single_gpu_jobs_get_different_gpus(gpu_node, controller, node_spec, gres_files, place_on,
+def test_concurrent_single_gpu_jobs_get_different_gpus(gpu_node, controller, node_spec, job_cpus, gres_files, place_on,
                                                        thresholds, each_node):
     def shareable(name: str) -> bool:
-        return node_spec[name].gpus >= 2 and node_spec[name].cpus >= 2
+        return node_spec[name].gpus >= 2 and job_cpus(name) >= 2
 
     if not shareable(gpu_node.name):
-        not_applicable(f"{gpu_node.name} has {node_spec[gpu_node.name].gpus} GPU(s) and {node_spec[gpu_node.name].cpus} "
-                    "CPU(s): two 1-GPU jobs cannot run on it side by side")
+        not_applicable(f"{gpu_node.name} has {node_spec[gpu_node.name].gpus} GPU(s) and {job_cpus(gpu_node.name)} "
+                       "CPU(s) jobs may use: two 1-GPU jobs cannot run on it side by side")
     hold = 1.0
 
     def probe(node):

@@ -46,13 +46,13 @@ def test_containerised_step_runs_the_image_os(compute_node, containers, step_on_
 # The per-node checks below run their nodes' container steps at once (each_node: one job per
 # node, so they never compete for a node's CPUs or memory).
 
-def test_cpus_per_task_inside_container(compute_node, controller, runtime, node_spec, place_on, thresholds,
+def test_cpus_per_task_inside_container(compute_node, controller, runtime, job_cpus, place_on, thresholds,
                                         cpus_granted, each_node):
-    """``-c K`` for K = 1 and all of the node's CPUs: the container sees exactly K CPUs (or the
-    whole cores Slurm grants for them, where a core has several threads)."""
+    """``-c K`` for K = 1 and all the CPUs jobs may use on the node: the container sees exactly K
+    CPUs (or the whole cores Slurm grants for them, where a core has several threads)."""
     def probe(node):
         problems = []
-        for k in sorted({1, node_spec[node.name].cpus}):
+        for k in sorted({1, job_cpus(node.name)}):
             r = ctr.srun(controller, runtime, f"{place_on(node)} -n1 -c {k}", isolation.step_facts_command([]),
                          timeout=thresholds.job_start_s_max)
             facts = isolation.parse_step_facts(r.stdout)
@@ -113,22 +113,22 @@ def test_container_gets_exactly_the_gpus_granted(gpu_node, controller, runtime, 
     assert not problems, f"{gpu_node.name}: " + "; ".join(problems)
 
 
-def _task_shape(spec) -> tuple[int, str]:
-    """(tasks, GRES option) of the per-task check's step on a node."""
-    return max(1, min(2, spec.cpus)), "--gres=gpu:1" if spec.gpus else ""
+def _task_shape(spec, cpus: int) -> tuple[int, str]:
+    """(tasks, GRES option) of the per-task check's step on a node where jobs may use ``cpus``."""
+    return max(1, min(2, cpus)), "--gres=gpu:1" if spec.gpus else ""
 
 
-def test_per_task_variables_inside_container(compute_node, controller, runtime, node_spec, place_on, thresholds,
-                                             each_node):
+def test_per_task_variables_inside_container(compute_node, controller, runtime, node_spec, job_cpus, place_on,
+                                             thresholds, each_node):
     """Every task of a multi-task containerised step has its own SLURM_PROCID; on GPU nodes each
     task holding a GPU sees CUDA_VISIBLE_DEVICES."""
     def probe(node):
-        ntasks, gres = _task_shape(node_spec[node.name])
+        ntasks, gres = _task_shape(node_spec[node.name], job_cpus(node.name))
         return ctr.srun(controller, runtime, f"{place_on(node)} -n{ntasks} -l {gres}",
                         f"{ctr.IDENTITY}; {isolation.step_facts_command([])}", timeout=thresholds.job_start_s_max,
                         gpu=bool(gres))
 
-    ntasks, gres = _task_shape(node_spec[compute_node.name])
+    ntasks, gres = _task_shape(node_spec[compute_node.name], job_cpus(compute_node.name))
     r = each_node(probe)
     assert r.ok, f"{compute_node.name}: a {ntasks}-task container step failed: {r.describe()}"
     tasks = ctr.task_lines(r.stdout)

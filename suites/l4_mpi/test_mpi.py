@@ -32,18 +32,18 @@ def test_mpi_default_is_the_configured_plugin(controller, hpc_config):
     assert value == want, f"slurm.conf MpiDefault is {value or 'unset'}, the config says {want}"
 
 
-def _every_compute_node(controller, cluster, node_spec) -> tuple[list[str], int, int, str]:
-    """(hosts, ranks per node, ranks, -p option): one rank per CPU of the smallest compute node
-    on every compute node, in a partition holding them all."""
+def _every_compute_node(controller, cluster, job_cpus) -> tuple[list[str], int, int, str]:
+    """(hosts, ranks per node, ranks, -p option): one rank per CPU jobs may use on the smallest
+    compute node, on every compute node, in a partition holding them all."""
     hosts = sorted(n.name for n in cluster.compute)
-    per_node = max(1, min(node_spec[h].cpus for h in hosts))
+    per_node = max(1, min(job_cpus(h) for h in hosts))
     return hosts, per_node, per_node * len(hosts), _partition_with_all(controller, hosts)
 
 
-def test_mpi_ranks_span_every_compute_node(controller, cluster, node_spec, mpi_binary, thresholds):
+def test_mpi_ranks_span_every_compute_node(controller, cluster, job_cpus, mpi_binary, thresholds):
     """With Slurm's default MPI plugin (no --mpi flag): one rank per CPU of the smallest node on
     every compute node, each reports, world size right, allreduce sum right."""
-    hosts, per_node, ntasks, partition = _every_compute_node(controller, cluster, node_spec)
+    hosts, per_node, ntasks, partition = _every_compute_node(controller, cluster, job_cpus)
     r = slurm.srun(controller, f"{partition} -N{len(hosts)} --ntasks-per-node={per_node} {mpi.KILL_ON_BAD_EXIT}",
                    f"{mpi_binary} ranks", timeout=thresholds.job_start_s_max + 30)
     report = mpi.parse_ranks(r.stdout)
@@ -53,11 +53,11 @@ def test_mpi_ranks_span_every_compute_node(controller, cluster, node_spec, mpi_b
     assert not problems, f"MPI job of {ntasks} ranks on {', '.join(hosts)}: " + "; ".join(problems)
 
 
-def test_mpirun_inside_a_batch_job_spans_every_compute_node(controller, cluster, node_spec, mpi_binary, thresholds):
+def test_mpirun_inside_a_batch_job_spans_every_compute_node(controller, cluster, job_cpus, mpi_binary, thresholds):
     """The other way users start MPI: ``mpirun`` inside an ``sbatch`` allocation (Open MPI reads
     the allocation from Slurm and starts its daemons with srun): every rank reports, on every
     compute node, world size and allreduce right."""
-    hosts, per_node, ntasks, partition = _every_compute_node(controller, cluster, node_spec)
+    hosts, per_node, ntasks, partition = _every_compute_node(controller, cluster, job_cpus)
     run = slurm.batch_run(controller, cluster.shared_dir, "mpirun",
                           f"{partition} -N{len(hosts)} --ntasks-per-node={per_node}",
                           mpi.mpirun_script(mpi_binary, "ranks"), timeout=thresholds.job_start_s_max + 60)
@@ -70,14 +70,14 @@ def test_mpirun_inside_a_batch_job_spans_every_compute_node(controller, cluster,
     assert not problems, f"mpirun in batch job {run.job_id} ({ntasks} ranks on {', '.join(hosts)}): " + "; ".join(problems)
 
 
-def test_point_to_point_latency_and_bandwidth(controller, cluster, node_spec, mpi_binary, thresholds, metric):
+def test_point_to_point_latency_and_bandwidth(controller, cluster, job_cpus, mpi_binary, thresholds, metric):
     """Ping-pong between the first two compute nodes, each rank owning all of its node's CPUs
     (a rank pinned to a core shared with other work measures the scheduler, not the network)."""
     if len(cluster.compute) < 2:
         not_applicable("one compute node: no pair to measure between")
     a, b = cluster.compute[0], cluster.compute[1]
     partition = _partition_with_all(controller, [a.name, b.name])
-    cpus = min(node_spec[a.name].cpus, node_spec[b.name].cpus)
+    cpus = min(job_cpus(a.name), job_cpus(b.name))
     r = slurm.srun(controller,
                    f"{partition} -w {a.name},{b.name} -N2 --ntasks-per-node=1 -c {cpus} {mpi.KILL_ON_BAD_EXIT}",
                    f"{mpi_binary} pingpong 2000", timeout=thresholds.job_start_s_max + 60)

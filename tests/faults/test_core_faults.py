@@ -304,6 +304,28 @@ def test_a_node_of_two_threads_per_core_is_granted_whole_cores_and_the_cpu_check
     assert failures(results) == {}
 
 
+def test_a_node_that_keeps_a_core_for_the_system_is_held_to_the_cpus_jobs_may_use(broken, pytester):
+    """g2's NodeName line keeps one of its two cores for the system (``CoreSpecCount=1``, as
+    sites do for slurmd and the node health check): CPUEfctv is 1, and a job asking for
+    CPUTot there is refused as never satisfiable. The CPU checks ask for what jobs may use,
+    and pass; before, ``-c 2``, the one-task-per-CPU step and the two whole-node jobs were
+    refused and four checks failed. Two 1-GPU jobs of one CPU each cannot run side by side on
+    one usable CPU: that check is not applicable there, and says so."""
+    engine, path = broken
+    checks = ("l3_cgroup/test_isolation.py::test_cpus_per_task_gives_exactly_that_many_cpus",
+              "l3_cgroup/test_isolation.py::test_tasks_of_a_step_are_bound_to_cpus_of_their_own",
+              "l3_cgroup/test_isolation.py::test_jobs_never_share_the_cpus_they_were_granted",
+              "l3_cgroup/test_job_shapes.py", "l3_gres/test_gres.py::test_concurrent_single_gpu_jobs_get_different_gpus")
+    with slurmfaults.node_definition(engine, "g2", "CoreSpecCount", "1"):
+        refused = engine.cluster.controller.run("srun -w g2 -n1 -c 2 --immediate=5 true", timeout=60)
+        results = run_checks(pytester, path, *checks)
+    assert "Requested node configuration is not available" in refused.stderr, refused.describe()
+    assert failures(results) == {}
+    assert results["test_cpus_per_task_gives_exactly_that_many_cpus[g2]"][0] == "passed"
+    outcome, message = results["test_concurrent_single_gpu_jobs_get_different_gpus[g2]"]
+    assert outcome == "skipped" and "g2 has 2 GPU(s) and 1 CPU(s) jobs may use" in message, message
+
+
 def test_node_that_logged_a_machine_check(broken, pytester):
     """g2's kernel says it logged a machine check (M) and loaded a proprietary driver (P);
     c1's only the driver: only g2 fails, naming the flag and where to look."""
