@@ -24,14 +24,25 @@ def slurm_config(controller) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def job_cpus(slurm_nodes, node_spec):
-    """``job_cpus(node_name)``: the CPUs jobs may be given on that node: Slurm's CPUEfctv, its
-    CPUs less the cores ``CoreSpecCount``/``CpuSpecList`` keep for the system (a job asking for
-    all of CPUTot there is refused as never satisfiable); the config's cpus where Slurm does
-    not know the node."""
-    def cpus(name: str) -> int:
+def slurm_partitions(controller) -> dict[str, slurm.SlurmPartition]:
+    """Every partition as slurmctld has it, read once per module."""
+    return slurm.show_partitions(controller)
+
+
+@pytest.fixture(scope="module")
+def job_cpus(slurm_nodes, slurm_partitions, node_spec, cluster, partition_of):
+    """``job_cpus(node_name, partition=None)``: the CPUs a job may be given on that node: Slurm's
+    CPUEfctv, its CPUs less the cores ``CoreSpecCount``/``CpuSpecList`` keep for the system, and
+    at most the partition's ``MaxCPUsPerNode`` (a CPU partition over GPU nodes often leaves their
+    other cores to GPU jobs) — a job asking for more is refused as never satisfiable. The
+    partition: ``partition``, else the one :func:`partition_of` gives; the config's cpus where
+    Slurm does not know the node."""
+    def cpus(name: str, partition: str | None = None) -> int:
         sn = slurm_nodes.get(name)
-        return sn.job_cpus if sn else node_spec[name].cpus
+        have = sn.job_cpus if sn else node_spec[name].cpus
+        part = slurm_partitions.get(partition or partition_of(cluster.node(name)) or "")
+        limit = part.max_cpus_per_node if part else None
+        return min(have, limit) if limit else have
 
     return cpus
 

@@ -91,17 +91,17 @@ def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, j
     ``OverSubscribe=FORCE``, or ``SelectTypeParameters`` that count memory only). Run in a
     partition that does not share CPUs on purpose (``slurm.partitions[].oversubscribe``)."""
     hold = 1.0
-    cpus = job_cpus(compute_node.name)
     part = partition_of(compute_node, dedicated=True)
     if part is None:
         not_applicable(f"{compute_node.name} is only in partitions whose jobs share CPUs on purpose "
                        "(slurm.partitions[].oversubscribe)")
+    cpus = job_cpus(compute_node.name, part)
 
     def probe(n):
         where = partition_of(n, dedicated=True)
         if where is None:
             return None, []
-        args = f"-p {where} -w {n.name} -N1 -n1 -c {job_cpus(n.name)} --mem=32"
+        args = f"-p {where} -w {n.name} -N1 -n1 -c {job_cpus(n.name, where)} --mem=32"
         r = controller.run(isolation.side_by_side([args, args], isolation.step_facts_command([], hold)),
                            timeout=2 * (thresholds.job_start_s_max + hold) + OTHER_JOB_S)
         return r, [isolation.parse_step_facts(out) for out in isolation.split_side_by_side(r.stdout, 2)]

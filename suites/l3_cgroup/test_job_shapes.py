@@ -33,7 +33,7 @@ def job_shapes(draw, partitions, granted=_as_asked, job_cpus=None):
     gives a task of ``-c c`` there (whole cores where a core has several threads);
     ``job_cpus(node)``: the CPUs jobs may use there (default: the config's cpus)."""
     name, nodes = draw(st.sampled_from(partitions))
-    usable = {x.name: job_cpus(x.name) if job_cpus else x.cpus for x in nodes}
+    usable = {x.name: job_cpus(x.name, name) if job_cpus else x.cpus for x in nodes}
     cpus = min(usable.values())
     n = draw(st.integers(1, len(nodes)))
     c = draw(st.integers(1, cpus))
@@ -85,7 +85,6 @@ def test_random_job_shapes_are_placed_as_requested(controller, hpc_config, node_
     if examples == 0:
         not_applicable("slurm.job_shape_examples is 0 in the config")
     partitions = _partitions(hpc_config, node_spec)
-    node_cpus = {n.name: job_cpus(n.name) for n in node_spec.values()}
     constrain = hpc_config.slurm.cgroup.constrain_cores
 
     @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
@@ -98,7 +97,8 @@ def test_random_job_shapes_are_placed_as_requested(controller, hpc_config, node_
             args += f" --gres=gpu:{shape['gpus']}"
         r = slurm.srun(controller, args, isolation.step_facts_command([]), timeout=thresholds.job_start_s_max)
         assert r.ok, f"job shape {shape} that fits the cluster was not run: {r.describe()}"
-        problems = shape_problems(shape, isolation.parse_step_facts(r.stdout), node_cpus, constrain, cpus_granted)
+        usable = {name: job_cpus(name, shape["partition"]) for name, n in node_spec.items() if n.role == "compute"}
+        problems = shape_problems(shape, isolation.parse_step_facts(r.stdout), usable, constrain, cpus_granted)
         assert not problems, f"srun {args}: " + "; ".join(problems)
 
     check()

@@ -36,8 +36,9 @@ def _every_compute_node(controller, cluster, job_cpus) -> tuple[list[str], int, 
     """(hosts, ranks per node, ranks, -p option): one rank per CPU jobs may use on the smallest
     compute node, on every compute node, in a partition holding them all."""
     hosts = sorted(n.name for n in cluster.compute)
-    per_node = max(1, min(job_cpus(h) for h in hosts))
-    return hosts, per_node, per_node * len(hosts), _partition_with_all(controller, hosts)
+    partition = _partition_with_all(controller, hosts)
+    per_node = max(1, min(job_cpus(h, partition.removeprefix("-p ") or None) for h in hosts))
+    return hosts, per_node, per_node * len(hosts), partition
 
 
 def test_mpi_ranks_span_every_compute_node(controller, cluster, job_cpus, mpi_binary, thresholds):
@@ -77,7 +78,8 @@ def test_point_to_point_latency_and_bandwidth(controller, cluster, job_cpus, mpi
         not_applicable("one compute node: no pair to measure between")
     a, b = cluster.compute[0], cluster.compute[1]
     partition = _partition_with_all(controller, [a.name, b.name])
-    cpus = min(job_cpus(a.name), job_cpus(b.name))
+    cpus = min(job_cpus(a.name, partition.removeprefix("-p ") or None),
+               job_cpus(b.name, partition.removeprefix("-p ") or None))
     r = slurm.srun(controller,
                    f"{partition} -w {a.name},{b.name} -N2 --ntasks-per-node=1 -c {cpus} {mpi.KILL_ON_BAD_EXIT}",
                    f"{mpi_binary} pingpong 2000", timeout=thresholds.job_start_s_max + 60)

@@ -326,6 +326,28 @@ def test_a_node_that_keeps_a_core_for_the_system_is_held_to_the_cpus_jobs_may_us
     assert outcome == "skipped" and "g2 has 2 GPU(s) and 1 CPU(s) jobs may use" in message, message
 
 
+def test_a_partition_that_gives_its_jobs_one_cpu_of_each_node(broken, pytester):
+    """Partition ``all`` with ``MaxCPUsPerNode=1`` (a CPU partition over GPU nodes that leaves
+    their other cores to GPU jobs): a job asking for two CPUs of a node there is refused. The
+    CPU, MPI and GRES checks ask for what a job may use in the partition they run in, and pass
+    (one task per CPU and two 1-GPU jobs side by side are not applicable: one CPU)."""
+    engine, path = broken
+    checks = ("l3_cgroup/test_isolation.py::test_cpus_per_task_gives_exactly_that_many_cpus",
+              "l3_cgroup/test_isolation.py::test_tasks_of_a_step_are_bound_to_cpus_of_their_own",
+              "l3_cgroup/test_isolation.py::test_jobs_never_share_the_cpus_they_were_granted",
+              "l3_cgroup/test_job_shapes.py", "l3_gres/test_gres.py::test_concurrent_single_gpu_jobs_get_different_gpus",
+              "l4_mpi/test_mpi.py::test_mpi_ranks_span_every_compute_node")
+    with slurmfaults.partition_setting(engine, "all", "MaxCPUsPerNode", "1"):
+        refused = engine.cluster.controller.run("srun -p all -w c1 -n1 -c 2 --immediate=5 true", timeout=60)
+        results = run_checks(pytester, path, *checks)
+    assert not refused.ok, refused.describe()
+    assert failures(results) == {}
+    assert {k for k, (outcome, _) in results.items() if outcome == "passed"} >= {
+        "test_cpus_per_task_gives_exactly_that_many_cpus[c1]", "test_jobs_never_share_the_cpus_they_were_granted[c1]",
+        "test_random_job_shapes_are_placed_as_requested", "test_mpi_ranks_span_every_compute_node"}, results
+    assert results["test_tasks_of_a_step_are_bound_to_cpus_of_their_own[c1]"][0] == "skipped"
+
+
 def test_node_that_logged_a_machine_check(broken, pytester):
     """g2's kernel says it logged a machine check (M) and loaded a proprietary driver (P);
     c1's only the driver: only g2 fails, naming the flag and where to look."""

@@ -213,6 +213,9 @@ def test_slurm_24_11_nodes_partitions_and_mpi_plugins():
     assert list(parts) == ["all"] and parts["all"].default and parts["all"].nodes == "c1,g[1-2]"
     assert parts["all"].max_time == "01:00:00" and parts["all"].state == "UP"
     assert parts["all"].oversubscribe == "NO" and not parts["all"].forces_sharing
+    assert parts["all"].max_cpus_per_node is None  # MaxCPUsPerNode=UNLIMITED
+    text = (FIXTURES / "slurm" / "scontrol-show-partition-local-24.11.txt").read_text()
+    assert slurm.parse_partitions(text.replace("MaxCPUsPerNode=UNLIMITED", "MaxCPUsPerNode=48"))["all"].max_cpus_per_node == 48
     # the list, then "specific pmix plugin versions available: pmix_v5" (PMIx 5 on Debian 13)
     assert mpi.plugin_types((FIXTURES / "slurm" / "srun-mpi-list-24.11.txt").read_text()) == [
         "none", "pmix", "cray_shasta", "pmi2", "pmix_v5"]

@@ -150,6 +150,7 @@ class SlurmPartition:
     max_time: str
     state: str
     oversubscribe: str = ""  # NO, EXCLUSIVE, YES[:n], FORCE[:n]
+    max_cpus_per_node: int | None = None  # MaxCPUsPerNode: what its jobs may use of a node; None: no limit
 
     @property
     def forces_sharing(self) -> bool:
@@ -185,6 +186,7 @@ def parse_partitions(text: str) -> dict[str, SlurmPartition]:
         out[kv["PartitionName"]] = SlurmPartition(
             name=kv["PartitionName"], nodes=kv.get("Nodes", ""), default=kv.get("Default", "NO") == "YES",
             max_time=kv.get("MaxTime", ""), state=kv.get("State", ""), oversubscribe=kv.get("OverSubscribe", ""),
+            max_cpus_per_node=leading_int(kv.get("MaxCPUsPerNode", "")),
         )
     return out
 
