@@ -122,7 +122,7 @@ def test_jobs_never_share_the_cpus_they_were_granted(compute_node, controller, j
 
 def test_a_job_without_a_memory_request_leaves_the_nodes_other_cpus_usable(compute_node, controller, partition_of,
                                                                           place_on, slurm_nodes, slurm_config,
-                                                                          thresholds, each_node):
+                                                                          job_cpus, thresholds, each_node):
     """Most jobs do not say how much memory they need, and get Slurm's default
     (DefMemPerCPU or DefMemPerNode, slurm.conf or the partition). With memory a consumable
     resource and no per-CPU default, each such job is given the node's whole memory, and a
@@ -141,19 +141,21 @@ def test_a_job_without_a_memory_request_leaves_the_nodes_other_cpus_usable(compu
                        "does not limit how many share a node")
     given_cpus = slurm.leading_int(info.tres.get("cpu", "")) or 1
     given_mib = slurm.parse_size_mib(info.tres.get("mem", ""))
-    by_cpus, by_memory = node.fits(given_cpus, given_mib)
+    part = partition_of(compute_node) or info.raw.get("Partition", "?")
+    usable = job_cpus(name, part)  # CPUEfctv, at most the partition's MaxCPUsPerNode
+    _, by_memory = node.fits(given_cpus, given_mib)
+    by_cpus = usable // max(1, given_cpus)
     if by_memory < by_cpus:
-        part = partition_of(compute_node) or info.raw.get("Partition", "?")
         defaults = slurm.partition_settings(controller, part)
         said = ", ".join(f"{where} {k}={v}" for where, settings in (("slurm.conf", config), (f"partition {part}", defaults))
                          for k in ("DefMemPerCPU", "DefMemPerNode") if (v := settings.get(k)) not in (None, "", "UNLIMITED"))
-        idle = node.job_cpus - by_memory * given_cpus
+        idle = usable - by_memory * given_cpus
         raise AssertionError(
             f"{name}: a one-task job without --mem (job {info.job_id}, partition {part}) is given {given_mib:g} MiB "
             f"of the {node.job_memory_mb} MiB jobs may use on the node: only {by_memory} such job"
             f"{'' if by_memory == 1 else 's'} fit{'s' if by_memory == 1 else ''} at a time, and {idle} of its "
-            f"{node.job_cpus} CPUs stay idle ({said or 'no DefMemPerCPU or DefMemPerNode is set'}). Give jobs a "
-            f"default of at most {node.job_memory_mb // node.job_cpus} MiB per CPU (DefMemPerCPU in slurm.conf, and "
+            f"{usable} CPUs stay idle ({said or 'no DefMemPerCPU or DefMemPerNode is set'}). Give jobs a "
+            f"default of at most {node.job_memory_mb // usable} MiB per CPU (DefMemPerCPU in slurm.conf, and "
             "no larger DefMemPerCPU or DefMemPerNode on the partition), or make the partition OverSubscribe=EXCLUSIVE "
             "if its jobs are meant to have whole nodes")
 
