@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_hpcvalidate.hostlist import expand
 from pytest_hpcvalidate.probes import mpi, slurm
 from pytest_hpcvalidate.capabilities import not_applicable
 
@@ -32,19 +33,19 @@ def test_mpi_default_is_the_configured_plugin(controller, hpc_config):
     assert value == want, f"slurm.conf MpiDefault is {value or 'unset'}, the config says {want}"
 
 
-def _every_compute_node(controller, cluster, job_cpus) -> tuple[list[str], int, int, str]:
+def _every_compute_node(slurm_partitions, cluster, job_cpus) -> tuple[list[str], int, int, str]:
     """(hosts, ranks per node, ranks, -p option): one rank per CPU jobs may use on the smallest
     compute node, on every compute node, in a partition holding them all."""
     hosts = sorted(n.name for n in cluster.compute)
-    partition = _partition_with_all(controller, hosts)
-    per_node = max(1, min(job_cpus(h, partition.removeprefix("-p ") or None) for h in hosts))
-    return hosts, per_node, per_node * len(hosts), partition
+    partition = _partition_with_all(slurm_partitions, hosts)
+    per_node = max(1, min(job_cpus(h, partition) for h in hosts))
+    return hosts, per_node, per_node * len(hosts), _option(partition)
 
 
-def test_mpi_ranks_span_every_compute_node(controller, cluster, job_cpus, mpi_binary, thresholds):
+def test_mpi_ranks_span_every_compute_node(controller, cluster, slurm_partitions, job_cpus, mpi_binary, thresholds):
     """With Slurm's default MPI plugin (no --mpi flag): one rank per CPU of the smallest node on
     every compute node, each reports, world size right, allreduce sum right."""
-    hosts, per_node, ntasks, partition = _every_compute_node(controller, cluster, job_cpus)
+    hosts, per_node, ntasks, partition = _every_compute_node(slurm_partitions, cluster, job_cpus)
     r = slurm.srun(controller, f"{partition} -N{len(hosts)} --ntasks-per-node={per_node} {mpi.KILL_ON_BAD_EXIT}",
                    f"{mpi_binary} ranks", timeout=thresholds.job_start_s_max + 30)
     report = mpi.parse_ranks(r.stdout)
@@ -54,11 +55,12 @@ def test_mpi_ranks_span_every_compute_node(controller, cluster, job_cpus, mpi_bi
     assert not problems, f"MPI job of {ntasks} ranks on {', '.join(hosts)}: " + "; ".join(problems)
 
 
-def test_mpirun_inside_a_batch_job_spans_every_compute_node(controller, cluster, job_cpus, mpi_binary, thresholds):
+def test_mpirun_inside_a_batch_job_spans_every_compute_node(controller, cluster, slurm_partitions, job_cpus, mpi_binary,
+                                                            thresholds):
     """The other way users start MPI: ``mpirun`` inside an ``sbatch`` allocation (Open MPI reads
     the allocation from Slurm and starts its daemons with srun): every rank reports, on every
     compute node, world size and allreduce right."""
-    hosts, per_node, ntasks, partition = _every_compute_node(controller, cluster, job_cpus)
+    hosts, per_node, ntasks, partition = _every_compute_node(slurm_partitions, cluster, job_cpus)
     run = slurm.batch_run(controller, cluster.shared_dir, "mpirun",
                           f"{partition} -N{len(hosts)} --ntasks-per-node={per_node}",
                           mpi.mpirun_script(mpi_binary, "ranks"), timeout=thresholds.job_start_s_max + 60)
@@ -71,17 +73,17 @@ def test_mpirun_inside_a_batch_job_spans_every_compute_node(controller, cluster,
     assert not problems, f"mpirun in batch job {run.job_id} ({ntasks} ranks on {', '.join(hosts)}): " + "; ".join(problems)
 
 
-def test_point_to_point_latency_and_bandwidth(controller, cluster, job_cpus, mpi_binary, thresholds, metric):
+def test_point_to_point_latency_and_bandwidth(controller, cluster, slurm_partitions, job_cpus, mpi_binary, thresholds,
+                                              metric):
     """Ping-pong between the first two compute nodes, each rank owning all of its node's CPUs
     (a rank pinned to a core shared with other work measures the scheduler, not the network)."""
     if len(cluster.compute) < 2:
         not_applicable("one compute node: no pair to measure between")
     a, b = cluster.compute[0], cluster.compute[1]
-    partition = _partition_with_all(controller, [a.name, b.name])
-    cpus = min(job_cpus(a.name, partition.removeprefix("-p ") or None),
-               job_cpus(b.name, partition.removeprefix("-p ") or None))
+    partition = _partition_with_all(slurm_partitions, [a.name, b.name])
+    cpus = min(job_cpus(a.name, partition), job_cpus(b.name, partition))
     r = slurm.srun(controller,
-                   f"{partition} -w {a.name},{b.name} -N2 --ntasks-per-node=1 -c {cpus} {mpi.KILL_ON_BAD_EXIT}",
+                   f"{_option(partition)} -w {a.name},{b.name} -N2 --ntasks-per-node=1 -c {cpus} {mpi.KILL_ON_BAD_EXIT}",
                    f"{mpi_binary} pingpong 2000", timeout=thresholds.job_start_s_max + 60)
     result = mpi.parse_pingpong(r.stdout)
     assert r.ok and result.latency_us is not None and result.bandwidth_mibps is not None, (
@@ -95,11 +97,10 @@ def test_point_to_point_latency_and_bandwidth(controller, cluster, job_cpus, mpi
     assert not failed, f"MPI {pair}: " + "; ".join(failed)
 
 
-def _partition_with_all(controller, hosts: list[str]) -> str:
-    """``-p NAME`` of a partition containing every host in ``hosts`` ('' = the default)."""
-    from pytest_hpcvalidate.hostlist import expand
+def _partition_with_all(partitions, hosts: list[str]) -> str | None:
+    """A partition containing every host in ``hosts`` (None: leave it to the default)."""
+    return next((p.name for p in partitions.values() if p.nodes == "ALL" or set(hosts) <= set(expand(p.nodes))), None)
 
-    for p in slurm.show_partitions(controller).values():
-        if set(hosts) <= set(expand(p.nodes)) or p.nodes == "ALL":
-            return f"-p {p.name}"
-    return ""
+
+def _option(partition: str | None) -> str:
+    return f"-p {partition}" if partition else ""

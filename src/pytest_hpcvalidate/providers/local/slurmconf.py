@@ -219,10 +219,11 @@ def render_mpi_conf(spec: LocalSpec) -> str:
 
 
 def render_all(spec: LocalSpec, layout: str, work_dir: Path | None = None,
-               cpu_layout: dict[str, Topology] | None = None) -> dict[str, str]:
-    """File name → text for the node configuration directory (``layout``: the cgroup layout)."""
+               layouts: dict[str, Topology] | None = None) -> dict[str, str]:
+    """File name → text for the node configuration directory (``layout``: the cgroup layout;
+    ``layouts``: the CPU layout per node, :func:`cpu_layouts`)."""
     return {
-        "slurm.conf": render_slurm_conf(spec, work_dir, cpu_layout),
+        "slurm.conf": render_slurm_conf(spec, work_dir, layouts),
         "gres.conf": render_gres_conf(spec),
         "cgroup.conf": render_cgroup_conf(spec, layout),
         "mpi.conf": render_mpi_conf(spec),
