@@ -143,8 +143,7 @@ def test_a_job_without_a_memory_request_leaves_the_nodes_other_cpus_usable(compu
     given_mib = slurm.parse_size_mib(info.tres.get("mem", ""))
     part = partition_of(compute_node) or info.raw.get("Partition", "?")
     usable = job_cpus(name, part)  # CPUEfctv, at most the partition's MaxCPUsPerNode
-    _, by_memory = node.fits(given_cpus, given_mib)
-    by_cpus = usable // max(1, given_cpus)
+    by_cpus, by_memory = node.fits(given_cpus, given_mib, usable)
     if by_memory < by_cpus:
         defaults = slurm.partition_settings(controller, part)
         said = ", ".join(f"{where} {k}={v}" for where, settings in (("slurm.conf", config), (f"partition {part}", defaults))

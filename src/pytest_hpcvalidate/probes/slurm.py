@@ -88,10 +88,12 @@ class SlurmNode:
         """The memory jobs may be given: ``RealMemory`` less ``MemSpecLimit`` (kept for the system)."""
         return self.real_memory_mb - (leading_int(self.raw.get("MemSpecLimit", "")) or 0)
 
-    def fits(self, job_cpus: int, job_memory_mib: float) -> tuple[int, int]:
+    def fits(self, job_cpus: int, job_memory_mib: float, usable_cpus: int | None = None) -> tuple[int, int]:
         """How many jobs each given ``job_cpus`` CPUs and ``job_memory_mib`` of memory the node
-        holds at once: (by its CPUs, by its memory)."""
-        return self.job_cpus // max(1, job_cpus), int(self.job_memory_mb // max(1.0, job_memory_mib))
+        holds at once: (by its CPUs, by its memory). ``usable_cpus``: the CPUs jobs may use there
+        where fewer than :attr:`job_cpus` (a partition's MaxCPUsPerNode)."""
+        cpus = self.job_cpus if usable_cpus is None else usable_cpus
+        return cpus // max(1, job_cpus), int(self.job_memory_mb // max(1.0, job_memory_mib))
 
 
 def parse_state(text: str) -> tuple[str, frozenset[str]]:

@@ -428,16 +428,20 @@ class LibvirtCluster:
         facts = {}
         if short := self._short_guest(n):
             facts["declared_resources"] = short
-        got = (self.state.data.get("guests") or {}).get(n.name) if self.state else None
+        got = self._recorded_size(n)
         if not got or got["vcpus"] != n.cpus:  # a VM of N vCPUs has N sockets, as CPUs=N alone declares
             facts["cpu_layout_differs"] = (f"the VM got {got['vcpus']} vCPU(s) for Slurm's {n.cpus} CPU(s): "
                                            "slurm.conf's CPUs= alone is not its layout" if got
                                            else "the VM's size is not recorded")
         return facts
 
+    def _recorded_size(self, n: NodeSpec) -> dict | None:
+        """{"vcpus", "memory_mib"} the node's VM was given (the state file), None if not recorded."""
+        return (self.state.data.get("guests") or {}).get(n.name) if self.state else None
+
     def _short_guest(self, n: NodeSpec) -> str:
         """How the node's VM is smaller than what Slurm declares for it, "" where it is not."""
-        got = (self.state.data.get("guests") or {}).get(n.name) if self.state else None
+        got = self._recorded_size(n)
         if not got:
             return "the VM's size is not recorded"
         if got["vcpus"] >= n.cpus and got["memory_mib"] >= guest_ram_mib(n.memory_mb):
