@@ -154,6 +154,34 @@ def only_mpi_ranks_crashed(verbose_output: str) -> bool:
         and RANK_SEGFAULT in verbose_output
 
 
+def online_cpus() -> int:
+    """This machine's online CPUs, which every node of a local cluster sees."""
+    from pytest_hpcvalidate.probes.nodeimage import count_list
+
+    return count_list(Path("/sys/devices/system/cpu/online").read_text()) or 1
+
+
+def skip_unless_one_cpu_is_less_than_the_machine(node_cpus: int) -> int:
+    """Skip a fault test that proves an unconfined ``-c 1`` task is caught where such a task
+    could not be told from a confined one here: a machine of one CPU, or one whose whole CPU
+    set is the one core of several threads that Slurm grants ``-c 1`` on a node of
+    ``node_cpus`` (the local provider declares slurmd -C's layout, SMT included). Returns the
+    online CPUs."""
+    from pytest_hpcvalidate.probes.slurm import cpus_granted
+    from pytest_hpcvalidate.providers.local.engine import host_cpu_layout
+    from pytest_hpcvalidate.providers.local.slurmconf import SELECT_TYPE_PARAMETERS, cpu_layout
+
+    online = online_cpus()
+    if online < 2:
+        pytest.skip("this machine has one CPU: a task sees one CPU pinned or not")
+    hardware = host_cpu_layout()
+    whole = cpus_granted(1, cpu_layout(node_cpus, hardware), SELECT_TYPE_PARAMETERS)
+    if whole >= online:
+        pytest.skip(f"Slurm grants -c 1 a whole core of {whole} threads here ({hardware.describe()}), all "
+                    f"{online} online CPUs: a confined task sees them all too")
+    return online
+
+
 def run_checks(pytester, path: Path, *selection: str, suite_dir: Path = SUITES, args: tuple[str, ...] = ()) -> dict:
     """Run shipped suite checks (``file.py[::test]`` relative to ``suite_dir``; all of it when
     none) against the running cluster of config ``path`` through the plugin (``--hpc-reuse``):

@@ -142,22 +142,16 @@ def test_device_constraint_off_shows_gpus_in_container_without_gres(running, pyt
     assert "no GRES: the container can open 2 GPU devices" in failed["test_container_gets_exactly_the_gpus_granted[g1]"]
 
 
-def _online_cpus() -> int:
-    from pytest_hpcvalidate.probes.nodeimage import count_list
-    return count_list(Path("/sys/devices/system/cpu/online").read_text()) or 1
-
-
 def test_cores_not_constrained_lets_a_containerised_task_see_every_cpu(running, pytester):
     """Nothing pins tasks (TaskPlugin=task/cgroup alone, ConstrainCores=no): a -c 1 task inside
     the container runs on every CPU of its node."""
-    if _online_cpus() < 2:
-        pytest.skip("this machine has one CPU: a task sees one CPU pinned or not")
+    online = clusterkit.skip_unless_one_cpu_is_less_than_the_machine(2)
     engine, path = running
     check = "test_cpus_per_task_inside_container"
     with slurmfaults.cores_unconstrained(engine):
         failed = failures(run_checks(pytester, path, f"test_container_steps.py::{check}"))
     assert set(failed) == {f"{check}[g1]", f"{check}[c1]"}, sorted(failed)
-    assert (f"c1: CPU confinement broken inside the container: -c 1 sees {_online_cpus()} CPUs"
+    assert (f"c1: CPU confinement broken inside the container: -c 1 sees {online} CPUs"
             in failed[f"{check}[c1]"]), failed[f"{check}[c1]"]
 
 

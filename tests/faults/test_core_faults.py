@@ -30,7 +30,7 @@ from pytest_hpcvalidate.providers.local.engine import host_cpu_layout
 _, _MEMLOCK_HARD = resource.getrlimit(resource.RLIMIT_MEMLOCK)
 MEMLOCK = "unlimited" if _MEMLOCK_HARD == resource.RLIM_INFINITY else _MEMLOCK_HARD // 1024
 #: this machine's online CPUs, which every node of a local cluster sees
-ONLINE_CPUS = count_list(Path("/sys/devices/system/cpu/online").read_text()) or 1
+ONLINE_CPUS = clusterkit.online_cpus()
 pytestmark = [pytest.mark.integration, clusterkit.needs_local]
 
 #: a kernel module this machine has (loaded or built in), required of compute[0]; every node
@@ -494,16 +494,10 @@ def test_memory_constraint_off_lets_a_job_exceed_its_memory(broken, pytester):
     assert "ended COMPLETED" in failed["test_job_over_its_memory_is_oom_killed[c1]"]
 
 
-def _online_cpus_or_skip() -> int:
-    if ONLINE_CPUS < 2:
-        pytest.skip("this machine has one CPU: a task sees one CPU pinned or not")
-    return ONLINE_CPUS
-
-
 def test_cores_not_constrained_lets_a_one_cpu_task_run_on_every_cpu(broken, pytester):
     """Nothing pins tasks (TaskPlugin=task/cgroup alone, ConstrainCores=no): a -c 1 task runs
     on every CPU of its node, on every node."""
-    online = _online_cpus_or_skip()
+    online = clusterkit.skip_unless_one_cpu_is_less_than_the_machine(BODY["compute"][1]["cpus"])
     engine, path = broken
     check = "test_cpus_per_task_gives_exactly_that_many_cpus"
     with slurmfaults.cores_unconstrained(engine):
@@ -517,7 +511,8 @@ def test_tasks_left_unbound_share_their_steps_cpus(broken, pytester):
     """TaskPlugin=task/cgroup without task/affinity: each step is still held to the CPUs it
     was granted (the ``-c K`` check stays green), but its tasks are not bound within them:
     the tasks of a step filling a node share all its CPUs, on every node."""
-    _online_cpus_or_skip()
+    if ONLINE_CPUS < 2:
+        pytest.skip("this machine has one CPU: a task sees one CPU pinned or not")
     engine, path = broken
     check = "test_tasks_of_a_step_are_bound_to_cpus_of_their_own"
     with slurmfaults.slurm_conf_setting(engine, "TaskPlugin", "task/cgroup", restart_slurmd=True):

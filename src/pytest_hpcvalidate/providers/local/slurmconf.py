@@ -36,12 +36,19 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+#: how the local provider's Slurm allocates CPUs: whole cores, memory a consumable resource
+SELECT_TYPE_PARAMETERS = "CR_Core_Memory"
+
+
+def cpu_layout(cpus: int, hardware: Topology | None) -> Topology | None:
+    """The machine's CPU layout (``slurmd -C``) where a node is given all of its threads or
+    all of its cores as ``cpus``; None for another share (``CPUs=`` alone)."""
+    return hardware if hardware is not None and cpus in (hardware.threads, hardware.cores) else None
+
+
 def cpu_layouts(nodes: list[NodeSpec], hardware: Topology | None) -> dict[str, Topology]:
-    """The machine's CPU layout (``slurmd -C``) for each node Slurm is given all of its
-    threads or all of its cores as CPUs; a node given another share keeps ``CPUs=`` alone."""
-    if hardware is None:
-        return {}
-    return {n.name: hardware for n in nodes if n.cpus in (hardware.threads, hardware.cores)}
+    """{node: the layout to declare} for the nodes :func:`cpu_layout` gives one."""
+    return {n.name: layout for n in nodes if (layout := cpu_layout(n.cpus, hardware))}
 
 
 def node_line(node: NodeSpec, layout: Topology | None = None) -> str:
@@ -106,7 +113,7 @@ def render_slurm_conf(spec: LocalSpec, work_dir: Path | None = None,
         "Waittime=0",
         "SchedulerType=sched/backfill",
         "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core_Memory",
+        f"SelectTypeParameters={SELECT_TYPE_PARAMETERS}",
         f"DefMemPerCPU={default_mem_per_cpu(spec)}",
         # CPUs/RealMemory of a simulated node may exceed the machine's: use the configured values
         "SlurmdParameters=config_overrides",
