@@ -23,6 +23,8 @@ import yaml
 from pytest_hpcvalidate.providers.local.cleanup import cleanup_stale, leftovers
 from pytest_hpcvalidate.providers.local.preflight import REQUIRED_BINARIES
 
+#: the burst check's tasks on a test cluster whose body does not set slurm.burst_jobs
+TEST_BURST_JOBS = 8
 STATE_ROOT = Path(os.environ.get("HPCV_STATE_ROOT", "/var/lib/hpcvalidate/clusters"))
 #: the shipped suites, which the fault tests run against their clusters
 SUITES = Path(__file__).resolve().parents[1] / "suites"
@@ -87,6 +89,9 @@ def config_yaml(tag: str, body: dict) -> tuple[str, str]:
     bridge. ``body`` holds everything else (compute, slurm, storage, ...)."""
     name, octet = unique(tag)
     doc = {"provider": "local", **body, "name": name}
+    # the burst check's 32 tasks (the default) take ~16 s on a cluster of six CPUs: a test
+    # cluster bursts 8 unless its body says otherwise
+    doc["slurm"] = {"burst_jobs": TEST_BURST_JOBS, **body.get("slurm", {})}
     # the body's other network settings (mtu, domain) stay; name, subnet and bridge are the test's
     doc["network"] = {**body.get("network", {}), "subnet": f"10.234.{octet}.0/24", "bridge": f"hpcv-{name}"[:15]}
     doc["network"].pop("gateway", None)

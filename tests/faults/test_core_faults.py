@@ -37,6 +37,11 @@ pytestmark = [pytest.mark.integration, clusterkit.needs_local]
 #: requires ``bridge``: the local provider's cluster network is a Linux bridge
 GROUP_MODULE = next((m for m in ("fuse", "overlay", "loop", "ipv6") if Path("/sys/module", m).is_dir()), "bridge")
 
+#: the burst check's tasks: one per CPU of the three nodes. A healthy burst of them ends within
+#: a few seconds (one scheduling pass: 80-120 jobs/min here, 30 is 12 s); one whose every job is
+#: followed by a 25 s epilog takes at least 25 s (at most 14.4 jobs/min)
+BURST, BURST_PER_MIN, EPILOG_S = 6, 30, 25
+
 BODY = {
     "controller": {"name": "ctl", "cpus": 1, "memory_mb": 512},
     "compute": [
@@ -45,12 +50,13 @@ BODY = {
         {"names": "c1", "cpus": 2, "memory_mb": 1024, "features": ["cpu"]},
     ],
     "slurm": {"gres_types": ["gpu"], "job_shape_examples": 3, "job_memlock": MEMLOCK, "users": ["hpcv"],
+              "burst_jobs": BURST,
               "partitions": [{"name": "all", "nodes": "ALL", "default": True, "max_time": "720"}]},  # minutes: Slurm prints 12:00:00
     # timing thresholds with room for a loaded 2-core CI machine: these tests prove which
     # check a fault turns red, not how fast this machine is (bench/ measures that)
     "node_image": {"kernel_modules": ["bridge"]},
     "thresholds": {"latency_p50_ms_max": 10, "latency_p99_ms_max": 50, "mpi_latency_us_max": 5000,
-                   "mpi_bandwidth_mibps_min": 10},
+                   "mpi_bandwidth_mibps_min": 10, "burst_jobs_per_min_min": BURST_PER_MIN},
 }
 
 
@@ -752,12 +758,52 @@ def test_slurmd_spool_dir_full_on_one_node(broken, pytester):
     engine, path = broken
     spool = str(engine.node_paths("g1").root / "spool")
     check = "l2_slurm/test_registration.py::test_slurm_state_directory_has_room"
-    with slurmfaults.slurm_dir_full(engine, "g1", spool):
+    with slurmfaults.directory_full(engine, "g1", spool):
         results = run_checks(pytester, path, check)
     failed = failures(results)
     assert list(failed) == ["test_slurm_state_directory_has_room[g1]"]
     assert "g1: SlurmdSpoolDir=" in failed["test_slurm_state_directory_has_room[g1]"]
     assert "GiB free" in failed["test_slurm_state_directory_has_room[g1]"]
+
+
+BURST_CHECK = "l2_slurm/test_burst.py"
+BURST_TEST = "test_a_burst_of_short_jobs_completes_on_every_node"
+
+
+def test_a_node_whose_tmp_is_full_fails_its_share_of_a_burst(broken, pytester):
+    """c1's /tmp is a full 64 KiB filesystem: every job that writes there fails, while Slurm
+    keeps c1 IDLE and gives it its share of the burst (a black hole). The burst check names
+    c1, how many of its tasks failed and what the first wrote; the other nodes are not named."""
+    engine, path = broken
+    with slurmfaults.directory_full(engine, "c1", "/tmp", size="64k"):
+        failed = failures(run_checks(pytester, path, BURST_CHECK))
+    message = failed[BURST_TEST]
+    assert re.search(rf"a burst of {BURST} short jobs \(job array \d+, partition all, {BURST} ended in [\d.]+ s\): "
+                     r"c1 failed (\d) of the \1 tasks it ran \(FAILED 1:0 ×\1\); task \d wrote: .*No space left on device "
+                     r"hpcv-burst: cannot write 1 MiB to /tmp on c1\. A node that fails", message), message
+    assert "g1 failed" not in message and "g2 failed" not in message, message
+    assert "scontrol update NodeName=<node> State=DRAIN" in message, message
+
+
+def test_an_array_larger_than_slurm_takes_is_refused_naming_the_limit(broken, pytester):
+    engine, path = broken
+    with slurmfaults.max_array_size(engine, BURST - 2):
+        failed = failures(run_checks(pytester, path, BURST_CHECK))
+    message = failed[BURST_TEST]
+    assert f"sbatch refused a job array of {BURST} short jobs in partition all (MaxArraySize={BURST - 2}, " in message
+    assert "Invalid job array specification" in message, message
+    assert f"Raise MaxArraySize above {BURST - 1}" in message, message
+
+
+def test_an_epilog_that_holds_every_node_after_each_job_slows_a_burst_below_its_rate(broken, pytester):
+    engine, path = broken
+    with slurmfaults.slow_epilog(engine, EPILOG_S):
+        failed = failures(run_checks(pytester, path, BURST_CHECK))
+    message = failed[BURST_TEST]
+    assert re.search(rf"a burst of {BURST} short jobs in partition all took (2[5-9]|[3-9]\d)\.\d s, burst_jobs_per_min = "
+                     rf"[\d.]+ jobs/min, below the minimum {BURST_PER_MIN} jobs/min; they ran on c1, g1, g2 of its 3 "
+                     r"nodes \(slurm.conf: Epilog=/etc/slurm/hpcv-epilog.sh", message), message
+    assert "Slow prologs/epilogs" in message, message
 
 
 def test_mpi_default_not_pmix(broken, pytester):

@@ -219,6 +219,10 @@ class Slurm(Strict):
     job_shape_examples: int = Field(
         8, ge=0, le=1000, description="Random job shapes the property-based placement check submits (default 8; 0 = off)."
     )
+    burst_jobs: int = Field(
+        32, ge=0, le=1000, description="Short one-CPU jobs the burst check submits at once, as one job array "
+        "(default 32; 0 = off): every task must complete, on whichever node it ran; a node that fails the tasks "
+        "it is given while Slurm keeps it IDLE is named. More tasks reach more nodes of a large cluster.")
     users: list[UserName] = Field(
         default_factory=list, description="Users whose jobs must work (accounts from the site's directory, e.g. a "
         "test account): every node resolves each to the same uid, gid and home as the controller, and a job "
@@ -387,6 +391,11 @@ class Thresholds(Strict):
     job_start_s_max: float = Field(30.0, gt=0, description="A one-step job on every node completes within, s (default 30).")
     job_cleanup_s_max: float = Field(10.0, gt=0, description="A process a job left behind is gone within, s after the "
                                      "job ended (default 10: Slurm's KillWait and slurmstepd's sweep, with room).")
+    burst_s_max: float = Field(120.0, gt=0, description="A burst of slurm.burst_jobs short jobs has ended within, s "
+                               "(default 120).")
+    burst_jobs_per_min_min: float | None = Field(
+        None, gt=0, description="Short jobs a burst completes per minute, submission to last end (default: not "
+        "asserted; measured). Slow prologs, epilogs or scheduling show here.")
     mpi_latency_us_max: float = Field(100.0, gt=0, description="MPI ping-pong half round trip, 8 B, µs (default 100).")
     mpi_bandwidth_mibps_min: float = Field(100.0, ge=0, description="MPI ping-pong bandwidth, 1 MiB messages, MiB/s (default 100).")
     provision_s_max: float | None = Field(None, gt=0, description="Provisioning the cluster, s (default: not asserted).")

@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import shlex
+import tempfile
 from pathlib import Path
 
 from . import edited, mounted_on_node, require_local, wrapped_on_node
@@ -235,6 +236,35 @@ def task_prolog_exports(engine, variables: dict[str, str]):
         yield
 
 
+@contextlib.contextmanager
+def slow_epilog(engine, seconds: float):
+    """slurm.conf names an Epilog that takes ``seconds`` after every job (a node health check
+    run per job, a slow cleanup): each node holds a finished job's CPUs that long."""
+    with _site_script(engine, "Epilog", f"sleep {seconds}\nexit 0\n"):
+        yield
+
+
+@contextlib.contextmanager
+def max_array_size(engine, size: int):
+    """slurm.conf ``MaxArraySize=size``: job arrays of ``size`` tasks or more are refused.
+    slurmctld is restarted on the way in and out: it keeps the limit it enforced first across
+    ``scontrol reconfigure`` (22.05: an array of 6 was accepted with MaxArraySize=4 in the
+    running config)."""
+    ctl = engine.spec.controller.name
+
+    def restart() -> None:
+        engine.stop_daemon(ctl, "slurmctld")
+        engine.start_daemon(ctl, "slurmctld")
+        wait_controller(engine)
+
+    try:
+        with slurm_conf_setting(engine, "MaxArraySize", str(size)):
+            restart()
+            yield
+    finally:
+        restart()
+
+
 def cgroup_setting(engine, key: str, value: str):
     """cgroup.conf ``key=value`` on every node (slurmd restarted so steps pick it up)."""
     return _conf_setting(engine, engine.conf_dir / "cgroup.conf", key, value, restart_slurmd=True)
@@ -389,16 +419,17 @@ def slurmd_upgraded_not_restarted(engine, name: str, version: str = "22.05.99"):
 
 
 @contextlib.contextmanager
-def slurm_dir_full(engine, name: str, path: str):
-    """``path`` (a Slurm state directory) on ``name`` is a 1 MiB tmpfs of its own, its files
-    copied in: a nearly full filesystem (in the node's mount namespace only)."""
+def directory_full(engine, name: str, path: str, size: str = "1m"):
+    """``path`` on ``name`` is a tmpfs of ``size`` of its own, its files copied in (what
+    fits): a nearly full filesystem, in the node's mount namespace only — a Slurm state
+    directory, or the /tmp every job writes to."""
     require_local(engine)
     node = engine.cluster.node(name)
     q = shlex.quote(path)
-    keep = node.run("mktemp -d", timeout=15).check().stdout.strip()
+    keep = tempfile.mkdtemp(prefix="fault-full-", dir=engine.node_paths(name).root)  # outside ``path``
     node.run(f"cp -a {q}/. {shlex.quote(keep)}/", timeout=30).check()
     try:
-        with mounted_on_node(node, path, "-t", "tmpfs", "-o", "size=1m", "hpcv-fault-full"):
+        with mounted_on_node(node, path, "-t", "tmpfs", "-o", f"size={size}", "hpcv-fault-full"):
             node.run(f"cp -a {shlex.quote(keep)}/. {q}/ 2>/dev/null", timeout=30)  # what fits
             yield
     finally:
