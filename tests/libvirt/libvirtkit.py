@@ -61,6 +61,8 @@ def config(tag: str, **extra) -> tuple[str, dict]:
         "controller": {"name": "ctl", "cpus": 1, "memory_mb": GUEST_MEMORY_MB},
         "compute": [{"names": "c1", "cpus": 1, "memory_mb": GUEST_MEMORY_MB}],
         "thresholds": dict(TCG_THRESHOLDS),
+        # the burst check's tasks: one VM of one CPU under TCG runs a short job in ~4 s
+        "slurm": {"burst_jobs": 4},
     }
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(doc.get(key), dict):

@@ -69,3 +69,12 @@ def test_every_node_with_a_failed_task_is_named_once_and_only_those(outcomes):
     named = [p.split()[0] for p in burst.problems(run) if " failed " in p]
     assert named == bad_nodes
     assert run.finished == all(not s.startswith("RUNNING") for _, s in outcomes)
+
+
+def test_tasks_cancelled_before_they_started_are_not_blamed_on_a_node():
+    ended = burst.parse_tasks(ENDED)
+    ended[15] = slurm.JobInfo(96, "CANCELLED", "0:0", "(null)", "Dependency", {"ArrayTaskId": "15"})
+    ended[4] = ended[5] = ended[10] = ended[11] = ended[0]  # c3's failures repaired
+    run = burst.Burst(16, "", 81, SUBMITTED, ended, elapsed_s=12.0)
+    assert burst.problems(run) == ["1 task(s) ended before they ran on a node (CANCELLED 0:0 ×1; task 15: reason "
+                                   "Dependency)"]

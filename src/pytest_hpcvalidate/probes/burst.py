@@ -130,12 +130,21 @@ def failed(info: JobInfo) -> bool:
     return info.state in FINAL_STATES and not (info.state == "COMPLETED" and info.exit_code == "0:0")
 
 
+#: where a task that never ran on a node is counted
+NO_NODE = ""
+
+
+def ran_on(info: JobInfo) -> str:
+    """The node a task ran on; :data:`NO_NODE` where it ended before it started."""
+    return NO_NODE if info.nodes in ("", "(null)", "None") else info.nodes
+
+
 def first_failed_per_node(burst: Burst) -> dict[str, int]:
     """{node: the first task that failed there}."""
     out: dict[str, int] = {}
     for tid, info in sorted(burst.tasks.items()):
         if failed(info):
-            out.setdefault(info.nodes or "no node", tid)
+            out.setdefault(ran_on(info), tid)
     return out
 
 
@@ -149,11 +158,14 @@ def problems(burst: Burst) -> list[str]:
     out = []
     by_node: dict[str, list[JobInfo]] = defaultdict(list)
     for info in burst.tasks.values():
-        by_node[info.nodes or "no node"].append(info)
+        by_node[ran_on(info)].append(info)
     firsts = first_failed_per_node(burst)
     for node in sorted(by_node):
         bad = [t for t in by_node[node] if failed(t)]
-        if bad:
+        if bad and node == NO_NODE:
+            out.append(f"{len(bad)} task(s) ended before they ran on a node ({_how(bad)}; task {firsts[node]}: "
+                       f"reason {bad[0].reason})")
+        elif bad:
             said = burst.errors.get(firsts[node], "")
             out.append(f"{node} failed {len(bad)} of the {len(by_node[node])} tasks it ran ({_how(bad)})"
                        + (f"; task {firsts[node]} wrote: {said}" if said else ""))
