@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-import threading
-import time
 
 import pytest
 
-from pytest_hpcvalidate.cluster import captured_commands, replay
 from pytest_hpcvalidate.hostlist import expand
 from pytest_hpcvalidate.probes import gpu, slurm, users
+from pytest_hpcvalidate.probes.jobwatch import JobWatch
 
 
 @pytest.fixture(scope="module")
@@ -159,61 +157,30 @@ NO_SCONTROL_EXIT = "97:0"
 class OverTimeJob:
     """The job that outlives its time limit: submitted once, by :meth:`submit` (ahead, at the
     run's first test) or else by the check's own :meth:`get`; cancelled by :meth:`cancel`.
-
-    From its submission a thread reads its record (``scontrol show job``) every
-    :attr:`POLL_S` until it ends: slurmctld forgets a finished job ``MinJobAge`` after it
-    ended (60 s on the local provider, 300 by default), and the check may come to it later
-    than that when the checks before it take long (a large cluster's L1, a slow burst)."""
+    From its submission a :class:`JobWatch` reads its record until it ends: the check may
+    come to it after slurmctld has forgotten it (``MinJobAge`` after its end), when the
+    checks before it take long (a large cluster's L1, a slow burst)."""
 
     POLL_S = 2.0
 
     def __init__(self, controller):
-        self.controller, self.submitted = controller, None
-        self.last: slurm.JobInfo | None = None      # the latest record read
-        self.started: slurm.JobInfo | None = None   # the first record that was no longer PENDING
-        self.polls: list = []                        # the reads, replayed as the check's evidence
-        self._shown = 0
-        self._stop = threading.Event()
+        self.controller, self.submitted, self.watch = controller, None, None
 
     def submit(self) -> None:
         if self.submitted is None:
             self.submitted = slurm.sbatch(self.controller, "-N1 -n1 --mem=32M --time=2 -o /dev/null -e /dev/null",
                                           OVER_TIME_SCRIPT)
             if self.submitted[0] is not None:
-                threading.Thread(target=self._watch, args=(self.submitted[0],), name="hpcv-time-limit-job",
-                                 daemon=True).start()
-
-    def _watch(self, job_id: int) -> None:
-        with captured_commands() as self.polls:  # nobody's evidence until the check replays them
-            while not self._stop.is_set():
-                r = self.controller.run(f"scontrol show job -o {job_id}", timeout=15)
-                info = slurm.parse_job(r.stdout) if r.ok else None
-                if info is not None:
-                    self.last = info
-                    if self.started is None and info.state != "PENDING":
-                        self.started = info
-                    if info.final:
-                        return
-                self._stop.wait(self.POLL_S)
+                self.watch = JobWatch(self.controller, self.submitted[0], self.POLL_S)
 
     def get(self):
         """(job id or None, sbatch's result)."""
         self.submit()
         return self.submitted
 
-    def wait(self, until, timeout: float) -> slurm.JobInfo | None:
-        """The latest record once ``until(record)`` holds, or after ``timeout`` s (None where
-        none was read); the reads so far become the running test's evidence."""
-        deadline = time.monotonic() + timeout
-        while not (self.last is not None and until(self.last)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        shown = self.polls[self._shown:]
-        self._shown += len(shown)
-        replay(shown)
-        return self.last
-
     def cancel(self) -> None:
-        self._stop.set()
+        if self.watch is not None:
+            self.watch.stop()
         if self.submitted is not None and self.submitted[0] is not None:
             self.controller.run(f"scancel {self.submitted[0]}", timeout=30)
 

@@ -22,8 +22,9 @@ def test_a_job_past_its_time_limit_is_stopped(controller, thresholds, hpc_config
     job_id, submitted = job_past_its_time_limit.get()
     assert job_id is not None, f"sbatch of the job that outlives its time limit failed: {submitted.describe()}"
     config = slurm.show_config(controller)
-    last = job_past_its_time_limit.wait(lambda info: info.state != "PENDING", timeout=thresholds.job_start_s_max)
-    started = job_past_its_time_limit.started
+    watch = job_past_its_time_limit.watch
+    last = watch.wait(lambda info: info.state != "PENDING", timeout=thresholds.job_start_s_max)
+    started = watch.started
     assert started is not None, (
         f"job {job_id} did not start within {thresholds.job_start_s_max:g}s "
         f"({last.reason if last else 'scontrol shows no such job'})")
@@ -33,8 +34,8 @@ def test_a_job_past_its_time_limit_is_stopped(controller, thresholds, hpc_config
     kill_wait = slurm.leading_int(config.get("KillWait", "30"))
     kill_wait = 30 if kill_wait is None else kill_wait  # Slurm's default
     allowed = (grace_min or 0) * 60 + TIME_LIMIT_PASS_S + kill_wait + MARGIN_S
-    info = job_past_its_time_limit.wait(lambda i: i.final or (slurm.seconds_past_end(i) or 0) > allowed,
-                                        timeout=allowed + thresholds.job_start_s_max)
+    info = watch.wait(lambda i: i.final or (slurm.seconds_past_end(i) or 0) > allowed,
+                      timeout=allowed + thresholds.job_start_s_max)
     assert info is not None, f"job {job_id}: scontrol shows no such job"
     where = f"job {job_id} on {info.nodes or '?'} (partition {partition or '?'})"
     said = info.raw.get("Comment") or "scontrol update JobId=… EndTime=now+10 in the job failed and said nothing"
