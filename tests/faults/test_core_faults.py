@@ -41,6 +41,8 @@ GROUP_MODULE = next((m for m in ("fuse", "overlay", "loop", "ipv6") if Path("/sy
 #: a few seconds (one scheduling pass: 80-120 jobs/min here, 30 is 12 s); one whose every job is
 #: followed by a 25 s epilog takes at least 25 s (at most 14.4 jobs/min)
 BURST, BURST_PER_MIN, EPILOG_S = 6, 30, 25
+#: how long the burst may take: the healthy one ends in seconds
+BURST_S_MAX = 30
 
 BODY = {
     "controller": {"name": "ctl", "cpus": 1, "memory_mb": 512},
@@ -56,7 +58,8 @@ BODY = {
     # check a fault turns red, not how fast this machine is (bench/ measures that)
     "node_image": {"kernel_modules": ["bridge"]},
     "thresholds": {"latency_p50_ms_max": 10, "latency_p99_ms_max": 50, "mpi_latency_us_max": 5000,
-                   "mpi_bandwidth_mibps_min": 10, "burst_jobs_per_min_min": BURST_PER_MIN},
+                   "mpi_bandwidth_mibps_min": 10, "burst_jobs_per_min_min": BURST_PER_MIN,
+                   "burst_s_max": BURST_S_MAX},
 }
 
 
@@ -783,6 +786,19 @@ def test_a_node_whose_tmp_is_full_fails_its_share_of_a_burst(broken, pytester):
                      r"hpcv-burst: cannot write 1 MiB to /tmp on c1\. A node that fails", message), message
     assert "g1 failed" not in message and "g2 failed" not in message, message
     assert "scontrol update NodeName=<node> State=DRAIN" in message, message
+
+
+def test_a_node_whose_jobs_hang_holds_its_share_of_a_burst(broken, pytester):
+    """On c1 the tasks' ``head`` hangs (as on a hung filesystem): c1's tasks are still running
+    when the burst's time is up; the check says how many tasks had not ended and where."""
+    engine, path = broken
+    with faults.wrapped_on_node(engine, "c1", "head", "#!/bin/sh\nexec sleep 600\n"):
+        failed = failures(run_checks(pytester, path, BURST_CHECK))
+    message = failed[BURST_TEST]
+    assert re.search(rf"a burst of {BURST} short jobs \(job array \d+, partition all, (\d) ended in 3\d\.\d s\): "
+                     rf"(\d) of {BURST} tasks had not ended after 3\d s \(0 never started, RUNNING 0:0 ×\2: still on "
+                     r"c1 ×\2\)", message), message
+    assert not re.search(r"\b(c1|g1|g2) failed", message), message  # hung, not failed: no node is blamed for failing
 
 
 def test_an_array_larger_than_slurm_takes_is_refused_naming_the_limit(broken, pytester):

@@ -16,7 +16,8 @@ SUBMITTED = CommandResult("ctl", "sbatch", 0, "81\n", "", 0.1)
 
 
 def _burst(text: str, count: int = 16, **more) -> burst.Burst:
-    return burst.Burst(count, "--array=0-15", 81, SUBMITTED, burst.parse_tasks(text), elapsed_s=12.0, **more)
+    return burst.Burst(count, "--array=0-15", 81, SUBMITTED, burst.parse_tasks(text), elapsed_s=12.0,
+                       pending_reason=burst.pending_reason(text), **more)
 
 
 def test_tasks_of_a_real_array_midway_leave_out_the_pending_rest():
@@ -40,10 +41,11 @@ def test_tasks_that_had_not_ended_are_counted_with_their_states_and_reasons():
     run = _burst(MIDWAY)
     (c3, late) = burst.problems(run)
     assert c3.startswith("c3 failed 4 of the 4 tasks it ran")
-    assert late == "4 of 16 tasks had not ended after 12 s (4 never started)"
-    running = slurm.JobInfo(99, "RUNNING", "0:0", "c1", "None", {"ArrayTaskId": "12"})
-    run.tasks[12] = running
-    assert burst.problems(run)[1] == "4 of 16 tasks had not ended after 12 s (3 never started, RUNNING 0:0 ×1)"
+    assert late == "4 of 16 tasks had not ended after 12 s (4 never started (reason Resources))"
+    run.tasks[12] = slurm.JobInfo(99, "RUNNING", "0:0", "c1", "None", {"ArrayTaskId": "12"})
+    run.tasks[13] = slurm.JobInfo(100, "RUNNING", "0:0", "c1", "None", {"ArrayTaskId": "13"})
+    assert burst.problems(run)[1] == ("4 of 16 tasks had not ended after 12 s (2 never started (reason Resources), "
+                                      "RUNNING 0:0 ×2: still on c1 ×2)")
 
 
 def test_a_healthy_burst_has_no_problems():
@@ -78,3 +80,10 @@ def test_tasks_cancelled_before_they_started_are_not_blamed_on_a_node():
     run = burst.Burst(16, "", 81, SUBMITTED, ended, elapsed_s=12.0)
     assert burst.problems(run) == ["1 task(s) ended before they ran on a node (CANCELLED 0:0 ×1; task 15: reason "
                                    "Dependency)"]
+
+
+def test_why_tasks_not_yet_started_wait_is_the_reason_of_their_shared_record():
+    assert burst.pending_reason(MIDWAY) == "Resources"  # recorded: the other tasks held every CPU
+    down = MIDWAY.replace("JobState=PENDING Reason=Resources", "JobState=PENDING Reason=PartitionDown")
+    assert burst.pending_reason(down) == "PartitionDown"
+    assert burst.pending_reason(ENDED) == ""

@@ -44,6 +44,7 @@ class Burst:
     elapsed_s: float = 0.0
     errors: dict[int, str] = field(default_factory=dict)   # failed task id → what it wrote to stderr
     limits: str = ""                                        # slurm.conf's array/job limits, where sbatch refused
+    pending_reason: str = ""                                # why the tasks not yet started wait (last read)
 
     @property
     def ended(self) -> list[JobInfo]:
@@ -63,6 +64,16 @@ def task_id(info: JobInfo) -> int | None:
     together (``ArrayTaskId=5-31``)."""
     value = info.raw.get("ArrayTaskId", "")
     return int(value) if value.isdigit() else None
+
+
+def pending_reason(text: str) -> str:
+    """Why the tasks that have not started wait: the Reason of the record they share
+    (``ArrayTaskId=5-31``); "" where every task has started."""
+    for line in records(text, "JobId"):
+        kv = parse_oneliner(line)
+        if not kv.get("ArrayTaskId", "").isdigit() and kv.get("JobState") == "PENDING":
+            return kv.get("Reason", "")
+    return ""
 
 
 def parse_tasks(text: str) -> dict[int, JobInfo]:
@@ -99,6 +110,7 @@ def run_burst(controller, count: int, args: str, directory, timeout: float, poll
             r = controller.run(f"scontrol show job -o {job_id}", timeout=15)
             if r.ok:
                 burst.tasks.update(parse_tasks(r.stdout))
+                burst.pending_reason = pending_reason(r.stdout)
             burst.elapsed_s = time.monotonic() - start
             if burst.finished or time.monotonic() > deadline:
                 break
@@ -172,8 +184,9 @@ def problems(burst: Burst) -> list[str]:
     if not burst.finished:
         open_ = [t for t in burst.tasks.values() if t.state not in FINAL_STATES]
         pending = burst.count - len(burst.tasks)
-        reasons = sorted({t.reason for t in open_ if t.reason and t.reason != "None"})
+        waiting = f" (reason {burst.pending_reason})" if pending and burst.pending_reason not in ("", "None") else ""
+        where = Counter(ran_on(t) or "no node" for t in open_)
         out.append(f"{burst.count - len(burst.ended)} of {burst.count} tasks had not ended after "
-                   f"{burst.elapsed_s:.0f} s ({pending} never started" + (f", {_how(open_)}" if open_ else "")
-                   + (f"; reason {', '.join(reasons)}" if reasons else "") + ")")
+                   f"{burst.elapsed_s:.0f} s ({pending} never started{waiting}" + (f", {_how(open_)}" if open_ else "")
+                   + (f": still on {', '.join(f'{n} ×{k}' for n, k in sorted(where.items()))}" if open_ else "") + ")")
     return out
