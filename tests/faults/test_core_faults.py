@@ -39,10 +39,10 @@ GROUP_MODULE = next((m for m in ("fuse", "overlay", "loop", "ipv6") if Path("/sy
 
 #: the burst check's tasks: one per CPU of the three nodes. A healthy burst of them ends within
 #: a few seconds (one scheduling pass: 80-120 jobs/min here, 30 is 12 s); one whose every job is
-#: followed by a 25 s epilog takes at least 25 s (at most 14.4 jobs/min)
-BURST, BURST_PER_MIN, EPILOG_S = 6, 30, 25
-#: how long the burst may take: the healthy one ends in seconds
-BURST_S_MAX = 30
+#: followed by a 20 s epilog takes at least 20 s (at most 18 jobs/min; 21-23 s idle, ~31 s on a
+#: loaded CI machine), well within the time a burst may take here
+BURST, BURST_PER_MIN, EPILOG_S = 6, 30, 20
+BURST_S_MAX = 45
 
 BODY = {
     "controller": {"name": "ctl", "cpus": 1, "memory_mb": 512},
@@ -795,9 +795,10 @@ def test_a_node_whose_jobs_hang_holds_its_share_of_a_burst(broken, pytester):
     with faults.wrapped_on_node(engine, "c1", "head", "#!/bin/sh\nexec sleep 600\n"):
         failed = failures(run_checks(pytester, path, BURST_CHECK))
     message = failed[BURST_TEST]
-    assert re.search(rf"a burst of {BURST} short jobs \(job array \d+, partition all, (\d) ended in 3\d\.\d s\): "
-                     rf"(\d) of {BURST} tasks had not ended after 3\d s \(0 never started, RUNNING 0:0 ×\2: still on "
-                     r"c1 ×\2\)", message), message
+    m = re.search(rf"a burst of {BURST} short jobs \(job array \d+, partition all, (\d) ended in (\d+)\.\d s\): "
+                  rf"(\d) of {BURST} tasks had not ended after \d+ s \(0 never started, RUNNING 0:0 ×\3: still on "
+                  r"c1 ×\3\)", message)
+    assert m and int(m.group(2)) >= BURST_S_MAX, message
     assert not re.search(r"\b(c1|g1|g2) failed", message), message  # hung, not failed: no node is blamed for failing
 
 
@@ -816,7 +817,7 @@ def test_an_epilog_that_holds_every_node_after_each_job_slows_a_burst_below_its_
     with slurmfaults.slow_epilog(engine, EPILOG_S):
         failed = failures(run_checks(pytester, path, BURST_CHECK))
     message = failed[BURST_TEST]
-    assert re.search(rf"a burst of {BURST} short jobs in partition all took (2[5-9]|[3-9]\d)\.\d s, burst_jobs_per_min = "
+    assert re.search(rf"a burst of {BURST} short jobs in partition all took (2\d|[3-9]\d)\.\d s, burst_jobs_per_min = "
                      rf"[\d.]+ jobs/min, below the minimum {BURST_PER_MIN} jobs/min; they ran on c1, g1, g2 of its 3 "
                      r"nodes \(slurm.conf: Epilog=/etc/slurm/hpcv-epilog.sh", message), message
     assert "Slow prologs/epilogs" in message, message
