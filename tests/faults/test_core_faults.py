@@ -39,8 +39,8 @@ GROUP_MODULE = next((m for m in ("fuse", "overlay", "loop", "ipv6") if Path("/sy
 
 #: the burst check's tasks: one per CPU of the three nodes. A healthy burst of them ends within
 #: a few seconds (one scheduling pass: 80-120 jobs/min here, 30 is 12 s); one whose every job is
-#: followed by a 20 s epilog takes at least 20 s (at most 18 jobs/min; 21-23 s idle, ~31 s on a
-#: loaded CI machine), well within the time a burst may take here
+#: followed by a 20 s epilog takes at least 20 s (at most 18 jobs/min; 20.9 s idle), within the
+#: time a burst may take here (with a 25 s epilog a loaded CI machine needed more than 30 s)
 BURST, BURST_PER_MIN, EPILOG_S = 6, 30, 20
 BURST_S_MAX = 45
 
