@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from ..transport import CommandResult
-from .slurm import FINAL_STATES, JobInfo, config_value, parse_oneliner, records, sbatch
+from .slurm import FINAL_STATES, JobInfo, config_value, job_info, parse_oneliner, records, sbatch
 
 #: what each task does, as a short job does: write and read back a MiB in its temporary
 #: directory (``TMPDIR``, else /tmp), then print its task id and node
@@ -81,9 +81,7 @@ def parse_tasks(text: str) -> dict[int, JobInfo]:
     or ended (the pending rest share one record, left out)."""
     out = {}
     for line in records(text, "JobId"):
-        kv = parse_oneliner(line)
-        info = JobInfo(int(kv.get("JobId", "0") or 0), kv.get("JobState", "UNKNOWN"), kv.get("ExitCode", ""),
-                       kv.get("NodeList", ""), kv.get("Reason", ""), kv)
+        info = job_info(parse_oneliner(line))
         tid = task_id(info)
         if tid is not None:
             out[tid] = info

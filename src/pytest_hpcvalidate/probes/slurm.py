@@ -312,13 +312,15 @@ def batch_run(node, directory, tag: str, args: str, script: str, timeout: float)
     return BatchRun(job_id, submitted, info, output, path if directory else "")
 
 
+def job_info(kv: dict[str, str]) -> JobInfo:
+    """One ``scontrol show job`` record (parsed by :func:`parse_oneliner`) as a JobInfo."""
+    return JobInfo(int(kv.get("JobId") or 0), kv.get("JobState", "UNKNOWN"), kv.get("ExitCode", ""),
+                   kv.get("NodeList", ""), kv.get("Reason", ""), kv)
+
+
 def parse_job(text: str) -> JobInfo | None:
     recs = records(text, "JobId")
-    if not recs:
-        return None
-    kv = parse_oneliner(recs[0])
-    return JobInfo(int(kv["JobId"]), kv.get("JobState", "UNKNOWN"), kv.get("ExitCode", ""), kv.get("NodeList", ""),
-                   kv.get("Reason", ""), kv)
+    return job_info(parse_oneliner(recs[0])) if recs else None
 
 
 def wait_job(controller, job_id: int, timeout: float = 60.0, poll_s: float = 0.2,
