@@ -250,19 +250,12 @@ def max_array_size(engine, size: int):
     slurmctld is restarted on the way in and out: it keeps the limit it enforced first across
     ``scontrol reconfigure`` (22.05: an array of 6 was accepted with MaxArraySize=4 in the
     running config)."""
-    ctl = engine.spec.controller.name
-
-    def restart() -> None:
-        engine.stop_daemon(ctl, "slurmctld")
-        engine.start_daemon(ctl, "slurmctld")
-        wait_controller(engine)
-
     try:
         with slurm_conf_setting(engine, "MaxArraySize", str(size)):
-            restart()
+            _restart_slurm(engine, [])
             yield
     finally:
-        restart()
+        _restart_slurm(engine, [])
 
 
 def cgroup_setting(engine, key: str, value: str):
